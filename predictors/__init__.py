@@ -1,0 +1,3 @@
+"""vision-predictors: a KServe model server for ModelScope vision models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from predictors.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""In-process dynamic batching with a bounded queue and per-request deadlines.
+
+Items from all requests of a model wait in one FIFO queue. A batch leaves when `max_batch_size` items
+wait or the oldest has waited `max_latency_ms`; it runs as one forward pass on the model's device
+thread and each result goes back to the future of the item it belongs to. While a batch runs, new
+requests keep being preprocessed in the worker pool and queue up for the next one.
+
+Beyond `max_queue` waiting items a request is refused at once (`ServiceBusy`), so latency stays
+bounded under overload. An item whose request was cancelled or whose deadline passed before its
+batch started is dropped, never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from predictors.errors import RequestTimeout, ServiceBusy
+
+logger = logging.getLogger(__name__)
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 8
+    max_latency_ms: float = 5.0
+    max_queue: int = 64
+
+
+@dataclass
+class _Waiting(Generic[P]):
+    item: P
+    future: asyncio.Future[Any]
+    enqueued_at: float
+    deadline: float | None
+
+
+class Batcher(Generic[P, R]):
+    """Groups queued items into batches for `run_batch`, which is called on `executor`."""
+
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[Sequence[P]], Sequence[R]],
+        executor: Executor,
+        config: BatchingConfig,
+        on_batch: Callable[[int], None] = lambda size: None,
+        on_queue_change: Callable[[int], None] = lambda depth: None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._run_batch = run_batch
+        self._executor = executor
+        self._on_batch = on_batch
+        self._on_queue_change = on_queue_change
+        self._queue: deque[_Waiting[P]] = deque()
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def submit(self, items: Sequence[P], deadline: float | None = None) -> list[R]:
+        """Queue `items` and wait for their results, in order. `deadline` is a `time.monotonic()` value."""
+        self.start()
+        if len(self._queue) + len(items) > self.config.max_queue:
+            raise ServiceBusy(
+                f"model '{self.name}' has {len(self._queue)} items queued (limit {self.config.max_queue}); "
+                "retry later"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        waiting = [_Waiting(item, loop.create_future(), now, deadline) for item in items]
+        self._queue.extend(waiting)
+        self._on_queue_change(len(self._queue))
+        self._arrived.set()
+        futures = [w.future for w in waiting]
+        try:
+            if deadline is None:
+                return await asyncio.gather(*futures)
+            return await asyncio.wait_for(asyncio.gather(*futures), timeout=max(0.0, deadline - now))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"the request's deadline passed before model '{self.name}' answered") from None
+        finally:
+            # Cancelled futures are skipped when their turn comes: the work is dropped, not run.
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+
+    async def _serve(self) -> None:
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._wait_for_fuller_batch()
+            batch = self._take_batch()
+            self._on_queue_change(len(self._queue))
+            if batch:
+                await self._run(batch)
+
+    async def _wait_for_fuller_batch(self) -> None:
+        max_wait = self.config.max_latency_ms / 1000.0
+        while self._queue and self._live_count() < self.config.max_batch_size:
+            remaining = self._queue[0].enqueued_at + max_wait - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _live_count(self) -> int:
+        return sum(1 for w in self._queue if not w.future.done())
+
+    def _take_batch(self) -> list[_Waiting[P]]:
+        batch: list[_Waiting[P]] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.config.max_batch_size:
+            waiting = self._queue.popleft()
+            if waiting.future.done():
+                continue
+            if waiting.deadline is not None and waiting.deadline <= now:
+                waiting.future.set_exception(RequestTimeout("the request's deadline passed while queued"))
+                continue
+            batch.append(waiting)
+        return batch
+
+    async def _run(self, batch: list[_Waiting[P]]) -> None:
+        self._on_batch(len(batch))
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._run_batch, [w.item for w in batch])
+        except Exception as error:  # noqa: BLE001 - the error belongs to the batch's requests
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(error)
+            return
+        for waiting, result in zip(batch, results, strict=True):
+            if not waiting.future.done():
+                waiting.future.set_result(result)

@@ -1,0 +1,129 @@
+"""`predictors serve | infer | make-demo-models | download`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from predictors.settings import Settings
+
+#: ModelScope hub ids of the published models
+HUB_MODELS = {
+    "general-recognition": "damo/cv_resnest101_general_recognition",
+    "face-enhancement": "damo/cv_gpen_image-portrait-enhancement",
+    "face-enhancement-hires": "damo/cv_gpen_image-portrait-enhancement-hires",
+    "visual-entailment": "damo/ofa_visual-entailment_snli-ve_large_en",
+}
+
+
+def _serve_parser(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="run the model server",
+        description="Serve models over KServe v1/v2 REST and v2 gRPC. Every flag has an env var "
+                    "PREDICTORS_<FLAG> (e.g. PREDICTORS_MAX_BATCH_SIZE); flags win.",
+    )
+    serve.add_argument("--model-repository", type=Path, help="directory with one subdirectory per model")
+    serve.add_argument("--models", help="comma-separated model names of the repository to serve (default: all)")
+    serve.add_argument("--model-dir", dest="model_dirs", action="append", metavar="NAME=PATH",
+                       help="serve model NAME from PATH (repeatable; in a pod: NAME=/mnt/models)")
+    serve.add_argument("--http-port", type=int)
+    serve.add_argument("--grpc-port", type=int)
+    serve.add_argument("--enable-grpc", type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL")
+    serve.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    serve.add_argument("--max-batch-size", type=int)
+    serve.add_argument("--max-latency-ms", type=float)
+    serve.add_argument("--max-queue", type=int)
+    serve.add_argument("--worker-threads", type=int)
+    serve.add_argument("--max-body-bytes", type=int)
+    serve.add_argument("--max-image-pixels", type=int)
+    serve.add_argument("--max-items-per-request", type=int)
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--shutdown-grace-seconds", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="predictors", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(subparsers)
+
+    demo = subparsers.add_parser("make-demo-models", help="write a demo model repository (random weights)")
+    demo.add_argument("directory", type=Path)
+    demo.add_argument("--models", help="comma-separated subset (default: all with demo weights)")
+    demo.add_argument("--overwrite", action="store_true", help="rewrite directories that exist")
+
+    download = subparsers.add_parser("download", help="fetch published weights from the ModelScope hub")
+    download.add_argument("name", choices=sorted(HUB_MODELS))
+    download.add_argument("directory", type=Path)
+
+    infer = subparsers.add_parser("infer", help="classify an image with a running server and print top-k")
+    infer.add_argument("name", help="model name, e.g. general-recognition")
+    infer.add_argument("image", type=Path)
+    infer.add_argument("--url", default="http://127.0.0.1:8080")
+    infer.add_argument("--top-k", type=int, default=5)
+    infer.add_argument("--timeout", type=float, default=60.0)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    fields = set(Settings.model_fields)
+    overrides = {key: value for key, value in vars(args).items() if key in fields and value is not None}
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.command == "make-demo-models":
+        from predictors.demo import make_demo_repository
+
+        models = [m.strip() for m in args.models.split(",")] if args.models else None
+        for directory in make_demo_repository(args.directory, models, overwrite=args.overwrite):
+            print(directory)
+        return 0
+    if args.command == "download":
+        return _download(args.name, args.directory)
+    if args.command == "infer":
+        from predictors.client import print_top_k
+
+        return print_top_k(args.url, args.name, args.image, args.top_k, args.timeout)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as error:
+        print(f"predictors serve: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    from predictors.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    from predictors.models.registry import ModelSetupError, discover
+
+    try:
+        entries = discover(settings)
+    except ModelSetupError as error:
+        print(f"predictors serve: {error}", file=sys.stderr)
+        return 2
+    from predictors.server.app import PredictorServer
+
+    return PredictorServer(settings).serve(entries)
+
+
+def _download(name: str, directory: Path) -> int:
+    from modelscope.hub.snapshot_download import snapshot_download
+
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = snapshot_download(HUB_MODELS[name], local_dir=str(directory))
+    print(f"downloaded {HUB_MODELS[name]} to {path}")
+    print(f"serve it with: predictors serve --model-dir {name.replace('-hires', '')}={path}")
+    return 0

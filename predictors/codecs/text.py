@@ -1,0 +1,15 @@
+"""Validation of text inputs (hypotheses, premises ...)."""
+
+from __future__ import annotations
+
+from predictors.codecs.types import InputSpec
+from predictors.errors import InvalidInput
+
+
+def validate_text(value: str, field: str, spec: InputSpec) -> str:
+    if not value.strip():
+        raise InvalidInput(f"{field} is empty")
+    size = len(value.encode("utf-8", errors="surrogatepass"))
+    if size > spec.max_bytes:
+        raise InvalidInput(f"{field} is {size} bytes of UTF-8; the limit is {spec.max_bytes}")
+    return value

@@ -1,0 +1,40 @@
+"""Demo model repository: random/crafted weights of the real architectures in the upstream layouts.
+
+No weights can be downloaded on an offline machine, so the demo repository lets the server, its
+tests and the container run the real loading code end to end. Every demo directory carries
+``predictor.json`` with ``"demo_weights": true`` and the server warns loudly when it serves one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: model name -> module with a `write(directory)` function
+DEMO_WRITERS = {
+    "general-recognition": "predictors.demo.general_recognition",
+    "image-classification": "predictors.demo.image_classification",
+}
+
+
+def make_demo_repository(root: Path, models: Iterable[str] | None = None, overwrite: bool = False) -> list[Path]:
+    names = list(models) if models else list(DEMO_WRITERS)
+    unknown = sorted(set(names) - set(DEMO_WRITERS))
+    if unknown:
+        raise ValueError(f"no demo weights for {unknown}; available: {sorted(DEMO_WRITERS)}")
+    root = root.resolve()
+    written = []
+    for name in names:
+        directory = root / name
+        if (directory / "predictor.json").exists() and not overwrite:
+            logger.info("%s exists; keeping it", directory)
+            written.append(directory)
+            continue
+        importlib.import_module(DEMO_WRITERS[name]).write(directory)
+        logger.info("wrote demo model %s", directory)
+        written.append(directory)
+    return written

@@ -1,0 +1,30 @@
+"""Demo directory for the generic `image-classification` predictor: a TorchScript MobileNetV3-Small
+with random weights, ten labels and the ImageNet preprocessing recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torchvision
+
+from predictors.demo.common import write_predictor_json
+
+LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write(directory: Path, seed: int = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng():  # seed the initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        network = torchvision.models.mobilenet_v3_small(num_classes=len(LABELS)).eval()
+        # torchvision initialises the last layer near zero (all ten scores ~0.1); spread them out.
+        network.classifier[-1].weight.data.mul_(300.0)
+    torch.jit.save(torch.jit.script(network), str(directory / "model.pt"))
+    (directory / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    config = {"input_size": 224, "resize": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+              "interpolation": "bilinear", "outputs": "logits"}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_predictor_json(directory, "image-classification")
+    return directory

@@ -1,0 +1,126 @@
+"""Device choice, the per-device inference thread, and the CUDA out-of-memory fallback.
+
+All torch work for a model runs on one dedicated thread (never on the asyncio event loop), under
+``torch.inference_mode()``. When a forward pass raises CUDA out-of-memory the batch is split in halves
+and retried; a single item that still does not fit runs on the CPU. The process never dies from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+CPU = torch.device("cpu")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn `auto|cpu|cuda|cuda:N` into a torch device; `auto` prefers CUDA when one is usable."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda:0") if torch.cuda.is_available() else CPU
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine")
+        index = 0 if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+        return torch.device("cuda", index)
+    return device
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError)
+
+
+class DeviceReplicas:
+    """A model's torch modules on its primary device, plus lazily made copies for fallback devices."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], primary: torch.device) -> None:
+        self.primary = primary
+        self._copies: dict[torch.device, dict[str, torch.nn.Module]] = {primary: modules}
+        self._lock = threading.Lock()
+
+    def on(self, device: torch.device) -> dict[str, torch.nn.Module]:
+        with self._lock:
+            if device not in self._copies:
+                logger.warning("making a copy of the model on %s for the out-of-memory fallback", device)
+                self._copies[device] = {
+                    name: copy.deepcopy(module).to(device).eval()
+                    for name, module in self._copies[self.primary].items()
+                }
+            return self._copies[device]
+
+
+class DeviceRunner:
+    """Runs batched forward passes on one worker thread with split-and-fall-back on CUDA OOM."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        on_oom: Callable[[str], None] = lambda stage: None,
+        fallback_device: torch.device = CPU,
+    ) -> None:
+        self.device = device
+        self.fallback_device = fallback_device
+        self._on_oom = on_oom
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"torch-{device}")
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor
+
+    def run(
+        self, forward: Callable[[Sequence[T], torch.device], Sequence[R]], batch: Sequence[T]
+    ) -> list[R]:
+        """Call `forward(batch, device)` (on the caller's thread) with the OOM split/fallback policy."""
+        with torch.inference_mode():
+            return self._run(forward, list(batch), self.device)
+
+    def _run(self, forward: Callable[[Sequence[T], torch.device], Sequence[R]], batch: list[T],
+             device: torch.device) -> list[R]:
+        try:
+            results = list(forward(batch, device))
+        except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+            if not is_out_of_memory(error):
+                raise
+            self._release_cached_memory()
+            if len(batch) > 1:
+                self._on_oom("split")
+                middle = len(batch) // 2
+                logger.warning("CUDA out of memory on a batch of %d; retrying in halves", len(batch))
+                return self._run(forward, batch[:middle], device) + self._run(forward, batch[middle:], device)
+            if device != self.fallback_device:
+                self._on_oom("cpu_fallback")
+                logger.warning("CUDA out of memory on a single item; running it on %s", self.fallback_device)
+                return self._run(forward, batch, self.fallback_device)
+            raise
+        if len(results) != len(batch):
+            raise RuntimeError(f"forward returned {len(results)} results for {len(batch)} items")
+        return results
+
+    @staticmethod
+    def _release_cached_memory() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def describe(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": str(device)}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    return info

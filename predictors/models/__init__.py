@@ -1,0 +1,1 @@
+"""One predictor class per model. Classes are imported lazily: importing torch/ModelScope is slow."""

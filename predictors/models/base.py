@@ -1,0 +1,257 @@
+"""`VisionPredictor`: the lifecycle and hook plumbing every model shares.
+
+A model subclass states its inputs, outputs and parameters and implements four synchronous steps:
+
+- ``load_weights(device)``: read the model directory once (weights, transforms, label tables);
+- ``prepare(item, params)``: one decoded item -> model-ready data (worker pool, in parallel);
+- ``forward(batch, device)``: a list of prepared items -> one raw result each (device thread,
+  ``torch.inference_mode()``, batched across requests, CUDA-OOM split/fallback);
+- ``finish(prepared, raw, params)``: -> the item's result, a dict of output name -> value (worker pool).
+
+The async KServe hooks below run them: ``preprocess`` decodes the wire payload (codec layer) and
+prepares items, ``predict`` queues them on the model's batcher, ``postprocess`` finishes and encodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import kserve
+import torch
+from kserve.protocol.infer_type import InferRequest, InferResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from predictors.batching import Batcher, BatchingConfig
+from predictors.codecs import v1, v2
+from predictors.codecs.images import ImageLimits, decode_image
+from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
+from predictors.device import DeviceRunner, resolve_device
+from predictors.errors import InvalidInput, ModelNotReady
+from predictors.telemetry.context import current_request_id
+from predictors.telemetry.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+Prepared = TypeVar("Prepared")
+Raw = TypeVar("Raw")
+
+#: request parameters every model understands
+COMMON_PARAMETERS = frozenset({"timeout_ms"})
+TIMEOUT_HEADER = "x-request-timeout-ms"
+
+
+class NoParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything a model needs besides its directory; resolved from settings and predictor.json."""
+
+    device: str = "auto"
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+    max_items_per_request: int = 64
+    #: model-specific options from predictor.json "options"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    demo_weights: bool = False
+
+
+@dataclass
+class _Pending(Generic[Prepared]):
+    """What flows from preprocess to predict to postprocess for one request."""
+
+    wire: WireRequest
+    params: Any
+    prepared: list[Prepared]
+    deadline: float | None
+    raw: list[Any] = field(default_factory=list)
+
+
+class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
+    predictor_name: ClassVar[str]
+    inputs: ClassVar[tuple[InputSpec, ...]] = (InputSpec("image", "image"),)
+    outputs: ClassVar[tuple[OutputSpec, ...]]
+    Parameters: ClassVar[type[BaseModel]] = NoParameters
+
+    def __init__(self, name: str, model_dir: Path, config: ModelConfig, metrics: Metrics,
+                 workers: Executor) -> None:
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.config = config
+        self.metrics = metrics
+        self._workers = workers
+        self.device = torch.device("cpu")
+        self._runner: DeviceRunner | None = None
+        self._batcher: Batcher[Prepared, Raw] | None = None
+        self.load_error: str | None = None
+
+    # ---- what subclasses implement -------------------------------------------------------------
+
+    def load_weights(self, device: torch.device) -> None:
+        raise NotImplementedError
+
+    def prepare(self, item: Mapping[str, Any], params: Any) -> Prepared:
+        raise NotImplementedError
+
+    def forward(self, batch: Sequence[Prepared], device: torch.device) -> Sequence[Raw]:
+        raise NotImplementedError
+
+    def finish(self, prepared: Prepared, raw: Raw, params: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def warmup_item(self) -> Mapping[str, Any]:
+        """A decoded item used for the warm-up inference before the model reports ready."""
+        raise NotImplementedError
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Load weights and run one warm-up inference; blocking, called once off the event loop."""
+        started = time.perf_counter()
+        try:
+            self.device = resolve_device(self.config.device)
+            logger.info("model %s: loading %s from %s on %s", self.name, self.predictor_name,
+                        self.model_dir, self.device)
+            if self.config.demo_weights:
+                logger.warning("model %s: serving DEMO weights (random/crafted, not the published model); "
+                               "its answers are meaningless", self.name)
+            self.load_weights(self.device)
+            self._runner = DeviceRunner(
+                self.device, on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc()
+            )
+            params = self.parse_parameters({})
+            prepared = self.prepare(self.warmup_item(), params)
+            raw = self._runner.run(self.forward, [prepared])
+            self.finish(prepared, raw[0], params)
+        except Exception as error:
+            self.load_error = f"{type(error).__name__}: {error}"
+            logger.exception("model %s failed to load", self.name)
+            raise
+        elapsed = time.perf_counter() - started
+        self.metrics.load_seconds.labels(self.name).set(elapsed)
+        self.metrics.device_info.labels(self.name, str(self.device)).set(1)
+        self.metrics.model_ready.labels(self.name).set(1)
+        logger.info("model %s ready on %s in %.2f s", self.name, self.device, elapsed)
+        self.ready = True
+        return True
+
+    def stop(self) -> None:
+        self.ready = False
+        self.metrics.model_ready.labels(self.name).set(0)
+
+    async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+        if self._runner is not None:
+            self._runner.shutdown()
+
+    def _ensure_batcher(self) -> Batcher[Prepared, Raw]:
+        if self._runner is None or not self.ready:
+            raise ModelNotReady(f"model '{self.name}' is not ready")
+        if self._batcher is None:
+            runner = self._runner
+            self._batcher = Batcher(
+                self.name,
+                lambda batch: runner.run(self.forward, batch),
+                runner.executor,
+                self.config.batching,
+                on_batch=self._count_batch,
+                on_queue_change=lambda depth: self.metrics.queue_depth.labels(self.name).set(depth),
+            )
+        return self._batcher
+
+    def _count_batch(self, size: int) -> None:
+        self.metrics.batch_size.labels(self.name).observe(size)
+        self.metrics.items.labels(self.name).inc(size)
+
+    @property
+    def queue_depth(self) -> int:
+        return 0 if self._batcher is None else self._batcher.depth
+
+    # ---- metadata ------------------------------------------------------------------------------
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [spec.metadata() for spec in self.inputs]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [spec.metadata() for spec in self.outputs]
+
+    # ---- KServe hooks --------------------------------------------------------------------------
+
+    def validate(self, payload: Any) -> Any:
+        return payload
+
+    async def preprocess(self, payload: dict[str, Any] | InferRequest,
+                         headers: dict[str, str] | None = None) -> _Pending[Prepared]:
+        if isinstance(payload, InferRequest):
+            wire = v2.decode_request(payload, self.inputs, self.outputs, self.config.max_items_per_request)
+        else:
+            wire = v1.decode_request(payload, self.inputs, self.config.max_items_per_request)
+        deadline = self._deadline(wire.parameters, headers or {})
+        params = self.parse_parameters({k: v for k, v in wire.parameters.items() if k not in COMMON_PARAMETERS})
+        loop = asyncio.get_running_loop()
+        prepared = await asyncio.gather(
+            *(loop.run_in_executor(self._workers, self._decode_and_prepare, item, params) for item in wire.items)
+        )
+        return _Pending(wire, params, list(prepared), deadline)
+
+    async def predict(self, payload: _Pending[Prepared], headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> _Pending[Prepared]:
+        payload.raw = await self._ensure_batcher().submit(payload.prepared, payload.deadline)
+        return payload
+
+    async def postprocess(self, result: _Pending[Prepared], headers: dict[str, str] | None = None,
+                          response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._workers, self.finish, prepared, raw, result.params)
+              for prepared, raw in zip(result.prepared, result.raw, strict=True))
+        )
+        if result.wire.protocol == "v1":
+            return v1.encode_response(results)
+        return v2.encode_response(result.wire, results, self.outputs, self.name, current_request_id.get())
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def parse_parameters(self, raw: Mapping[str, Any]) -> Any:
+        try:
+            return self.Parameters.model_validate(dict(raw))
+        except ValidationError as error:
+            problems = "; ".join(
+                f"parameters.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise InvalidInput(problems) from None
+
+    def _decode_and_prepare(self, item: RawItem, params: Any) -> Prepared:
+        decoded: dict[str, Any] = {}
+        for spec in self.inputs:
+            if spec.name not in item:
+                continue
+            value = item[spec.name]
+            if spec.kind == "image":
+                assert isinstance(value, bytes)
+                decoded[spec.name] = decode_image(value, self.config.image_limits, spec.name)
+            else:
+                decoded[spec.name] = value
+        return self.prepare(decoded, params)
+
+    @staticmethod
+    def _deadline(parameters: Mapping[str, Any], headers: Mapping[str, str]) -> float | None:
+        value: Any = parameters.get("timeout_ms", headers.get(TIMEOUT_HEADER))
+        if value is None:
+            return None
+        try:
+            timeout_ms = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"timeout_ms must be a number of milliseconds, got {value!r}") from None
+        if timeout_ms <= 0:
+            raise InvalidInput("timeout_ms must be positive")
+        return time.monotonic() + timeout_ms / 1000.0

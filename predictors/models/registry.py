@@ -1,0 +1,123 @@
+"""Which predictor serves which directory, and with what configuration.
+
+A model repository holds one subdirectory per model, named after the model. The predictor class is
+chosen by the optional ``predictor.json`` in the directory (``{"predictor": "general-recognition"}``)
+or else by the directory's name. ``predictor.json`` may also override batching and device and carry
+model-specific ``options``::
+
+    {"predictor": "face-enhancement", "device": "cpu", "max_batch_size": 4, "max_latency_ms": 10,
+     "max_queue": 32, "options": {"max_faces_per_forward": 8}, "demo_weights": false}
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from predictors.batching import BatchingConfig
+from predictors.codecs.images import ImageLimits
+from predictors.models.base import ModelConfig, VisionPredictor
+from predictors.settings import Settings
+
+PREDICTOR_CLASSES = {
+    "general-recognition": "predictors.models.general_recognition:GeneralRecognitionPredictor",
+    "image-classification": "predictors.models.image_classification:ImageClassificationPredictor",
+    "face-enhancement": "predictors.models.face_enhancement:FaceEnhancementPredictor",
+    "visual-entailment": "predictors.models.visual_entailment:VisualEntailmentPredictor",
+}
+
+
+class PredictorFile(BaseModel):
+    """The schema of predictor.json."""
+
+    model_config = ConfigDict(extra="forbid")
+    predictor: str | None = None
+    device: str | None = None
+    max_batch_size: int | None = Field(None, ge=1, le=1024)
+    max_latency_ms: float | None = Field(None, ge=0, le=10_000)
+    max_queue: int | None = Field(None, ge=1)
+    max_image_side: int | None = Field(None, ge=1)
+    demo_weights: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    directory: Path
+    predictor: str
+    config: ModelConfig
+
+
+class ModelSetupError(ValueError):
+    """The model repository or a model directory is not usable; raised at start-up, never per request."""
+
+
+def predictor_class(predictor: str) -> type[VisionPredictor[Any, Any]]:
+    try:
+        module_name, _, class_name = PREDICTOR_CLASSES[predictor].partition(":")
+    except KeyError:
+        raise ModelSetupError(f"unknown predictor {predictor!r}; known: {sorted(PREDICTOR_CLASSES)}") from None
+    return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
+
+
+def discover(settings: Settings) -> list[ModelEntry]:
+    """The models to serve: `--model-dir` pairs, plus the repository's subdirectories (filtered by --models)."""
+    directories: dict[str, Path] = {}
+    if settings.model_repository is not None:
+        root = settings.model_repository.resolve()
+        if not root.is_dir():
+            raise ModelSetupError(f"model repository {root} is not a directory")
+        for child in sorted(root.iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                directories[child.name] = child
+        if settings.models:
+            missing = set(settings.models) - set(directories)
+            if missing:
+                raise ModelSetupError(f"--models names {sorted(missing)} which are not in {root}")
+            directories = {name: directories[name] for name in settings.models}
+    for name, path in settings.model_dirs.items():
+        directories[name] = path.resolve()
+    if not directories:
+        raise ModelSetupError("no models to serve: give --model-repository DIR or --model-dir NAME=PATH")
+    return [model_entry(name, path, settings) for name, path in directories.items()]
+
+
+def model_entry(name: str, directory: Path, settings: Settings) -> ModelEntry:
+    if not directory.is_dir():
+        raise ModelSetupError(f"model '{name}': {directory} is not a directory")
+    overrides = read_predictor_file(directory)
+    predictor = overrides.predictor or name
+    if predictor not in PREDICTOR_CLASSES:
+        raise ModelSetupError(
+            f"model '{name}': cannot tell which predictor serves {directory}; name the directory after one "
+            f"of {sorted(PREDICTOR_CLASSES)} or put {{\"predictor\": ...}} in its predictor.json"
+        )
+    config = ModelConfig(
+        device=overrides.device or settings.device,
+        batching=BatchingConfig(
+            max_batch_size=overrides.max_batch_size or settings.max_batch_size,
+            max_latency_ms=settings.max_latency_ms if overrides.max_latency_ms is None else overrides.max_latency_ms,
+            max_queue=overrides.max_queue or settings.max_queue,
+        ),
+        image_limits=ImageLimits(max_pixels=settings.max_image_pixels, max_side=overrides.max_image_side or 0),
+        max_items_per_request=settings.max_items_per_request,
+        options=overrides.options,
+        demo_weights=overrides.demo_weights,
+    )
+    return ModelEntry(name, directory, predictor, config)
+
+
+def read_predictor_file(directory: Path) -> PredictorFile:
+    path = directory / "predictor.json"
+    if not path.exists():
+        return PredictorFile()
+    try:
+        return PredictorFile.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValidationError) as error:
+        raise ModelSetupError(f"{path} is not valid: {error}") from None

@@ -1,0 +1,50 @@
+"""KServe's DataPlane with three changes: binary v2 bodies keep raw bytes, a request never triggers a
+model load, and server readiness means every model is ready."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kserve.model import BaseKServeModel
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+from predictors.codecs.v2 import parse_binary_request
+from predictors.errors import InvalidInput, ModelNotFound, ModelNotReady
+
+INFERENCE_HEADER_LENGTH = "inference-header-content-length"
+
+
+class PredictorDataPlane(DataPlane):
+    async def get_model(self, name: str) -> BaseKServeModel:
+        model = self.model_registry.get_model(name)
+        if model is None:
+            raise ModelNotFound(f"model '{name}' is not served here; see GET /v2/models")
+        if not model.ready:
+            raise ModelNotReady(f"model '{name}' is still loading")
+        return model
+
+    def get_model_from_registry(self, name: str) -> BaseKServeModel:
+        model = self.model_registry.get_model(name)
+        if model is None:
+            raise ModelNotFound(f"model '{name}' is not served here; see GET /v2/models")
+        return model
+
+    async def ready(self) -> bool:
+        models = self.model_registry.get_models().values()
+        return bool(models) and all(model.ready for model in models)
+
+    def decode_inference_request(self, body: bytes | InferenceRequest, headers: dict[str, Any],
+                                 model_name: str) -> InferRequest:
+        if isinstance(body, bytes):
+            length = headers.get(INFERENCE_HEADER_LENGTH)
+            if length is None:
+                # A plain JSON body that FastAPI handed over unparsed.
+                return parse_binary_request(body, len(body), model_name)
+            try:
+                json_length = int(length)
+            except ValueError:
+                raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {length!r}") from None
+            return parse_binary_request(body, json_length, model_name)
+        return super().decode_inference_request(body, headers, model_name)
