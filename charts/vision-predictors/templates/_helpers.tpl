@@ -1,0 +1,394 @@
+{{/*
+Names and labels (helm create conventions).
+*/}}
+{{- define "vision-predictors.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "vision-predictors.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "vision-predictors.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "vision-predictors.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vision-predictors.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object the chart renders (not pod templates: see podLabels). */}}
+{{- define "vision-predictors.labels" -}}
+helm.sh/chart: {{ include "vision-predictors.chart" . }}
+{{ include "vision-predictors.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: vision-predictors
+{{- end }}
+
+{{/* Selector of one unit's pods (stable and canary). Args: dict root unit. */}}
+{{- define "vision-predictors.unitSelectorLabels" -}}
+{{ include "vision-predictors.selectorLabels" .root }}
+app.kubernetes.io/component: predictor
+vision-predictors.io/unit: {{ .unit.key }}
+{{- end }}
+
+{{/* Labels of every server pod: stable across chart upgrades (a changed pod label would roll
+     Deployments and create Knative revisions). Args: dict root unit track. */}}
+{{- define "vision-predictors.podLabels" -}}
+{{ include "vision-predictors.unitSelectorLabels" . }}
+vision-predictors.io/model: {{ .unit.predictor }}
+vision-predictors.io/device: {{ .unit.device }}
+vision-predictors.io/track: {{ .track }}
+{{- with .root.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "vision-predictors.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "vision-predictors.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image reference from {repository, tag, digest}; args: dict image default-tag */}}
+{{- define "vision-predictors.imageRef" -}}
+{{- $tag := default .defaultTag .image.tag }}
+{{- if .image.digest }}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+Resolved models: every enabled entry of .Values.models merged with the global defaults, sorted by
+key, as YAML {units: [...]}. Templates use:
+  {{- range (include "vision-predictors.units" . | fromYaml).units }}
+All cross-field rules the JSON schema cannot express are checked here (fail with a message).
+*/}}
+{{- define "vision-predictors.units" -}}
+{{- $root := . }}
+{{- $v := .Values }}
+{{- /* <release>-<key> (or <fullnameOverride>-<key>): the chart name would only lengthen every
+     KServe/Knative-derived name (<isvc>-predictor-<ns>.<domain> must fit a 63-char DNS label). */}}
+{{- $prefix := default .Release.Name .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $kmode := $v.kserve.deploymentMode }}
+{{- $units := list }}
+{{- range $key := keys $v.models | sortAlpha }}
+{{- $m := index $v.models $key }}
+{{- if and $m (ne (toString $m.enabled) "false") }}
+{{- $name := printf "%s-%s" $prefix $key }}
+{{- if gt (len $name) 45 }}
+{{- fail (printf "unit name %q is %d characters; the limit is 45 (KServe/Knative derive longer names from it): shorten the release name (or fullnameOverride) or the models key" $name (len $name)) }}
+{{- end }}
+{{- $device := default "cpu" $m.device }}
+{{- $gpuCount := default 1 $m.gpuCount }}
+{{- $image := mergeOverwrite (deepCopy $v.image) (default dict $m.image) }}
+{{- $resources := deepCopy (default (index $v.resourcePresets $m.predictor) $m.resources) }}
+{{- if eq $device "cuda" }}
+{{- $limits := default dict $resources.limits }}
+{{- $_ := set $limits "nvidia.com/gpu" $gpuCount }}
+{{- $_ := set $resources "limits" $limits }}
+{{- end }}
+{{- $pool := index $v.scheduling $device }}
+{{- $settings := mergeOverwrite (deepCopy $v.settings) (default dict $m.settings) }}
+{{- $autoscaling := mergeOverwrite (deepCopy $v.autoscaling) (default dict $m.autoscaling) }}
+{{- $probes := mergeOverwrite (deepCopy $v.probes) (default dict $m.probes) }}
+{{- $canaryIn := default dict $m.canary }}
+{{- $canaryImage := mergeOverwrite (deepCopy $image) (default dict $canaryIn.image) }}
+{{- $canary := dict "enabled" (default false $canaryIn.enabled) "trafficPercent" (ternary $canaryIn.trafficPercent $v.canary.trafficPercent (hasKey $canaryIn "trafficPercent")) "imageRef" (include "vision-predictors.imageRef" (dict "image" $canaryImage "defaultTag" $root.Chart.AppVersion)) "weights" (default $m.weights $canaryIn.weights) "settings" (mergeOverwrite (deepCopy $settings) (default dict $canaryIn.settings)) }}
+{{- /* cross-field rules */}}
+{{- if eq $v.mode "deployment" }}
+{{- if $m.weights.storageUri }}
+{{- fail (printf "models.%s: weights.storageUri needs KServe's storage initializer; in deployment mode use weights.pvc or weights.path" $key) }}
+{{- end }}
+{{- if $canary.enabled }}
+{{- fail (printf "models.%s: canary is supported in kserve mode only" $key) }}
+{{- end }}
+{{- if $autoscaling.keda.enabled }}
+{{- fail (printf "models.%s: autoscaling.keda needs kserve mode (Standard); in deployment mode use autoscaling.customMetric" $key) }}
+{{- end }}
+{{- else }}
+{{- if $autoscaling.customMetric.enabled }}
+{{- fail (printf "models.%s: autoscaling.customMetric is for deployment mode; in kserve mode use autoscaling.keda" $key) }}
+{{- end }}
+{{- if and $autoscaling.keda.enabled (eq $kmode "Knative") }}
+{{- fail (printf "models.%s: KEDA autoscaling needs kserve.deploymentMode Standard" $key) }}
+{{- end }}
+{{- end }}
+{{- if and (has $autoscaling.metric (list "concurrency" "rps")) (not (and (eq $v.mode "kserve") (eq $kmode "Knative"))) }}
+{{- fail (printf "models.%s: autoscaling.metric %s needs kserve.deploymentMode Knative; use cpu or memory" $key $autoscaling.metric) }}
+{{- end }}
+{{- if gt (int $autoscaling.minReplicas) (int $autoscaling.maxReplicas) }}
+{{- fail (printf "models.%s: autoscaling.minReplicas > maxReplicas" $key) }}
+{{- end }}
+{{- if and (eq (int $autoscaling.minReplicas) 0) (not (and (eq $v.mode "kserve") (eq $kmode "Knative"))) }}
+{{- fail (printf "models.%s: minReplicas 0 (scale to zero) needs kserve.deploymentMode Knative" $key) }}
+{{- end }}
+{{- $units = append $units (dict
+    "key" $key
+    "name" $name
+    "predictor" $m.predictor
+    "device" $device
+    "gpuCount" $gpuCount
+    "weights" $m.weights
+    "imageRef" (include "vision-predictors.imageRef" (dict "image" $image "defaultTag" $root.Chart.AppVersion))
+    "pullPolicy" $image.pullPolicy
+    "resources" $resources
+    "settings" $settings
+    "autoscaling" $autoscaling
+    "probes" $probes
+    "nodeSelector" (ternary $m.nodeSelector $pool.nodeSelector (hasKey $m "nodeSelector"))
+    "tolerations" (ternary $m.tolerations $pool.tolerations (hasKey $m "tolerations"))
+    "affinity" (ternary $m.affinity $pool.affinity (hasKey $m "affinity"))
+    "canary" $canary
+    "track" "stable") }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "units" $units) }}
+{{- end }}
+
+{{/* The canary variant of a unit: image, weights and settings replaced. Args: unit (dict). */}}
+{{- define "vision-predictors.canaryUnit" -}}
+{{- $c := deepCopy . }}
+{{- $_ := set $c "imageRef" .canary.imageRef }}
+{{- $_ := set $c "weights" .canary.weights }}
+{{- $_ := set $c "settings" .canary.settings }}
+{{- $_ := set $c "track" "canary" }}
+{{- toYaml $c }}
+{{- end }}
+
+{{/* true when the pods run under Knative (no terminationGracePeriod/preStop/second port). */}}
+{{- define "vision-predictors.isKnative" -}}
+{{- if and (eq .Values.mode "kserve") (eq .Values.kserve.deploymentMode "Knative") }}true{{ end }}
+{{- end }}
+
+{{/* Directory the server loads the weights from. */}}
+{{- define "vision-predictors.modelDir" -}}
+{{- if .weights.path }}{{ .weights.path }}{{ else }}/mnt/models{{ end }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds: drain delay + server drain time + margin. Args: dict root unit. */}}
+{{- define "vision-predictors.terminationGracePeriod" -}}
+{{- add (int .root.Values.drainDelaySeconds) (int (default 30 .unit.settings.shutdownGraceSeconds)) 5 }}
+{{- end }}
+
+{{/* Server container env. Args: dict root unit. */}}
+{{- define "vision-predictors.env" -}}
+{{- $root := .root }}
+{{- $u := .unit }}
+{{- $envNames := .root.Files.Get "files/settings-env.yaml" | fromYaml -}}
+{{- if and (eq $root.Values.mode "kserve") $u.weights.storageUri }}
+# KServe's storage initializer downloads this into /mnt/models (custom predictor convention).
+- name: STORAGE_URI
+  value: {{ $u.weights.storageUri | quote }}
+{{- else if and (eq $root.Values.mode "kserve") $u.weights.pvc }}
+- name: STORAGE_URI
+  value: {{ printf "pvc://%s/%s" $u.weights.pvc.claimName (default "" $u.weights.pvc.subPath) | trimSuffix "/" | quote }}
+{{- end }}
+- name: {{ $envNames.chart.device }}
+  value: {{ $u.device | quote }}
+- name: {{ $envNames.chart.httpPort }}
+  value: {{ $root.Values.ports.http | quote }}
+- name: {{ $envNames.chart.grpcPort }}
+  value: {{ $root.Values.ports.grpc | quote }}
+- name: {{ $envNames.chart.enableGrpc }}
+  value: {{ ternary "false" "true" (eq (include "vision-predictors.isKnative" $root) "true") | quote }}
+{{- range $key := keys $envNames.settings | sortAlpha }}
+{{- $val := index $u.settings $key }}
+{{- if not (kindIs "invalid" $val) }}
+{{- /* values numbers are float64: 20971520 would print as 2.097152e+07 */}}
+{{- if and (kindIs "float64" $val) (eq $val (float64 (int64 $val))) }}{{ $val = int64 $val }}{{ end }}
+- name: {{ index $envNames.settings $key }}
+  value: {{ $val | toString | quote }}
+{{- end }}
+{{- end }}
+- name: TMPDIR
+  value: /tmp
+- name: HOME
+  value: /tmp/home
+- name: MODELSCOPE_CACHE
+  value: /tmp/modelscope
+- name: TORCH_HOME
+  value: /tmp/torch
+{{- with $root.Values.otel }}
+{{- if .enabled }}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: K8S_NAMESPACE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: K8S_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: OTEL_SERVICE_NAME
+  value: {{ default $u.name .serviceName | quote }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ .protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .tracesSampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .tracesSamplerArg | quote }}
+{{- $attrs := list "k8s.pod.name=$(K8S_POD_NAME)" "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.node.name=$(K8S_NODE_NAME)" (printf "service.version=%s" $root.Chart.AppVersion) (printf "vision_predictors.model=%s" $u.predictor) (printf "vision_predictors.track=%s" $u.track) }}
+{{- range $k := keys .resourceAttributes | sortAlpha }}
+{{- $attrs = append $attrs (printf "%s=%s" $k (index $.root.Values.otel.resourceAttributes $k)) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attrs | quote }}
+{{- end }}
+{{- end }}
+{{- with $root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level fields plus the server container, shared by the InferenceService predictor and
+     the Deployment pod template. Args: dict root unit. */}}
+{{- define "vision-predictors.podSpec" -}}
+{{- $root := .root }}
+{{- $u := .unit }}
+{{- $v := .root.Values }}
+{{- $knative := include "vision-predictors.isKnative" $root }}
+{{- $readyPath := printf "/v2/models/%s/ready" $u.predictor -}}
+serviceAccountName: {{ include "vision-predictors.serviceAccountName" $root }}
+automountServiceAccountToken: {{ $v.serviceAccount.automountServiceAccountToken }}
+securityContext:
+  {{- toYaml $v.podSecurityContext | nindent 2 }}
+{{- if not $knative }}
+terminationGracePeriodSeconds: {{ include "vision-predictors.terminationGracePeriod" . }}
+{{- end }}
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $u.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $u.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $u.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $v.topologySpread }}
+topologySpreadConstraints:
+{{- range $v.topologySpread }}
+  - {{ toYaml . | nindent 4 | trim }}
+    labelSelector:
+      matchLabels:
+        {{- include "vision-predictors.unitSelectorLabels" $ | nindent 8 }}
+{{- end }}
+{{- end }}
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: {{ $v.tmpVolume.sizeLimit }}
+      {{- with $v.tmpVolume.medium }}
+      medium: {{ . }}
+      {{- end }}
+{{- if and (eq $v.mode "deployment") $u.weights.pvc }}
+  - name: model-weights
+    persistentVolumeClaim:
+      claimName: {{ $u.weights.pvc.claimName }}
+      readOnly: true
+{{- end }}
+containers:
+  # KServe routes to the first port of the container named kserve-container (same name in
+  # deployment mode, so `kubectl logs -c kserve-container` works in both modes).
+  - name: kserve-container
+    image: {{ $u.imageRef }}
+    imagePullPolicy: {{ $u.pullPolicy }}
+    args:
+      - serve
+      - --model-dir
+      - {{ printf "%s=%s" $u.predictor (include "vision-predictors.modelDir" $u) }}
+    env:
+      {{- include "vision-predictors.env" . | trim | nindent 6 }}
+    ports:
+      - name: {{ ternary "http" "http1" (eq $v.mode "deployment") }}
+        containerPort: {{ $v.ports.http }}
+        protocol: TCP
+      {{- if not $knative }}
+      - name: grpc
+        containerPort: {{ $v.ports.grpc }}
+        protocol: TCP
+      {{- end }}
+    startupProbe:
+      httpGet:
+        path: {{ $readyPath }}
+        port: {{ $v.ports.http }}
+      {{- toYaml $u.probes.startup | nindent 6 }}
+    readinessProbe:
+      httpGet:
+        path: {{ $readyPath }}
+        port: {{ $v.ports.http }}
+      {{- toYaml $u.probes.readiness | nindent 6 }}
+    livenessProbe:
+      httpGet:
+        path: /v2/health/live
+        port: {{ $v.ports.http }}
+      {{- toYaml $u.probes.liveness | nindent 6 }}
+    {{- if not $knative }}
+    lifecycle:
+      preStop:
+        sleep:
+          seconds: {{ $v.drainDelaySeconds }}
+    {{- end }}
+    resources:
+      {{- toYaml $u.resources | nindent 6 }}
+    securityContext:
+      {{- toYaml $v.securityContext | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+      {{- if and (eq $v.mode "deployment") $u.weights.pvc }}
+      - name: model-weights
+        mountPath: /mnt/models
+        {{- with $u.weights.pvc.subPath }}
+        subPath: {{ . }}
+        {{- end }}
+        readOnly: true
+      {{- end }}
+{{- end }}
+
+{{/* Pod annotations (scrape, OTel operator, extra). Args: root. */}}
+{{- define "vision-predictors.podAnnotations" -}}
+{{- if .Values.metrics.scrapeAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.ports.http | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- with .Values.otel.operatorSidecarInject }}
+sidecar.opentelemetry.io/inject: {{ . | quote }}
+{{- end }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Replace {{ unit }} / {{ model }} / {{ namespace }} placeholders. Args: dict s unit root. */}}
+{{- define "vision-predictors.placeholders" -}}
+{{- .s | replace "{{ unit }}" .unit.name | replace "{{ model }}" .unit.predictor | replace "{{ namespace }}" .root.Release.Namespace }}
+{{- end }}
