@@ -44,6 +44,16 @@ def is_test_hook(doc: dict[str, Any]) -> bool:
     return doc.get("metadata", {}).get("annotations", {}).get("helm.sh/hook") == "test"
 
 
+def helm_test_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (pod,) = [d for d in docs if is_test_hook(d) and d["kind"] == "Pod"]
+    return pod
+
+
+def release_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (np,) = [d for d in by_kind(docs, "NetworkPolicy") if not is_test_hook(d)]
+    return np
+
+
 def server_pods(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every model-server pod template: labels as the pod will carry them, the pod spec, its origin."""
     pods = []
@@ -447,14 +457,21 @@ def test_selectors_match_pods(helm4: Helm, values: str) -> None:
         # stable and canary pods of the unit are both covered
         assert all(selects(pdb["spec"]["selector"], p["labels"]) for p in pods if p["labels"]["vision-predictors.io/unit"] == unit)
 
-    (np,) = by_kind(docs, "NetworkPolicy")
+    np = release_policy(docs)
     assert matched(np["spec"]["podSelector"]) == units
-    test_pod = next(d for d in docs if is_test_hook(d))
-    assert not selects(np["spec"]["podSelector"], test_pod["metadata"]["labels"])
+    tester = helm_test_pod(docs)
+    assert not selects(np["spec"]["podSelector"], tester["metadata"]["labels"])
     # the test pod is allowed in by the policy
     peers = [peer for rule in np["spec"]["ingress"] for peer in rule["from"]]
     assert any("podSelector" in peer and "namespaceSelector" not in peer
-               and selects(peer["podSelector"], test_pod["metadata"]["labels"]) for peer in peers)
+               and selects(peer["podSelector"], tester["metadata"]["labels"]) for peer in peers)
+    # ... and has its own policy (hook) that lets it out to the servers only
+    (test_np,) = [d for d in by_kind(docs, "NetworkPolicy") if is_test_hook(d)]
+    assert selects(test_np["spec"]["podSelector"], tester["metadata"]["labels"])
+    assert matched(test_np["spec"]["podSelector"]) == set()
+    assert "ingress" not in test_np["spec"] and "Ingress" in test_np["spec"]["policyTypes"]
+    out_peers = [peer for rule in test_np["spec"]["egress"] for peer in rule["to"]]
+    assert any("namespaceSelector" not in peer and matched(peer.get("podSelector", {})) == units for peer in out_peers)
 
     for d in by_kind(docs, "Deployment"):
         assert selects(d["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
@@ -581,7 +598,7 @@ def test_canary_knative_mode(helm4: Helm) -> None:
 def test_pods_meet_restricted_pod_security(helm4: Helm, values: str) -> None:
     docs = helm4.render(scenario(values))
     specs = [(p["spec"], p["spec"]["containers"]) for p in server_pods(docs)]
-    specs += [(d["spec"], d["spec"]["containers"]) for d in docs if is_test_hook(d)]
+    specs += [(helm_test_pod(docs)["spec"], helm_test_pod(docs)["spec"]["containers"])]
     for pod, containers in specs:
         assert pod["automountServiceAccountToken"] is False
         psc = pod["securityContext"]
@@ -633,7 +650,7 @@ def test_opentelemetry_env(helm4: Helm) -> None:
 
 def test_network_policy_egress(helm4: Helm) -> None:
     def egress(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        (np,) = by_kind(docs, "NetworkPolicy")
+        np = release_policy(docs)
         assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
         return np["spec"]["egress"]
 
@@ -646,7 +663,7 @@ def test_network_policy_egress(helm4: Helm) -> None:
     rules = egress(helm4.render(scenario("deployment-values.yaml"), sets=("otel.enabled=false",)))
     assert [{(p["port"], p["protocol"]) for p in r["ports"]} for r in rules] == [{(53, "UDP"), (53, "TCP")}]
     # Knative: the queue-proxy ports are reachable, gRPC is not exposed
-    (np,) = by_kind(helm4.render(scenario("canary-knative-values.yaml")), "NetworkPolicy")
+    np = release_policy(helm4.render(scenario("canary-knative-values.yaml")))
     in_ports = {p["port"] for r in np["spec"]["ingress"] for p in r["ports"]}
     assert in_ports == {HTTP_PORT, 8012, 8013, 9091}
 
@@ -654,8 +671,7 @@ def test_network_policy_egress(helm4: Helm) -> None:
 @pytest.mark.parametrize("values", SCENARIOS)
 def test_helm_test_hook_calls_every_ready_endpoint(helm4: Helm, values: str) -> None:
     docs = helm4.render(scenario(values))
-    (hook,) = [d for d in docs if is_test_hook(d)]
-    script = hook["spec"]["containers"][0]["args"][0]
+    script = helm_test_pod(docs)["spec"]["containers"][0]["args"][0]
     urls = re.findall(r'curl [^"]*"([^"]+)"', script)
     expected = set()
     for pod in server_pods(docs):
