@@ -585,6 +585,14 @@ def test_canary_knative_mode(helm4: Helm) -> None:
     assert (pred["scaleMetric"], pred["scaleTarget"]) == ("concurrency", 8)
     ve = isvcs[f"{RELEASE}-visual-entailment"]["spec"]["predictor"]
     assert "canaryTrafficPercent" not in ve and ve["minReplicas"] == 0
+    # Knative pods carry no track label: promotion must leave the revision template untouched
+    assert "vision-predictors.io/track" not in pred["labels"]
+    promoted = next(i for i in by_kind(helm4.render(scenario("canary-knative-values.yaml"), sets=(
+        "image.tag=0.2.0", "models.general-recognition.canary.enabled=false")), "InferenceService")
+        if i["metadata"]["name"] == f"{RELEASE}-general-recognition")
+    before = dict(pred)
+    assert before.pop("canaryTrafficPercent") == 10
+    assert promoted["spec"]["predictor"] == before, "promotion would start a new Knative revision"
     # rollback step 1: pin all traffic to the previous revision
     docs = helm4.render(scenario("canary-knative-values.yaml"), sets=("models.general-recognition.canary.trafficPercent=0",))
     gr = next(i for i in by_kind(docs, "InferenceService") if i["metadata"]["name"] == f"{RELEASE}-general-recognition")

@@ -49,7 +49,9 @@ vision-predictors.io/unit: {{ .unit.key }}
 {{ include "vision-predictors.unitSelectorLabels" . }}
 vision-predictors.io/model: {{ .unit.predictor }}
 vision-predictors.io/device: {{ .unit.device }}
-vision-predictors.io/track: {{ .track }}
+{{- with .track }}
+vision-predictors.io/track: {{ . }}
+{{- end }}
 {{- with .root.Values.podLabels }}
 {{ toYaml . }}
 {{- end }}
@@ -155,19 +157,22 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
     "tolerations" (ternary $m.tolerations $pool.tolerations (hasKey $m "tolerations"))
     "affinity" (ternary $m.affinity $pool.affinity (hasKey $m "affinity"))
     "canary" $canary
-    "track" "stable") }}
+    "track" (ternary "" "stable" (eq (include "vision-predictors.isKnative" $root) "true"))) }}
 {{- end }}
 {{- end }}
 {{- toYaml (dict "units" $units) }}
 {{- end }}
 
-{{/* The canary variant of a unit: image, weights and settings replaced. Args: unit (dict). */}}
+{{/* The canary variant of a unit: image, weights and settings replaced. Args: unit (dict).
+     Knative pods carry no track (empty): there the canary spec becomes the stable spec on promotion,
+     and any label difference would start one more revision; Knative's serving.knative.dev/revision
+     label tells the versions apart instead. */}}
 {{- define "vision-predictors.canaryUnit" -}}
 {{- $c := deepCopy . }}
 {{- $_ := set $c "imageRef" .canary.imageRef }}
 {{- $_ := set $c "weights" .canary.weights }}
 {{- $_ := set $c "settings" .canary.settings }}
-{{- $_ := set $c "track" "canary" }}
+{{- $_ := set $c "track" (ternary "canary" "" (ne .track "")) }}
 {{- toYaml $c }}
 {{- end }}
 
@@ -248,7 +253,10 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
   value: {{ .tracesSampler | quote }}
 - name: OTEL_TRACES_SAMPLER_ARG
   value: {{ .tracesSamplerArg | quote }}
-{{- $attrs := list "k8s.pod.name=$(K8S_POD_NAME)" "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.node.name=$(K8S_NODE_NAME)" (printf "service.version=%s" $root.Chart.AppVersion) (printf "vision_predictors.model=%s" $u.predictor) (printf "vision_predictors.track=%s" $u.track) }}
+{{- $attrs := list "k8s.pod.name=$(K8S_POD_NAME)" "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.node.name=$(K8S_NODE_NAME)" (printf "service.version=%s" $root.Chart.AppVersion) (printf "vision_predictors.model=%s" $u.predictor) }}
+{{- with $u.track }}
+{{- $attrs = append $attrs (printf "vision_predictors.track=%s" .) }}
+{{- end }}
 {{- range $k := keys .resourceAttributes | sortAlpha }}
 {{- $attrs = append $attrs (printf "%s=%s" $k (index $.root.Values.otel.resourceAttributes $k)) }}
 {{- end }}
