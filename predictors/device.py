@@ -57,7 +57,7 @@ class DeviceReplicas:
             if device not in self._copies:
                 logger.warning("making a copy of the model on %s for the out-of-memory fallback", device)
                 self._copies[device] = {
-                    name: copy.deepcopy(module).to(device).eval()
+                    name: copy.deepcopy(module).to(device)  # keeps eval mode
                     for name, module in self._copies[self.primary].items()
                 }
             return self._copies[device]

@@ -30,6 +30,8 @@ class OutputSpec:
     name: str
     datatype: Datatype
     shape: tuple[int, ...] = ()
+    #: names of the elements of a fixed-size vector output: v1 presents the vector as {name: value}
+    element_names: tuple[str, ...] = ()
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": [-1, *self.shape]}

@@ -15,7 +15,7 @@ import numpy as np
 
 from predictors.codecs.images import EncodedImage
 from predictors.codecs.text import validate_text
-from predictors.codecs.types import InputSpec, RawItem, WireRequest
+from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.errors import InvalidInput
 
 
@@ -73,8 +73,19 @@ def _decode_instance(instance: Any, index: int, inputs: Sequence[InputSpec]) -> 
     return item
 
 
-def encode_response(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return {"predictions": [{name: _to_json(value) for name, value in result.items()} for result in results]}
+def encode_response(results: Sequence[Mapping[str, Any]], outputs: Sequence[OutputSpec]) -> dict[str, Any]:
+    named = {spec.name: spec.element_names for spec in outputs if spec.element_names}
+    return {
+        "predictions": [
+            {name: _to_json(_named(value, named.get(name))) for name, value in result.items()} for result in results
+        ]
+    }
+
+
+def _named(value: Any, names: tuple[str, ...] | None) -> Any:
+    if not names:
+        return value
+    return dict(zip(names, _to_json(value), strict=True))
 
 
 def _to_json(value: Any) -> Any:

@@ -51,7 +51,7 @@ def crafted_state_dict(seed: int = 0, favoured_class: int | None = None) -> dict
         elif name == "fc.bias":
             bias = torch.zeros(NUM_CLASSES)
             if favoured_class is not None:
-                bias[favoured_class] = 100.0
+                bias[favoured_class] = 1e4
             state[name] = bias
         elif name.endswith("num_batches_tracked"):
             state[name] = torch.tensor(0, dtype=torch.long)

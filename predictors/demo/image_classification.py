@@ -1,5 +1,5 @@
-"""Demo directory for the generic `image-classification` predictor: a TorchScript MobileNetV3-Small
-with random weights, ten labels and the ImageNet preprocessing recipe."""
+"""Demo directory for the generic `image-classification` predictor: MobileNetV3-Small with random
+weights saved with `torch.export` (dynamic batch size), ten labels and the ImageNet preprocessing recipe."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def write(directory: Path, seed: int = 0) -> Path:
         network = torchvision.models.mobilenet_v3_small(num_classes=len(LABELS)).eval()
         # torchvision initialises the last layer near zero (all ten scores ~0.1); spread them out.
         network.classifier[-1].weight.data.mul_(300.0)
-    torch.jit.save(torch.jit.script(network), str(directory / "model.pt"))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(network, (torch.zeros(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
+    torch.export.save(exported, str(directory / "model.pt2"))
     (directory / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
     config = {"input_size": 224, "resize": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
               "interpolation": "bilinear", "outputs": "logits"}

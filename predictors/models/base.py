@@ -216,7 +216,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
               for prepared, raw in zip(result.prepared, result.raw, strict=True))
         )
         if result.wire.protocol == "v1":
-            return v1.encode_response(results)
+            return v1.encode_response(results, self.outputs)
         return v2.encode_response(result.wire, results, self.outputs, self.name, current_request_id.get())
 
     # ---- helpers -------------------------------------------------------------------------------

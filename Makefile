@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make serve   set up, write the demo model repository, serve it on :8080 (REST) and :8081 (gRPC)
+#   make test    set up everything the tests need and run the whole suite
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_MODELS ?= demo-models
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-test serve demo-models test test-unit test-integration lint clean
+
+setup:
+	ci/setup-python.sh
+
+setup-test:
+	ci/setup-python.sh --test
+	ci/install-helm.sh >/dev/null
+
+demo-models: setup
+	$(VENV)/bin/predictors make-demo-models $(DEMO_MODELS)
+
+serve: demo-models
+	$(VENV)/bin/predictors serve --model-repository $(DEMO_MODELS)
+
+# Two pytest processes: KServe's and tritonclient's gRPC stubs cannot be imported into one process,
+# so the tier that calls the real server with tritonclient runs on its own.
+test: setup-test
+	$(PY) -m pytest tests/unit tests/chart $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-unit: setup-test
+	$(PY) -m pytest tests/unit tests/chart $(PYTEST_ARGS)
+
+test-integration: setup-test
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: setup-test
+	$(VENV)/bin/ruff check predictors tests
+	$(VENV)/bin/mypy predictors
+
+clean:
+	rm -rf $(DEMO_MODELS) .pytest_cache .ruff_cache .mypy_cache

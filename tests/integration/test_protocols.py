@@ -1,0 +1,120 @@
+"""The same model answered over v1, v2 JSON, v2 binary (tritonclient http) and gRPC (tritonclient grpc)."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tests.conftest import encode, sample_image
+
+IMAGES = [encode(sample_image(seed), "JPEG") for seed in range(3)] + [encode(sample_image(9), "PNG")]
+
+
+def v1_predict(server, model: str, images: list[bytes], **parameters) -> httpx.Response:
+    body = {"instances": [{"image": {"b64": base64.b64encode(i).decode()}} for i in images]}
+    if parameters:
+        body["parameters"] = parameters
+    return httpx.post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=120)
+
+
+@pytest.mark.parametrize("model", ["general-recognition", "image-classification"])
+def test_all_protocols_agree(server, model: str) -> None:
+    v1 = v1_predict(server, model, IMAGES, top_k=3)
+    assert v1.status_code == 200, v1.text
+    predictions = v1.json()["predictions"]
+    assert len(predictions) == len(IMAGES)
+    for prediction in predictions:
+        assert len(prediction["labels"]) == len(prediction["scores"]) == 3
+
+    v2 = httpx.post(
+        f"{server.url}/v2/models/{model}/infer",
+        json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(IMAGES)],
+                          "data": [base64.b64encode(i).decode() for i in IMAGES]}],
+              "parameters": {"top_k": 3}},
+        timeout=120,
+    )
+    assert v2.status_code == 200, v2.text
+    outputs = {o["name"]: o for o in v2.json()["outputs"]}
+    assert outputs["labels"]["shape"] == [len(IMAGES), 3] and outputs["labels"]["datatype"] == "BYTES"
+    assert outputs["scores"]["shape"] == [len(IMAGES), 3] and outputs["scores"]["datatype"] == "FP32"
+    v2_labels = np.array(outputs["labels"]["data"]).reshape(len(IMAGES), 3)
+    v2_scores = np.array(outputs["scores"]["data"]).reshape(len(IMAGES), 3)
+
+    http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    tensor = httpclient.InferInput("image", [len(IMAGES)], "BYTES")
+    tensor.set_data_from_numpy(np.array(IMAGES, dtype=object), binary_data=True)
+    binary = http.infer(model, [tensor], parameters={"top_k": 3},
+                        outputs=[httpclient.InferRequestedOutput("labels", binary_data=True),
+                                 httpclient.InferRequestedOutput("scores", binary_data=True)])
+
+    grpc = grpcclient.InferenceServerClient(server.grpc_target)
+    grpc_tensor = grpcclient.InferInput("image", [len(IMAGES)], "BYTES")
+    grpc_tensor.set_data_from_numpy(np.array(IMAGES, dtype=object))
+    via_grpc = grpc.infer(model, [grpc_tensor], parameters={"top_k": 3})
+
+    for i, prediction in enumerate(predictions):
+        assert list(v2_labels[i]) == prediction["labels"]
+        assert [label.decode() for label in binary.as_numpy("labels")[i]] == prediction["labels"]
+        assert [label.decode() for label in via_grpc.as_numpy("labels")[i]] == prediction["labels"]
+        np.testing.assert_allclose(v2_scores[i], prediction["scores"], rtol=1e-5)
+        np.testing.assert_allclose(binary.as_numpy("scores")[i], prediction["scores"], rtol=1e-5)
+        np.testing.assert_allclose(via_grpc.as_numpy("scores")[i], prediction["scores"], rtol=1e-5)
+
+
+def test_default_top_k_is_five(server) -> None:
+    response = v1_predict(server, "general-recognition", IMAGES[:1])
+    assert len(response.json()["predictions"][0]["labels"]) == 5
+
+
+def test_tritonclient_json_outputs(server) -> None:
+    http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    tensor = httpclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array(IMAGES[:1], dtype=object), binary_data=True)
+    result = http.infer("image-classification", [tensor],
+                        outputs=[httpclient.InferRequestedOutput("scores", binary_data=False)])
+    assert result.as_numpy("scores").shape == (1, 5)
+    assert result.as_numpy("labels") is None  # only the requested output comes back
+
+
+def test_model_metadata_lists_real_tensors(server) -> None:
+    metadata = httpx.get(f"{server.url}/v2/models/general-recognition").json()
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert metadata["outputs"] == [
+        {"name": "labels", "datatype": "BYTES", "shape": [-1, -1]},
+        {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
+    ]
+    grpc = grpcclient.InferenceServerClient(server.grpc_target)
+    grpc_metadata = grpc.get_model_metadata("general-recognition", as_json=True)
+    assert [o["name"] for o in grpc_metadata["outputs"]] == ["labels", "scores"]
+    assert httpx.get(f"{server.url}/v2/models").json()["models"] == ["general-recognition", "image-classification"]
+
+
+def test_health_endpoints(server) -> None:
+    assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    assert httpx.get(f"{server.url}/v2/models/general-recognition/ready").json()["ready"] is True
+    assert httpx.get(f"{server.url}/v1/models/general-recognition").status_code == 200
+    grpc = grpcclient.InferenceServerClient(server.grpc_target)
+    assert grpc.is_server_live() and grpc.is_server_ready() and grpc.is_model_ready("image-classification")
+
+
+def test_request_id_is_echoed_or_generated(server) -> None:
+    given = v1_predict(server, "image-classification", IMAGES[:1])
+    assert len(given.headers["x-request-id"]) >= 16
+    response = httpx.post(
+        f"{server.url}/v1/models/image-classification:predict",
+        json={"instances": [{"image": {"b64": base64.b64encode(IMAGES[0]).decode()}}]},
+        headers={"X-Request-ID": "trace-me-42"},
+        timeout=60,
+    )
+    assert response.headers["x-request-id"] == "trace-me-42"
+    v2 = httpx.post(f"{server.url}/v2/models/image-classification/infer",
+                    json={"id": "caller-id", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                                         "data": [base64.b64encode(IMAGES[0]).decode()]}]},
+                    headers={"X-Request-ID": "trace-me-43"}, timeout=60)
+    assert v2.headers["x-request-id"] == "trace-me-43"

@@ -1,0 +1,90 @@
+"""Run the real server as a child process on free loopback ports, the way a user would."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, models: Sequence[str], timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(models)
+        while pending:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-5000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"models {pending} not ready after {timeout} s:\n{self.log()[-5000:]}")
+            try:
+                if httpx.get(f"{self.url}/v2/models/{pending[0]}/ready", timeout=2).status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def run_server(
+    args: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    wait_for: Sequence[str] = (),
+    timeout: float = 180.0,
+) -> Iterator[ServerProcess]:
+    """Start `predictors serve ARGS` on free ports; wait until `wait_for` models are ready."""
+    http_port, grpc_port = free_port(), free_port()
+    command = [sys.executable, "-m", "predictors", "serve", "--http-port", str(http_port),
+               "--grpc-port", str(grpc_port), *args]
+    full_env = {**os.environ, **(env or {})}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    server = ServerProcess(process, http_port, grpc_port, log_path)
+    try:
+        server.wait_ready(wait_for, timeout)
+        yield server
+    finally:
+        server.stop()

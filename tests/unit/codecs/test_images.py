@@ -1,0 +1,94 @@
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from predictors.codecs.images import ImageLimits, decode_image, encode_image
+from predictors.errors import ImageTooLarge, InvalidImage, InvalidInput
+from tests.conftest import encode, sample_image
+
+LIMITS = ImageLimits(max_pixels=40_000_000)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose IHDR claims width x height (a decompression bomb's header) with a stub IDAT."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
+def test_decodes_supported_formats_to_rgb(fmt: str) -> None:
+    original = sample_image(1, (64, 48))
+    decoded = decode_image(encode(original, fmt), LIMITS)
+    assert decoded.mode == "RGB"
+    assert decoded.size == (64, 48)
+
+
+def test_grey_and_alpha_images_become_rgb() -> None:
+    assert decode_image(encode(Image.new("L", (8, 8), 7), "PNG"), LIMITS).mode == "RGB"
+    assert decode_image(encode(Image.new("RGBA", (8, 8), (1, 2, 3, 4)), "PNG"), LIMITS).getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_exif_orientation_is_applied() -> None:
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = decode_image(encode(image, "JPEG", exif=exif), LIMITS)
+    assert decoded.size == (20, 40)
+
+
+def test_bomb_header_is_rejected_before_decoding() -> None:
+    with pytest.raises(ImageTooLarge) as error:
+        decode_image(png_header_only(100_000, 100_000), LIMITS)
+    assert error.value.code == "IMAGE_TOO_LARGE"
+
+
+def test_pixel_limit_is_configurable() -> None:
+    data = encode(sample_image(2, (100, 100)), "PNG")
+    with pytest.raises(ImageTooLarge, match="10000 pixels"):
+        decode_image(data, ImageLimits(max_pixels=9_999))
+    assert decode_image(data, ImageLimits(max_pixels=10_000)).size == (100, 100)
+
+
+def test_longest_side_limit() -> None:
+    data = encode(sample_image(2, (120, 10)), "PNG")
+    with pytest.raises(ImageTooLarge, match="longest side"):
+        decode_image(data, ImageLimits(max_side=100))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not an image at all", b"\xff\xd8\xff\xe0garbage"],
+    ids=["empty", "text", "corrupt-jpeg"],
+)
+def test_undecodable_bytes(data: bytes) -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(data, LIMITS)
+
+
+def test_truncated_jpeg() -> None:
+    data = encode(sample_image(3, (200, 200)), "JPEG")
+    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+        decode_image(data[: len(data) // 2], LIMITS)
+
+
+def test_unsupported_format_is_refused() -> None:
+    with pytest.raises(InvalidImage, match="supported"):
+        decode_image(encode(sample_image(4, (16, 16)), "GIF"), LIMITS)
+
+
+def test_encode_round_trip_and_validation() -> None:
+    image = sample_image(5, (33, 17))
+    png = encode_image(image, "png")
+    assert png.format == "png" and decode_image(png.data, LIMITS).tobytes() == image.tobytes()
+    assert decode_image(encode_image(image, "jpeg", 80).data, LIMITS).size == (33, 17)
+    with pytest.raises(InvalidInput):
+        encode_image(image, "gif")
+    with pytest.raises(InvalidInput):
+        encode_image(image, "jpeg", 0)

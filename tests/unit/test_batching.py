@@ -1,0 +1,153 @@
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from predictors.batching import Batcher, BatchingConfig
+from predictors.errors import RequestTimeout, ServiceBusy
+
+
+class RecordingModel:
+    """Doubles each item; remembers every batch it was given and can be made slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.threads: set[str] = set()
+
+    def __call__(self, batch: Sequence[int]) -> list[int]:
+        self.threads.add(threading.current_thread().name)
+        self.batches.append(list(batch))
+        time.sleep(self.delay)
+        return [item * 2 for item in batch]
+
+
+@pytest.fixture
+def executor():
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
+    yield pool
+    pool.shutdown(wait=True)
+
+
+async def test_concurrent_requests_share_a_batch_and_get_their_own_results(executor) -> None:
+    model = RecordingModel()
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=8, max_latency_ms=50, max_queue=64))
+    results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(4)))
+    assert results == [[2 * i, 2 * (i + 100)] for i in range(4)]
+    assert len(model.batches) == 1 and sorted(model.batches[0]) == sorted(
+        v for i in range(4) for v in (i, i + 100))
+    assert model.threads == {"device_0"}
+    await batcher.stop()
+
+
+async def test_a_full_batch_leaves_without_waiting_for_the_latency_budget(executor) -> None:
+    model = RecordingModel()
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=4, max_latency_ms=5_000, max_queue=64))
+    started = time.monotonic()
+    assert await batcher.submit([1, 2, 3, 4]) == [2, 4, 6, 8]
+    assert time.monotonic() - started < 1.0
+    await batcher.stop()
+
+
+async def test_a_lone_item_waits_at_most_the_latency_budget(executor) -> None:
+    model = RecordingModel()
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=8, max_latency_ms=100, max_queue=64))
+    started = time.monotonic()
+    assert await batcher.submit([5]) == [10]
+    elapsed = time.monotonic() - started
+    assert 0.08 <= elapsed < 1.0
+    await batcher.stop()
+
+
+async def test_batches_never_exceed_max_batch_size(executor) -> None:
+    model = RecordingModel(delay=0.01)
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=3, max_latency_ms=20, max_queue=100))
+    results = await asyncio.gather(*(batcher.submit(list(range(i, i + 5))) for i in range(0, 50, 5)))
+    assert [v for r in results for v in r] == [2 * v for v in range(50)]
+    assert max(len(b) for b in model.batches) <= 3
+    await batcher.stop()
+
+
+async def test_max_batch_size_one_runs_items_alone(executor) -> None:
+    model = RecordingModel()
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=1, max_latency_ms=50, max_queue=64))
+    assert await asyncio.gather(batcher.submit([1]), batcher.submit([2, 3])) == [[2], [4, 6]]
+    assert all(len(b) == 1 for b in model.batches)
+    await batcher.stop()
+
+
+async def test_full_queue_refuses_at_once(executor) -> None:
+    model = RecordingModel(delay=0.3)
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=2, max_latency_ms=0, max_queue=4))
+    first = asyncio.create_task(batcher.submit([1, 2]))  # taken into a batch, running
+    await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(batcher.submit([3, 4, 5, 6]))  # fills the queue
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(ServiceBusy) as error:
+        await batcher.submit([7])
+    assert time.monotonic() - started < 0.05
+    assert error.value.headers["Retry-After"]
+    assert await first == [2, 4] and await waiting == [6, 8, 10, 12]
+    await batcher.stop()
+
+
+async def test_deadline_passed_while_queued_drops_the_work(executor) -> None:
+    model = RecordingModel(delay=0.3)
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=1, max_latency_ms=0, max_queue=64))
+    busy = asyncio.create_task(batcher.submit([1]))
+    await asyncio.sleep(0.05)
+    with pytest.raises(RequestTimeout):
+        await batcher.submit([99], deadline=time.monotonic() + 0.1)
+    assert await busy == [2]
+    await asyncio.sleep(0.4)
+    assert [99] not in model.batches  # never run
+    await batcher.stop()
+
+
+async def test_cancelled_requests_are_not_run_and_do_not_disturb_others(executor) -> None:
+    model = RecordingModel(delay=0.2)
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=2, max_latency_ms=0, max_queue=64))
+    running = asyncio.create_task(batcher.submit([1, 2]))
+    await asyncio.sleep(0.05)
+    doomed = asyncio.create_task(batcher.submit([50, 51]))
+    survivor = asyncio.create_task(batcher.submit([3]))
+    await asyncio.sleep(0.01)
+    doomed.cancel()
+    assert await running == [2, 4]
+    assert await survivor == [6]
+    assert all(50 not in b and 51 not in b for b in model.batches)
+    await batcher.stop()
+
+
+async def test_a_failing_batch_fails_only_its_requests(executor) -> None:
+    def flaky(batch: Sequence[int]) -> list[int]:
+        if 13 in batch:
+            raise ValueError("unlucky")
+        return [v * 2 for v in batch]
+
+    batcher = Batcher("m", flaky, executor, BatchingConfig(max_batch_size=1, max_latency_ms=0, max_queue=64))
+    with pytest.raises(ValueError):
+        await batcher.submit([13])
+    assert await batcher.submit([4]) == [8]
+    await batcher.stop()
+
+
+async def test_many_concurrent_mixed_size_requests_get_exactly_their_results(executor) -> None:
+    model = RecordingModel(delay=0.002)
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=8, max_latency_ms=2, max_queue=10_000))
+    rng = random.Random(7)
+    requests = [[rng.randrange(1_000_000) for _ in range(rng.randrange(1, 6))] for _ in range(200)]
+
+    async def call(items: list[int]) -> list[int]:
+        await asyncio.sleep(rng.random() * 0.01)
+        return await batcher.submit(items)
+
+    results = await asyncio.gather(*(call(r) for r in requests))
+    assert results == [[2 * v for v in r] for r in requests]
+    assert any(len(b) > 1 for b in model.batches)
+    await batcher.stop()
