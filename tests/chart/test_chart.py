@@ -702,3 +702,27 @@ def test_checkov_skips_are_justified() -> None:
     assert skips, "ci/chart-check.sh reads its skip list from values.yaml"
     for check, reason in skips:
         assert len(reason.strip()) > 40, f"{check} needs a real justification"
+
+
+@pytest.mark.parametrize("values", ["canary-standard-values.yaml", "deployment-values.yaml", "gpu-values.yaml"])
+def test_notes_tell_how_to_call_each_model(helm4: Helm, values: str) -> None:
+    # Helm 4 renders NOTES offline with a client-side dry run (Helm 3 insists on a cluster).
+    proc = helm4.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                     "-f", scenario(values))
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    docs = helm4.render(scenario(values))
+    for pod in server_pods(docs):
+        if pod["track"] != "stable":
+            continue
+        name, model = pod["owner"]["metadata"]["name"], pod["labels"]["vision-predictors.io/model"]
+        if pod["owner"]["kind"] == "InferenceService":
+            assert f"URL=http://{name}-predictor.{NAMESPACE}.svc\n" in notes
+        else:
+            assert f"port-forward service/{name} {HTTP_PORT}:{HTTP_PORT}" in notes
+        assert f'"$URL/v2/models/{model}/ready"' in notes and f'"$URL/v2/models/{model}/infer"' in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+
+
+def test_notes_without_models(helm4: Helm) -> None:
+    proc = helm4.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
+    assert "No model is enabled" in proc.stdout.split("NOTES:", 1)[1]
