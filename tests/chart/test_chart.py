@@ -585,6 +585,9 @@ def test_canary_knative_mode(helm4: Helm) -> None:
     assert (pred["scaleMetric"], pred["scaleTarget"]) == ("concurrency", 8)
     ve = isvcs[f"{RELEASE}-visual-entailment"]["spec"]["predictor"]
     assert "canaryTrafficPercent" not in ve and ve["minReplicas"] == 0
+    # KServe copies InferenceService labels to pods: none may change with the chart version
+    for isvc in isvcs.values():
+        assert not {"helm.sh/chart", "app.kubernetes.io/version"} & isvc["metadata"]["labels"].keys()
     # Knative pods carry no track label: promotion must leave the revision template untouched
     assert "vision-predictors.io/track" not in pred["labels"]
     promoted = next(i for i in by_kind(helm4.render(scenario("canary-knative-values.yaml"), sets=(
