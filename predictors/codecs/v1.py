@@ -37,7 +37,9 @@ def decode_request(body: Any, inputs: Sequence[InputSpec], max_items: int) -> Wi
         raise InvalidInput('"instances" must be a non-empty list')
     if len(instances) > max_items:
         raise InvalidInput(f"{len(instances)} instances in one request; the limit is {max_items}")
-    parameters = body.get("parameters") or {}
+    parameters = body.get("parameters")
+    if parameters is None:
+        parameters = {}
     if not isinstance(parameters, Mapping):
         raise InvalidInput('"parameters" must be a JSON object')
     items = [_decode_instance(instance, index, inputs) for index, instance in enumerate(instances)]

@@ -1,0 +1,124 @@
+import base64
+import json
+
+import numpy as np
+import pytest
+from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput, serialize_byte_tensor
+
+from predictors.codecs import v2
+from predictors.codecs.images import EncodedImage
+from predictors.codecs.types import InputSpec, OutputSpec, WireRequest
+from predictors.errors import InvalidInput
+
+INPUTS = (InputSpec("image", "image"), InputSpec("hypothesis", "text", optional=True, max_bytes=16))
+OUTPUTS = (OutputSpec("labels", "BYTES", (-1,)), OutputSpec("scores", "FP32", (-1,)))
+RAW = [b"\xff\xd8 jpeg one", b"\x89PNG two"]
+
+
+def binary_body(parameters=None, outputs=None) -> tuple[bytes, int]:
+    raw = serialize_byte_tensor(np.array(RAW, dtype=object)).item()
+    header = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2],
+                          "parameters": {"binary_data_size": len(raw)}}]}
+    if parameters:
+        header["parameters"] = parameters
+    if outputs:
+        header["outputs"] = outputs
+    encoded = json.dumps(header).encode()
+    return encoded + raw, len(encoded)
+
+
+def test_binary_extension_keeps_raw_image_bytes() -> None:
+    body, length = binary_body(parameters={"top_k": 3, "binary_data_output": True})
+    request = v2.parse_binary_request(body, length, "m")
+    wire = v2.decode_request(request, INPUTS, OUTPUTS, max_items=64)
+    assert [item["image"] for item in wire.items] == RAW
+    assert wire.parameters == {"top_k": 3}  # the protocol's own parameter is not the model's
+    assert wire.binary_outputs is True
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda body, n: (body, n + 10_000), "does not fit"),
+        (lambda body, n: (b"}" + body[1:], n), "malformed"),
+        (lambda body, n: (body[:-3], n), "past the body's end"),
+    ],
+)
+def test_broken_binary_bodies(mutate, message: str) -> None:
+    body, length = mutate(*binary_body())
+    with pytest.raises(InvalidInput, match=message):
+        v2.decode_request(v2.parse_binary_request(body, length, "m"), INPUTS, OUTPUTS, max_items=64)
+
+
+def test_json_elements_are_base64_for_images_and_plain_for_text() -> None:
+    request = InferRequest("m", [
+        InferInput("image", [1], "BYTES", data=[base64.b64encode(RAW[0]).decode()]),
+        InferInput("hypothesis", [1], "BYTES", data=["a red car"]),
+    ])
+    wire = v2.decode_request(request, INPUTS, OUTPUTS, max_items=64)
+    assert wire.items == [{"image": RAW[0], "hypothesis": "a red car"}]
+
+
+def test_grpc_style_bytes_elements_are_raw_and_text_must_be_utf8() -> None:
+    request = InferRequest("m", [InferInput("image", [1], "BYTES", data=[RAW[1]]),
+                                 InferInput("hypothesis", [1], "BYTES", data=[b"\xff\xfe"])], from_grpc=True)
+    with pytest.raises(InvalidInput, match=r"hypothesis\[0\] is not valid UTF-8"):
+        v2.decode_request(request, INPUTS, OUTPUTS, max_items=64)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        ([InferInput("image", [1], "FP32", data=[1.0])], "datatype BYTES"),
+        ([InferInput("image", [2], "BYTES", data=["AA=="])], "but 1 element"),
+        ([InferInput("image", [1, 1], "BYTES", data=["AA=="])], r"shape \[N\]"),
+        ([InferInput("picture", [1], "BYTES", data=["AA=="])], "unknown input 'picture'"),
+        ([], "missing input 'image'"),
+        ([InferInput("image", [1], "BYTES", data=["AA=="]), InferInput("image", [1], "BYTES", data=["AA=="])],
+         "given twice"),
+        ([InferInput("image", [2], "BYTES", data=["AA==", "AA=="]),
+          InferInput("hypothesis", [1], "BYTES", data=["x"])], "same number of elements"),
+        ([InferInput("image", [3], "BYTES", data=["AA=="] * 3)], "limit is 2"),
+    ],
+)
+def test_tensor_validation(tensors, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        v2.decode_request(InferRequest("m", tensors), INPUTS, OUTPUTS, max_items=2)
+
+
+def test_unknown_requested_output() -> None:
+    request = InferRequest("m", [InferInput("image", [1], "BYTES", data=["AA=="])],
+                           request_outputs=[RequestedOutput("logits")])
+    with pytest.raises(InvalidInput, match="unknown output 'logits'"):
+        v2.decode_request(request, INPUTS, OUTPUTS, max_items=8)
+
+
+def test_encode_json_response_base64s_binary_payloads() -> None:
+    wire = WireRequest(items=[{}], protocol="v2")
+    outputs = (OutputSpec("image", "BYTES"), OutputSpec("faces", "INT32"))
+    response = v2.encode_response(wire, [{"image": EncodedImage(b"\x00\xff", "png"), "faces": 1}], outputs, "m", "id")
+    body, json_length = response.to_rest()
+    assert json_length is None
+    tensors = {o["name"]: o for o in body["outputs"]}
+    assert base64.b64decode(tensors["image"]["data"][0]) == b"\x00\xff"
+    assert tensors["faces"] == {"name": "faces", "shape": [1], "datatype": "INT32", "data": [1]}
+    assert body["id"] == "id"
+
+
+def test_encode_binary_response_when_asked() -> None:
+    wire = WireRequest(items=[{}, {}], protocol="v2", requested_outputs={"scores": True})
+    response = v2.encode_response(wire, [{"labels": ["a"], "scores": [0.5]}, {"labels": ["b"], "scores": [0.25]}],
+                                  OUTPUTS, "m", "id")
+    body, json_length = response.to_rest()
+    header = json.loads(body[:json_length])
+    assert [o["name"] for o in header["outputs"]] == ["scores"]
+    assert np.frombuffer(body[json_length:], dtype=np.float32).tolist() == [0.5, 0.25]
+
+
+def test_encode_grpc_response_is_raw() -> None:
+    wire = WireRequest(items=[{}], protocol="grpc")
+    response = v2.encode_response(wire, [{"labels": ["猫", "狗"], "scores": [0.75, 0.25]}], OUTPUTS, "m", "r")
+    message = response.to_grpc()
+    assert [o.name for o in message.outputs] == ["labels", "scores"]
+    assert list(message.outputs[0].shape) == [1, 2]
+    assert np.frombuffer(message.raw_output_contents[1], dtype=np.float32).tolist() == [0.75, 0.25]

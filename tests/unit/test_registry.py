@@ -1,0 +1,75 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from predictors.models.registry import ModelSetupError, discover, predictor_class
+from predictors.settings import Settings
+
+
+def make_repo(root: Path, *names: str) -> Path:
+    for name in names:
+        (root / name).mkdir(parents=True)
+    return root
+
+
+def test_repository_subdirectories_are_models(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "general-recognition", "image-classification", ".hidden")
+    entries = discover(Settings(model_repository=repo))
+    assert [(e.name, e.predictor) for e in entries] == [
+        ("general-recognition", "general-recognition"), ("image-classification", "image-classification")]
+
+
+def test_models_filter_and_unknown_names(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "general-recognition", "image-classification")
+    assert [e.name for e in discover(Settings(model_repository=repo, models=("image-classification",)))] == [
+        "image-classification"]
+    with pytest.raises(ModelSetupError, match="face-enhancement"):
+        discover(Settings(model_repository=repo, models=("face-enhancement",)))
+
+
+def test_predictor_json_chooses_the_class_and_overrides_settings(tmp_path: Path) -> None:
+    directory = tmp_path / "my-birds"
+    directory.mkdir()
+    (directory / "predictor.json").write_text(json.dumps({
+        "predictor": "image-classification", "max_batch_size": 2, "max_latency_ms": 0, "device": "cpu",
+        "max_image_side": 512, "options": {"x": 1}}))
+    (entry,) = discover(Settings(model_dirs={"birds": directory}, max_batch_size=16, max_queue=7))
+    assert entry.name == "birds" and entry.predictor == "image-classification"
+    assert entry.config.batching.max_batch_size == 2
+    assert entry.config.batching.max_latency_ms == 0
+    assert entry.config.batching.max_queue == 7
+    assert entry.config.device == "cpu" and entry.config.image_limits.max_side == 512
+    assert entry.config.options == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "not valid"), ('{"max_batch_size": 0}', "not valid"), ('{"batch": 4}', "not valid")],
+)
+def test_broken_predictor_json(tmp_path: Path, content: str, message: str) -> None:
+    directory = tmp_path / "general-recognition"
+    directory.mkdir()
+    (directory / "predictor.json").write_text(content)
+    with pytest.raises(ModelSetupError, match=message):
+        discover(Settings(model_repository=tmp_path))
+
+
+def test_directory_name_must_identify_a_predictor(tmp_path: Path) -> None:
+    make_repo(tmp_path, "birds")
+    with pytest.raises(ModelSetupError, match="cannot tell which predictor"):
+        discover(Settings(model_repository=tmp_path))
+
+
+def test_nothing_to_serve(tmp_path: Path) -> None:
+    with pytest.raises(ModelSetupError, match="no models to serve"):
+        discover(Settings())
+    with pytest.raises(ModelSetupError, match="not a directory"):
+        discover(Settings(model_dirs={"general-recognition": tmp_path / "missing"}))
+
+
+def test_every_registered_predictor_class_imports() -> None:
+    for name in ("general-recognition", "image-classification"):
+        assert predictor_class(name).predictor_name == name
+    with pytest.raises(ModelSetupError, match="unknown predictor"):
+        predictor_class("speech")

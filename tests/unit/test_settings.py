@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from predictors.cli import build_parser, settings_from_args
+from predictors.settings import Settings
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert (settings.http_port, settings.grpc_port, settings.device) == (8080, 8081, "auto")
+    assert settings.max_body_bytes == 20 * 1024 * 1024
+    assert settings.max_image_pixels == 40_000_000 and settings.max_items_per_request == 64
+
+
+def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREDICTORS_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("PREDICTORS_DEVICE", "cpu")
+    monkeypatch.setenv("PREDICTORS_MODEL_DIRS", "a=/x,b=/y")
+    monkeypatch.setenv("PREDICTORS_MODELS", "a, b")
+    args = build_parser().parse_args(["serve", "--max-batch-size", "2", "--model-dir", "c=/z"])
+    settings = settings_from_args(args)
+    assert settings.max_batch_size == 2  # the flag wins
+    assert settings.device == "cpu"  # the env var applies
+    assert settings.model_dirs == {"c": Path("/z")}
+    assert settings.models == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("device", "tpu"), ("device", "cuda:x"), ("max_batch_size", 0), ("http_port", 70000),
+     ("model_dirs", ["no-equals-sign"])],
+)
+def test_invalid_values_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**{field: value})
+
+
+def test_unknown_env_settings_are_ignored_but_unknown_fields_are_not() -> None:
+    with pytest.raises(ValidationError):
+        Settings(max_batchsize=3)
