@@ -1,4 +1,4 @@
-"""`predictors serve | infer | make-demo-models | download`."""
+"""`predictors serve | infer | status | make-demo-models | download`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--max-image-pixels", type=int)
     serve.add_argument("--max-items-per-request", type=int)
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-format", choices=["text", "json"], help="text (default) or one JSON object per line")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                       help="one JSON line per request (default on; --no-access-log to opt out)")
     serve.add_argument("--shutdown-grace-seconds", type=int)
 
 
@@ -67,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--url", default="http://127.0.0.1:8080")
     infer.add_argument("--top-k", type=int, default=5)
     infer.add_argument("--timeout", type=float, default=60.0)
+
+    status = subparsers.add_parser("status", help="print each model's readiness, device, queue and latency")
+    status.add_argument("--url", default="http://127.0.0.1:8080", help="the server's REST address")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.add_argument("--json", action="store_true", help="print the raw status document")
     return parser
 
 
@@ -94,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from predictors.client import print_top_k
 
         return print_top_k(args.url, args.name, args.image, args.top_k, args.timeout)
+    if args.command == "status":
+        from predictors.status import main as print_status
+
+        return print_status(args.url, args.timeout, args.json)
     return 2
 
 
@@ -105,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from predictors.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.access_log)
     from predictors.models.registry import ModelSetupError, discover
 
     try:
@@ -123,7 +135,12 @@ def _download(name: str, directory: Path) -> int:
 
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    path = snapshot_download(HUB_MODELS[name], local_dir=str(directory))
+    try:
+        path = snapshot_download(HUB_MODELS[name], local_dir=str(directory))
+    except Exception as error:  # noqa: BLE001 - any hub/network failure ends the command the same way
+        print(f"predictors download: could not fetch {HUB_MODELS[name]}: {type(error).__name__}: {error}",
+              file=sys.stderr)
+        return 1
     print(f"downloaded {HUB_MODELS[name]} to {path}")
     print(f"serve it with: predictors serve --model-dir {name.replace('-hires', '')}={path}")
     return 0

@@ -118,3 +118,30 @@ def test_request_id_is_echoed_or_generated(server) -> None:
                                                          "data": [base64.b64encode(IMAGES[0]).decode()]}]},
                     headers={"X-Request-ID": "trace-me-43"}, timeout=60)
     assert v2.headers["x-request-id"] == "trace-me-43"
+
+
+def test_infer_command_prints_the_top_k_table(server, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(IMAGES[0])
+    result = subprocess.run([sys.executable, "-m", "predictors", "infer", "general-recognition", str(image),
+                             "--url", server.url, "--top-k", "3"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    expected = v1_predict(server, "general-recognition", IMAGES[:1], top_k=3).json()["predictions"][0]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split() == ["rank", "label", "score"]
+    assert [line.split()[1] for line in lines[1:]] == expected["labels"]
+    assert [float(line.split()[2]) for line in lines[1:]] == [round(s, 6) for s in expected["scores"]]
+
+
+def test_infer_command_reports_errors(server, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    result = subprocess.run([sys.executable, "-m", "predictors", "infer", "general-recognition", str(bad),
+                             "--url", server.url], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "400 INVALID_IMAGE" in result.stderr
