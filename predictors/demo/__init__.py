@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 DEMO_WRITERS = {
     "general-recognition": "predictors.demo.general_recognition",
     "image-classification": "predictors.demo.image_classification",
+    "face-enhancement": "predictors.demo.face_enhancement",
 }
 
 
