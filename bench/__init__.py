@@ -1,0 +1,8 @@
+"""Benchmark suite: raw model ceiling, our server (batching on/off), a FastAPI+pipeline baseline,
+framework overhead and overload behaviour, side by side in one run. See docs/performance.md.
+
+Run it with ``.venv/bin/python -m bench [--quick]``. The orchestrating process (``bench.run``) is also
+the load generator: it imports neither KServe nor the server's own model code (KServe's and
+tritonclient's protobufs clash in one process, and the client must not share the server's
+interpreter). Everything model-side runs in child processes.
+"""

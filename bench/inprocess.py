@@ -1,0 +1,175 @@
+"""In-process measurements (no server, no HTTP), run as a child process; prints one JSON object.
+
+- ``raw``: the predictor's own forward pass (e.g. `GeneralRecognitionPredictor.forward` via its
+  `DeviceRunner`, i.e. exactly what the server's device thread runs) on prepared tensors, at
+  each batch size: the throughput ceiling. Also the per-image preparation cost (JPEG decode + resize +
+  crop + normalise) that the server pays on top, in its worker threads.
+- ``path``: the tiny model's whole predictor path for one v2 binary request, in process: parse the
+  body, ``preprocess`` -> ``predict`` (through the batcher) -> ``postprocess``; the server's p50 minus
+  this p50 is what HTTP, KServe's data plane and the client add.
+
+This process imports the server's model code (and so KServe); the load generator never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from prometheus_client import CollectorRegistry
+
+from bench.common import latency_summary, sample_jpeg, v2_binary_body
+
+
+def _config(directory: Path) -> Any:
+    from predictors.batching import BatchingConfig
+    from predictors.models.base import ModelConfig
+    from predictors.models.registry import read_predictor_file
+
+    overrides = read_predictor_file(directory)
+    return ModelConfig(
+        device="cpu",
+        batching=BatchingConfig(
+            max_batch_size=overrides.max_batch_size or 8,
+            max_latency_ms=5.0 if overrides.max_latency_ms is None else overrides.max_latency_ms,
+            max_queue=overrides.max_queue or 64,
+        ),
+    )
+
+
+def _load(predictor_class: type, name: str, directory: Path, workers: ThreadPoolExecutor) -> Any:
+    from predictors.telemetry.metrics import Metrics
+
+    model = predictor_class(name, directory, _config(directory), Metrics(CollectorRegistry()), workers)
+    model.load()
+    return model
+
+
+def raw(directory: Path, batch_sizes: list[int], seconds: float, min_iterations: int) -> dict[str, Any]:
+    from PIL import Image
+
+    from predictors.models.registry import predictor_class, read_predictor_file
+
+    workers = ThreadPoolExecutor(2)
+    started = time.perf_counter()
+    predictor = read_predictor_file(directory).predictor or directory.name
+    model = _load(predictor_class(predictor), directory.name, directory, workers)
+    load_s = time.perf_counter() - started
+    params = model.parse_parameters({})
+    jpegs = [sample_jpeg(seed) for seed in range(8)]
+
+    prep_times = []
+    for _ in range(3):
+        for data in jpegs:
+            t0 = time.perf_counter()
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            model.prepare({"image": image.convert("RGB")}, params)
+            prep_times.append(time.perf_counter() - t0)
+    prepared = [model.prepare({"image": Image.open(io.BytesIO(d)).convert("RGB")}, params) for d in jpegs]
+
+    runner = model._runner
+    rows = []
+    for size in batch_sizes:
+        batch = [prepared[i % len(prepared)] for i in range(size)]
+        runner.run(model.forward, batch)  # warm this shape
+        times = []
+        begin = time.perf_counter()
+        while len(times) < min_iterations or (time.perf_counter() - begin < seconds):
+            t0 = time.perf_counter()
+            results = runner.run(model.forward, batch)
+            times.append(time.perf_counter() - t0)
+            assert len(results) == size
+        elapsed = sum(times)
+        rows.append(
+            {
+                "batch_size": size,
+                "iterations": len(times),
+                "items_per_s": round(size * len(times) / elapsed, 3),
+                "batch_" + "p50_ms": latency_summary(times)["p50_ms"],
+                "per_item_ms": round(elapsed / (size * len(times)) * 1000, 3),
+            }
+        )
+    workers.shutdown()
+    return {
+        "predictor": predictor,
+        "load_s": round(load_s, 3),
+        "prepare_per_image": latency_summary(prep_times),
+        "batches": rows,
+    }
+
+
+async def _path_once(model: Any, body: bytes, head_length: int) -> None:
+    from predictors.codecs.v2 import parse_binary_request
+
+    request = parse_binary_request(body, head_length, model.name)
+    pending = await model.preprocess(request, {})
+    pending = await model.predict(pending, {})
+    await model.postprocess(pending, {})
+
+
+def path(directory: Path, count: int, image_size: int) -> dict[str, Any]:
+    from predictors.models.image_classification import ImageClassificationPredictor
+
+    async def measure() -> dict[str, Any]:
+        workers = ThreadPoolExecutor(4)
+        model = _load(ImageClassificationPredictor, directory.name, directory, workers)
+        body, head_length = v2_binary_body(sample_jpeg(0, (image_size, image_size)))
+        for _ in range(min(50, count)):
+            await _path_once(model, body, head_length)
+        times = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await _path_once(model, body, head_length)
+            times.append(time.perf_counter() - t0)
+        await model.aclose()
+        workers.shutdown()
+        return {"model": directory.name, "requests": count, **latency_summary(times)}
+
+    return asyncio.run(measure())
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--raw-dir", type=Path)
+    parser.add_argument("--batch-sizes", default="1,2,4,8")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--min-iterations", type=int, default=2)
+    parser.add_argument("--path-dirs", default="", help="comma-separated tiny model directories")
+    parser.add_argument("--path-count", type=int, default=500)
+    parser.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args()
+    out: dict[str, Any] = {"environment": environment()}
+    if args.raw_dir:
+        sizes = [int(s) for s in args.batch_sizes.split(",") if s]
+        out["raw"] = raw(args.raw_dir.resolve(), sizes, args.seconds, args.min_iterations)
+    if args.path_dirs:
+        out["path"] = [
+            path(Path(d).resolve(), args.path_count, args.image_size) for d in args.path_dirs.split(",") if d
+        ]
+    print("BENCH_JSON " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""asyncio + httpx load generation on loopback, bounded in request count and in time.
+
+- `closed_loop`: C workers, each sends its next request when the previous one answered, until
+  `duration` has passed or `max_requests` were sent; requests in flight at the end are awaited (each
+  is bounded by the client timeout). Throughput = successful answers / wall time including that drain.
+- `open_loop`: requests leave at a fixed rate whatever the server does (offered load), for `duration`
+  seconds; the client caps what it keeps outstanding and counts what it had to skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from bench.common import Request, latency_summary
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def check_loopback(url: str) -> None:
+    host = urlsplit(url).hostname
+    if host not in LOOPBACK:
+        raise ValueError(f"the benchmark only generates load on loopback; refusing {url}")
+
+
+@dataclass
+class Outcome:
+    started: float  # seconds since the run began
+    latency: float  # seconds
+    status: int  # HTTP status; 0 = transport error or client timeout
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+    elapsed: float = 0.0
+    skipped: int = 0  # open loop: arrivals not sent because `max_outstanding` were in flight
+
+    def summary(self) -> dict[str, Any]:
+        ok = [o.latency for o in self.outcomes if o.status == 200]
+        statuses = Counter(str(o.status) for o in self.outcomes)
+        errors = len(self.outcomes) - len(ok)
+        transport = Counter(o.error for o in self.outcomes if o.error)
+        return {
+            "requests": len(self.outcomes),
+            "ok": len(ok),
+            "errors": errors,
+            "statuses": dict(sorted(statuses.items())),
+            "transport_errors": dict(transport),
+            "skipped_by_client": self.skipped,
+            "elapsed_s": round(self.elapsed, 3),
+            "throughput_rps": round(len(ok) / self.elapsed, 3) if self.elapsed > 0 else 0.0,
+            **latency_summary(ok),
+        }
+
+
+def make_client(base_url: str, connections: int, timeout: float) -> httpx.AsyncClient:
+    check_loopback(base_url)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout, trust_env=False)
+
+
+async def _send(client: httpx.AsyncClient, request: Request, origin: float) -> Outcome:
+    path, body, headers = request
+    started = time.perf_counter()
+    try:
+        response = await client.post(path, content=body, headers=headers)
+        await response.aread()
+        status, error = response.status_code, None
+    except httpx.HTTPError as exc:
+        status, error = 0, type(exc).__name__
+    return Outcome(started - origin, time.perf_counter() - started, status, error)
+
+
+async def closed_loop(
+    base_url: str,
+    requests: Sequence[Request],
+    concurrency: int,
+    duration: float,
+    max_requests: int,
+    timeout: float = 120.0,
+) -> RunResult:
+    result = RunResult()
+    sent = 0
+    async with make_client(base_url, concurrency, timeout) as client:
+        origin = time.perf_counter()
+        stop_at = origin + duration
+
+        async def worker() -> None:
+            nonlocal sent
+            while time.perf_counter() < stop_at and sent < max_requests:
+                request = requests[sent % len(requests)]
+                sent += 1
+                result.outcomes.append(await _send(client, request, origin))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.elapsed = time.perf_counter() - origin
+    return result
+
+
+async def open_loop(
+    base_url: str,
+    requests: Sequence[Request],
+    rate: float,
+    duration: float,
+    max_requests: int,
+    max_outstanding: int,
+    timeout: float = 120.0,
+    on_tick: Callable[[], Any] | None = None,
+) -> RunResult:
+    result = RunResult()
+    count = min(max_requests, max(1, int(rate * duration)))
+    interval = 1.0 / rate
+    outstanding: set[asyncio.Task[Outcome]] = set()
+    async with make_client(base_url, max_outstanding, timeout) as client:
+        origin = time.perf_counter()
+        for i in range(count):
+            delay = origin + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(outstanding) >= max_outstanding:
+                result.skipped += 1
+                continue
+            task = asyncio.create_task(_send(client, requests[i % len(requests)], origin))
+            outstanding.add(task)
+            task.add_done_callback(lambda t: (outstanding.discard(t), result.outcomes.append(t.result())))
+        while outstanding:
+            await asyncio.gather(*list(outstanding))
+        result.elapsed = time.perf_counter() - origin
+    return result
+
+
+async def probe_health(
+    base_url: str, stop: asyncio.Event, interval: float = 0.5, timeout: float = 5.0
+) -> dict[str, Any]:
+    """Poll /v2/health/live until `stop` is set: how many answered 200, and how slowly."""
+    latencies: list[float] = []
+    failures = 0
+    async with make_client(base_url, 1, timeout) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                ok = (await client.get("/v2/health/live")).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                failures += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+    return {"probes": len(latencies) + failures, "failures": failures, **latency_summary(latencies)}

@@ -1,0 +1,136 @@
+"""The model directories the benchmark serves, written under the work directory.
+
+- the source directory: for ``general-recognition`` (default) the demo directory written by
+  `predictors make-demo-models` (real ResNeSt-101); ``image-classification`` (demo MobileNetV3-Small)
+  and ``tiny`` make cheap runs possible (the smoke test).
+- ``model-batch`` / ``model-nobatch`` / ``model-overload``: its files (symlinks) with a ``predictor.json``
+  that sets the batching of each contender, so one server process hosts all three and the modelscope
+  import and start-up are paid once. Idle models cost memory, not CPU.
+- ``tiny`` / ``tiny-batch``: a near-zero-cost ``image-classification`` network (global average pool +
+  linear on an 8x8 input) for the framework-overhead section.
+
+Run as ``python -m bench.models WORKDIR --kind general-recognition --max-batch-size 8 --max-latency-ms 5
+--max-queue 64 --overload-max-queue 16`` (a child process: the demo writer imports torch and modelscope).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+MODEL_KINDS = ("general-recognition", "image-classification", "tiny")
+
+
+def _variant(source: Path, target: Path, predictor: str, demo: bool, **settings: object) -> None:
+    """`target` = the files of `source` (symlinked) with its own predictor.json."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.name != "predictor.json":
+            (target / path.name).symlink_to(path)
+    content = {"predictor": predictor, "demo_weights": demo, **settings}
+    (target / "predictor.json").write_text(json.dumps(content, indent=2) + "\n")
+
+
+def write_tiny(directory: Path, **settings: object) -> None:
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x.mean(dim=(2, 3)))
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        network = Tiny().eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(network, (torch.zeros(2, 3, 8, 8),), dynamic_shapes=({0: batch},))
+    torch.export.save(exported, str(directory / "model.pt2"))
+    (directory / "labels.txt").write_text("zero\none\ntwo\nthree\n", encoding="utf-8")
+    (directory / "config.json").write_text(json.dumps({"input_size": 8, "resize": 8}) + "\n")
+    content = {"predictor": "image-classification", **settings}
+    (directory / "predictor.json").write_text(json.dumps(content, indent=2) + "\n")
+
+
+def write_all(
+    workdir: Path,
+    kind: str,
+    max_batch_size: int,
+    max_latency_ms: float,
+    max_queue: int,
+    overload_max_queue: int,
+) -> dict[str, str]:
+    """Write (or keep) the source directory of `kind` and the repository the server serves."""
+    workdir = workdir.resolve()
+    demo = workdir / "demo"
+    if kind == "tiny":
+        source, predictor, is_demo = demo / "tiny", "image-classification", False
+        if not (source / "model.pt2").exists():
+            write_tiny(source)
+    else:
+        from predictors.demo import make_demo_repository
+
+        (source,) = make_demo_repository(demo, [kind])
+        predictor, is_demo = kind, True
+    repo = workdir / f"repository-{kind}"
+    batching = {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
+    _variant(source, repo / "model-batch", predictor, is_demo, **batching, max_queue=max_queue)
+    _variant(
+        source,
+        repo / "model-nobatch",
+        predictor,
+        is_demo,
+        max_batch_size=1,
+        max_latency_ms=max_latency_ms,
+        max_queue=max_queue,
+    )
+    _variant(source, repo / "model-overload", predictor, is_demo, **batching, max_queue=overload_max_queue)
+    # The overhead model: batching off (one request per forward, no wait), and on.
+    tiny = demo / "tiny"
+    if not (tiny / "model.pt2").exists():
+        write_tiny(tiny)
+    _variant(
+        tiny,
+        repo / "tiny",
+        "image-classification",
+        False,
+        max_batch_size=1,
+        max_latency_ms=0,
+        max_queue=max_queue,
+    )
+    _variant(tiny, repo / "tiny-batch", "image-classification", False, **batching, max_queue=max_queue)
+    return {"source": str(source), "repository": str(repo), "predictor": predictor}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--kind", choices=MODEL_KINDS, default="general-recognition")
+    parser.add_argument("--max-batch-size", type=int, required=True)
+    parser.add_argument("--max-latency-ms", type=float, required=True)
+    parser.add_argument("--max-queue", type=int, required=True)
+    parser.add_argument("--overload-max-queue", type=int, required=True)
+    args = parser.parse_args()
+    print(
+        json.dumps(
+            write_all(
+                args.workdir,
+                args.kind,
+                args.max_batch_size,
+                args.max_latency_ms,
+                args.max_queue,
+                args.overload_max_queue,
+            )
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

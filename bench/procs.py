@@ -1,0 +1,83 @@
+"""Child processes of the benchmark: start on a free loopback port, wait until healthy, stop by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, paths: list[str], timeout: float) -> float:
+        """Wait until every path answers 200; returns the seconds it took."""
+        started = time.monotonic()
+        pending = list(paths)
+        while pending:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(
+                    f"{self.name}: {pending} not ready after {timeout:.0f} s:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(self.url + pending[0], timeout=2, trust_env=False).status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start(name: str, command: list[str], port: int, log_dir: Path, env: dict[str, str]) -> Child:
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+    return Child(name, process, port, log_path)
