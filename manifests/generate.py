@@ -45,32 +45,48 @@ def _models(names: list[str], **extra: Any) -> dict[str, Any]:
     return {n: {"predictor": n, "weights": WEIGHTS[n], **extra} for n in names}
 
 
-# file -> (description, values, kinds to keep (None: all), models to keep (None: all))
+# name -> (description for the file header, chart values)
 ALL = list(WEIGHTS)
 SETS: dict[str, tuple[str, dict[str, Any]]] = {
     "standard": ("KServe Standard mode (Deployment + HPA per model).", {"models": _models(ALL)}),
     "knative": (
-        "KServe Knative mode (revisions, concurrency autoscaling). Needs the Knative features listed in manifests/README.md.",
-        {"kserve": {"deploymentMode": "Knative"}, "autoscaling": {"metric": "concurrency", "target": 8},
-         "models": _models(ALL)},
+        "KServe Knative mode (revisions, concurrency scaling); Knative features: manifests/README.md.",
+        {
+            "kserve": {"deploymentMode": "Knative"},
+            "autoscaling": {"metric": "concurrency", "target": 8},
+            "models": _models(ALL),
+        },
     ),
     "canary-standard": (
-        "Canary in Standard mode (KServe >= 0.20): 10 % of general-recognition traffic to image 0.2.0 via spec.canary[].",
-        {"image": {"tag": "0.1.0"}, "models": _models(
-            ["general-recognition"], canary={"enabled": True, "trafficPercent": 10, "image": {"tag": "0.2.0"}})},
+        "Standard-mode canary (KServe >= 0.20): spec.canary[] sends 10 % of general-recognition to 0.2.0.",
+        {
+            "image": {"tag": "0.1.0"},
+            "models": _models(
+                ["general-recognition"],
+                canary={"enabled": True, "trafficPercent": 10, "image": {"tag": "0.2.0"}},
+            ),
+        },
     ),
     "canary-knative": (
-        "Canary in Knative mode: the new revision (image 0.2.0) gets canaryTrafficPercent 10, the last rolled-out revision the rest.",
-        {"kserve": {"deploymentMode": "Knative"}, "autoscaling": {"metric": "concurrency", "target": 8},
-         "image": {"tag": "0.1.0"}, "models": _models(
-            ["general-recognition"], canary={"enabled": True, "trafficPercent": 10, "image": {"tag": "0.2.0"}})},
+        "Knative canary: the new revision (image 0.2.0) gets canaryTrafficPercent 10, the previous one 90 %.",
+        {
+            "kserve": {"deploymentMode": "Knative"},
+            "autoscaling": {"metric": "concurrency", "target": 8},
+            "image": {"tag": "0.1.0"},
+            "models": _models(
+                ["general-recognition"],
+                canary={"enabled": True, "trafficPercent": 10, "image": {"tag": "0.2.0"}},
+            ),
+        },
     ),
 }
 DROP_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
 
 
 def helm_binary() -> str:
-    out = subprocess.run(["bash", str(REPO / "ci" / "install-helm.sh")], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["bash", str(REPO / "ci" / "install-helm.sh")], check=True, capture_output=True, text=True
+    ).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)["HELM4"]
 
 
@@ -80,7 +96,9 @@ def render(helm: str, values: dict[str, Any]) -> list[dict[str, Any]]:
         f.flush()
         text = subprocess.run(
             [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--skip-tests", "-f", f.name],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     docs = [d for d in yaml.safe_load_all(text) if d]
     for d in docs:
@@ -108,7 +126,10 @@ def generate(target: Path) -> list[Path]:
             if unit:
                 per_unit.setdefault(unit, []).append(d)
         if name.startswith("canary-"):
-            files = {f"canary/{name.removeprefix('canary-')}.yaml": common + [d for u in per_unit.values() for d in u]}
+            files = {
+                f"canary/{name.removeprefix('canary-')}.yaml": common
+                + [d for u in per_unit.values() for d in u]
+            }
         else:
             files = {f"{name}/00-common.yaml": common}
             files.update({f"{name}/{unit}.yaml": unit_docs for unit, unit_docs in sorted(per_unit.items())})

@@ -29,7 +29,11 @@ NAMESPACE = "models"
 
 def _install_tools() -> dict[str, str]:
     out = subprocess.run(
-        ["bash", str(REPO / "ci" / "install-helm.sh")], check=True, capture_output=True, text=True, timeout=600
+        ["bash", str(REPO / "ci" / "install-helm.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
     ).stdout
     tools = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     assert {"HELM3", "HELM4", "KUBECTL"} <= tools.keys(), out
@@ -62,7 +66,9 @@ class Helm:
             args += ["--set", s]
         return self.run(*args, check=False)
 
-    def template_text(self, *values: str, sets: tuple[str, ...] = (), check: bool = True) -> subprocess.CompletedProcess[str]:
+    def template_text(
+        self, *values: str, sets: tuple[str, ...] = (), check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
         for v in values:
             args += ["-f", str(v)]
@@ -120,7 +126,9 @@ def isvc_validator() -> Any:
 
     path = KSERVE_SCHEMAS / "serving.kserve.io_inferenceservices.yaml"
     assert path.is_file(), f"KServe CRD schema missing: {path} (shared data, see its README)"
-    crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 2 MB: libyaml 7x faster
+    crd = yaml.load(
+        path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    )  # 2 MB: libyaml 7x faster
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
     schema = strict_schema(version["schema"]["openAPIV3Schema"])
     # metadata is `type: object` in CRDs (the API server validates it): check the fields we use.

@@ -59,17 +59,35 @@ def server_pods(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pods = []
     for d in by_kind(docs, "Deployment"):
         tpl = d["spec"]["template"]
-        pods.append({"owner": d, "labels": tpl["metadata"]["labels"], "spec": tpl["spec"], "track": "stable",
-                     "annotations": tpl["metadata"].get("annotations", {})})
+        pods.append(
+            {
+                "owner": d,
+                "labels": tpl["metadata"]["labels"],
+                "spec": tpl["spec"],
+                "track": "stable",
+                "annotations": tpl["metadata"].get("annotations", {}),
+            }
+        )
     for isvc in by_kind(docs, "InferenceService"):
         name = isvc["metadata"]["name"]
         components = [("stable", isvc["spec"]["predictor"])]
         components += [("canary", c["predictor"]) for c in isvc["spec"].get("canary", [])]
         for track, pred in components:
             # KServe copies spec.predictor.labels onto the pods and adds its own.
-            labels = {**pred.get("labels", {}), "serving.kserve.io/inferenceservice": name, "component": "predictor"}
-            pods.append({"owner": isvc, "labels": labels, "spec": pred, "track": track,
-                         "annotations": pred.get("annotations", {})})
+            labels = {
+                **pred.get("labels", {}),
+                "serving.kserve.io/inferenceservice": name,
+                "component": "predictor",
+            }
+            pods.append(
+                {
+                    "owner": isvc,
+                    "labels": labels,
+                    "spec": pred,
+                    "track": track,
+                    "annotations": pred.get("annotations", {}),
+                }
+            )
     return pods
 
 
@@ -142,8 +160,12 @@ def test_schema_forbids_unknown_keys_everywhere() -> None:
             if node.get("type") == "object" or "properties" in node:
                 if "properties" in node and node.get("additionalProperties") is not False:
                     loose.append(path)
-                if ("properties" not in node and "additionalProperties" not in node
-                        and not ({"oneOf", "anyOf"} & node.keys()) and path != "/properties/global"):
+                if (
+                    "properties" not in node
+                    and "additionalProperties" not in node
+                    and not ({"oneOf", "anyOf"} & node.keys())
+                    and path != "/properties/global"
+                ):
                     loose.append(path)  # an object without properties must say what its values are
             for k, v in node.items():
                 walk(v, f"{path}/{k}")
@@ -160,23 +182,41 @@ def test_schema_forbids_unknown_keys_everywhere() -> None:
     [
         ("replicaCount=2",),  # unknown top-level key
         ("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "models.gr.devcie=cuda"),
-        ("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "models.gr.settings.maxBatchSze=4"),
+        (
+            "models.gr.predictor=general-recognition",
+            "models.gr.weights.path=/m",
+            "models.gr.settings.maxBatchSze=4",
+        ),
         ("settings.maxBachSize=4",),
         ("image.tagg=1",),
         ("networkPolicy.ingress.namespace=x",),
-        ("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "models.gr.canary.trafficPercnt=5"),
+        (
+            "models.gr.predictor=general-recognition",
+            "models.gr.weights.path=/m",
+            "models.gr.canary.trafficPercnt=5",
+        ),
         # invalid values, not only unknown keys
         ("models.gr.predictor=image-segmentation", "models.gr.weights.path=/m"),
-        ("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "models.gr.weights.storageUri=s3://b/m"),
+        (
+            "models.gr.predictor=general-recognition",
+            "models.gr.weights.path=/m",
+            "models.gr.weights.storageUri=s3://b/m",
+        ),
         ("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "models.gr.device=gpu"),
-        ("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "models.gr.canary.trafficPercent=101"),
+        (
+            "models.gr.predictor=general-recognition",
+            "models.gr.weights.path=/m",
+            "models.gr.canary.trafficPercent=101",
+        ),
         ("extraEnv[0].name=PREDICTORS_MAX_QUEUE", "extraEnv[0].value=1"),
         ("securityContext.allowPrivilegeEscalation=true",),
         ("settings.logLevel=TRACE",),
     ],
 )
 @pytest.mark.parametrize("helm_name", ["helm3", "helm4"])
-def test_lint_rejects_typos_and_bad_values(helms: dict[str, Helm], helm_name: str, sets: tuple[str, ...]) -> None:
+def test_lint_rejects_typos_and_bad_values(
+    helms: dict[str, Helm], helm_name: str, sets: tuple[str, ...]
+) -> None:
     proc = helms[helm_name].lint(sets=sets)
     assert proc.returncode != 0, f"accepted {sets}:\n{proc.stdout}"
     assert "schema" in (proc.stdout + proc.stderr).lower()
@@ -185,19 +225,56 @@ def test_lint_rejects_typos_and_bad_values(helms: dict[str, Helm], helm_name: st
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (("mode=deployment", "models.gr.predictor=general-recognition", "models.gr.weights.storageUri=s3://b/m"),
-         "weights.storageUri needs KServe"),
-        (("mode=deployment", "models.gr.predictor=general-recognition", "models.gr.weights.path=/m",
-          "models.gr.canary.enabled=true"), "canary is supported in kserve mode only"),
-        (("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "autoscaling.metric=concurrency"),
-         "needs kserve.deploymentMode Knative"),
-        (("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "kserve.deploymentMode=Knative",
-          "autoscaling.keda.enabled=true"), "KEDA autoscaling needs kserve.deploymentMode Standard"),
-        (("models.gr.predictor=general-recognition", "models.gr.weights.path=/m", "autoscaling.minReplicas=0"),
-         "scale to zero"),
-        (("models.general-recognition.predictor=general-recognition",
-          "models.general-recognition.weights.path=/m", "fullnameOverride=a-long-release-prefix-for-tests"),
-         "the limit is 45"),
+        (
+            (
+                "mode=deployment",
+                "models.gr.predictor=general-recognition",
+                "models.gr.weights.storageUri=s3://b/m",
+            ),
+            "weights.storageUri needs KServe",
+        ),
+        (
+            (
+                "mode=deployment",
+                "models.gr.predictor=general-recognition",
+                "models.gr.weights.path=/m",
+                "models.gr.canary.enabled=true",
+            ),
+            "canary is supported in kserve mode only",
+        ),
+        (
+            (
+                "models.gr.predictor=general-recognition",
+                "models.gr.weights.path=/m",
+                "autoscaling.metric=concurrency",
+            ),
+            "needs kserve.deploymentMode Knative",
+        ),
+        (
+            (
+                "models.gr.predictor=general-recognition",
+                "models.gr.weights.path=/m",
+                "kserve.deploymentMode=Knative",
+                "autoscaling.keda.enabled=true",
+            ),
+            "KEDA autoscaling needs kserve.deploymentMode Standard",
+        ),
+        (
+            (
+                "models.gr.predictor=general-recognition",
+                "models.gr.weights.path=/m",
+                "autoscaling.minReplicas=0",
+            ),
+            "scale to zero",
+        ),
+        (
+            (
+                "models.general-recognition.predictor=general-recognition",
+                "models.general-recognition.weights.path=/m",
+                "fullnameOverride=a-long-release-prefix-for-tests",
+            ),
+            "the limit is 45",
+        ),
     ],
 )
 def test_template_fails_on_contradictory_values(helm4: Helm, sets: tuple[str, ...], message: str) -> None:
@@ -254,10 +331,20 @@ def _settings_env_names() -> set[str]:
         # TODO: predictors.settings is not importable: compare against the server contract instead.
         # Check predictors/settings.py (class Settings, env_prefix PREDICTORS_) and keep this list in sync.
         return {
-            "PREDICTORS_MODEL_REPOSITORY", "PREDICTORS_MODELS", "PREDICTORS_MODEL_DIRS", "PREDICTORS_HTTP_PORT",
-            "PREDICTORS_GRPC_PORT", "PREDICTORS_DEVICE", "PREDICTORS_MAX_BATCH_SIZE", "PREDICTORS_MAX_LATENCY_MS",
-            "PREDICTORS_MAX_QUEUE", "PREDICTORS_MAX_BODY_BYTES", "PREDICTORS_MAX_IMAGE_PIXELS",
-            "PREDICTORS_MAX_ITEMS_PER_REQUEST", "PREDICTORS_LOG_LEVEL", "PREDICTORS_SHUTDOWN_GRACE_SECONDS",
+            "PREDICTORS_MODEL_REPOSITORY",
+            "PREDICTORS_MODELS",
+            "PREDICTORS_MODEL_DIRS",
+            "PREDICTORS_HTTP_PORT",
+            "PREDICTORS_GRPC_PORT",
+            "PREDICTORS_DEVICE",
+            "PREDICTORS_MAX_BATCH_SIZE",
+            "PREDICTORS_MAX_LATENCY_MS",
+            "PREDICTORS_MAX_QUEUE",
+            "PREDICTORS_MAX_BODY_BYTES",
+            "PREDICTORS_MAX_IMAGE_PIXELS",
+            "PREDICTORS_MAX_ITEMS_PER_REQUEST",
+            "PREDICTORS_LOG_LEVEL",
+            "PREDICTORS_SHUTDOWN_GRACE_SECONDS",
         }
     prefix = Settings.model_config.get("env_prefix", "")
     assert prefix == "PREDICTORS_"
@@ -267,7 +354,9 @@ def _settings_env_names() -> set[str]:
 def test_settings_env_list_matches_the_server() -> None:
     server_names = _settings_env_names()
     chart_names = {*SETTINGS_ENV["settings"].values(), *SETTINGS_ENV["chart"].values()}
-    assert chart_names <= server_names, f"chart sets env vars the server does not read: {chart_names - server_names}"
+    assert chart_names <= server_names, (
+        f"chart sets env vars the server does not read: {chart_names - server_names}"
+    )
     # Every tunable the server has (besides model selection, which the chart passes as args) is exposed.
     model_selection = {"PREDICTORS_MODEL_REPOSITORY", "PREDICTORS_MODELS", "PREDICTORS_MODEL_DIRS"}
     assert server_names - model_selection - chart_names == set()
@@ -286,7 +375,9 @@ def test_rendered_env_names_come_from_the_one_list(helm4: Helm, values: str) -> 
 
 
 @pytest.mark.parametrize("values", SCENARIOS)
-def test_server_accepts_rendered_args_and_env(helm4: Helm, values: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_accepts_rendered_args_and_env(
+    helm4: Helm, values: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Feed each container's args and env to the server's own CLI parser and Settings."""
     try:
         from predictors.cli import build_parser, settings_from_args
@@ -363,24 +454,39 @@ def test_knative_pods_defer_draining_to_knative(helm4: Helm) -> None:
 
 
 def test_weights_sources(helm4: Helm) -> None:
-    pods = {p["labels"]["vision-predictors.io/unit"]: p for p in server_pods(helm4.render(scenario("cpu-values.yaml")))}
+    pods = {
+        p["labels"]["vision-predictors.io/unit"]: p
+        for p in server_pods(helm4.render(scenario("cpu-values.yaml")))
+    }
     env = {k: env_of(server_container(p["spec"])) for k, p in pods.items()}
     assert env["general-recognition"]["STORAGE_URI"] == "s3://vision-models/general-recognition/v1"
     assert env["visual-entailment"]["STORAGE_URI"] == "pvc://vision-models/visual-entailment/v1"
     assert "STORAGE_URI" not in env["image-classification"]
     assert server_container(pods["image-classification"]["spec"])["args"][2] == (
-        "image-classification=/opt/models/image-classification")
+        "image-classification=/opt/models/image-classification"
+    )
     # deployment mode mounts the claim itself, read-only, where the server looks
-    deploy = {d["metadata"]["name"]: d for d in by_kind(helm4.render(scenario("deployment-values.yaml")), "Deployment")}
+    deploy = {
+        d["metadata"]["name"]: d
+        for d in by_kind(helm4.render(scenario("deployment-values.yaml")), "Deployment")
+    }
     spec = deploy[f"{RELEASE}-general-recognition"]["spec"]["template"]["spec"]
     vol = next(v for v in spec["volumes"] if "persistentVolumeClaim" in v)
     assert vol["persistentVolumeClaim"] == {"claimName": "vision-models", "readOnly": True}
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == vol["name"])
-    assert mount == {"name": vol["name"], "mountPath": "/mnt/models", "subPath": "general-recognition/v1", "readOnly": True}
+    assert mount == {
+        "name": vol["name"],
+        "mountPath": "/mnt/models",
+        "subPath": "general-recognition/v1",
+        "readOnly": True,
+    }
 
 
 def test_settings_overrides_per_model(helm4: Helm) -> None:
-    pods = {p["labels"]["vision-predictors.io/unit"]: p for p in server_pods(helm4.render(scenario("cpu-values.yaml")))}
+    pods = {
+        p["labels"]["vision-predictors.io/unit"]: p
+        for p in server_pods(helm4.render(scenario("cpu-values.yaml")))
+    }
     ve = env_of(server_container(pods["visual-entailment"]["spec"]))
     gr = env_of(server_container(pods["general-recognition"]["spec"]))
     assert (ve["PREDICTORS_MAX_BATCH_SIZE"], ve["PREDICTORS_MAX_LATENCY_MS"]) == ("4", "20")
@@ -408,7 +514,9 @@ def test_gpu_limits_only_for_gpu_models(helm4: Helm, values: str) -> None:
             assert gpu_tolerated
             assert pod["spec"]["nodeSelector"]["nvidia.com/gpu.present"] == "true"
         else:
-            assert "nvidia.com/gpu" not in limits and "nvidia.com/gpu" not in c["resources"].get("requests", {})
+            assert "nvidia.com/gpu" not in limits and "nvidia.com/gpu" not in c["resources"].get(
+                "requests", {}
+            )
             assert not gpu_tolerated
             assert "nvidia.com/gpu.present" not in pod["spec"].get("nodeSelector", {})
         for key in ("cpu", "memory"):
@@ -418,7 +526,11 @@ def test_gpu_limits_only_for_gpu_models(helm4: Helm, values: str) -> None:
 def test_gpu_pool_and_cpu_fallback_are_separate_services(helm4: Helm) -> None:
     docs = helm4.render(scenario("gpu-values.yaml"))
     isvcs = {i["metadata"]["name"]: i for i in by_kind(docs, "InferenceService")}
-    assert {f"{RELEASE}-face-enhancement-gpu", f"{RELEASE}-face-enhancement-cpu", f"{RELEASE}-general-recognition-gpu"} == set(isvcs)
+    assert {
+        f"{RELEASE}-face-enhancement-gpu",
+        f"{RELEASE}-face-enhancement-cpu",
+        f"{RELEASE}-general-recognition-gpu",
+    } == set(isvcs)
     gpu = server_container(isvcs[f"{RELEASE}-face-enhancement-gpu"]["spec"]["predictor"])
     cpu = server_container(isvcs[f"{RELEASE}-face-enhancement-cpu"]["spec"]["predictor"])
     assert gpu["args"] == cpu["args"] == ["serve", "--model-dir", "face-enhancement=/mnt/models"]
@@ -428,11 +540,15 @@ def test_gpu_pool_and_cpu_fallback_are_separate_services(helm4: Helm) -> None:
     assert cpu["resources"]["limits"]["memory"] == "6Gi"
     # a model-level affinity replaces the pool's
     gr = isvcs[f"{RELEASE}-general-recognition-gpu"]["spec"]["predictor"]
-    terms = gr["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = gr["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert terms[0]["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"
     # two GPUs when asked
     docs = helm4.render(scenario("gpu-values.yaml"), sets=("models.face-enhancement-gpu.gpuCount=2",))
-    isvc = next(i for i in by_kind(docs, "InferenceService") if i["metadata"]["name"].endswith("face-enhancement-gpu"))
+    isvc = next(
+        i for i in by_kind(docs, "InferenceService") if i["metadata"]["name"].endswith("face-enhancement-gpu")
+    )
     assert server_container(isvc["spec"]["predictor"])["resources"]["limits"]["nvidia.com/gpu"] == 2
 
 
@@ -455,7 +571,11 @@ def test_selectors_match_pods(helm4: Helm, values: str) -> None:
         unit = pdb["metadata"]["labels"]["vision-predictors.io/unit"]
         assert matched(pdb["spec"]["selector"]) == {unit}
         # stable and canary pods of the unit are both covered
-        assert all(selects(pdb["spec"]["selector"], p["labels"]) for p in pods if p["labels"]["vision-predictors.io/unit"] == unit)
+        assert all(
+            selects(pdb["spec"]["selector"], p["labels"])
+            for p in pods
+            if p["labels"]["vision-predictors.io/unit"] == unit
+        )
 
     np = release_policy(docs)
     assert matched(np["spec"]["podSelector"]) == units
@@ -463,15 +583,22 @@ def test_selectors_match_pods(helm4: Helm, values: str) -> None:
     assert not selects(np["spec"]["podSelector"], tester["metadata"]["labels"])
     # the test pod is allowed in by the policy
     peers = [peer for rule in np["spec"]["ingress"] for peer in rule["from"]]
-    assert any("podSelector" in peer and "namespaceSelector" not in peer
-               and selects(peer["podSelector"], tester["metadata"]["labels"]) for peer in peers)
+    assert any(
+        "podSelector" in peer
+        and "namespaceSelector" not in peer
+        and selects(peer["podSelector"], tester["metadata"]["labels"])
+        for peer in peers
+    )
     # ... and has its own policy (hook) that lets it out to the servers only
     (test_np,) = [d for d in by_kind(docs, "NetworkPolicy") if is_test_hook(d)]
     assert selects(test_np["spec"]["podSelector"], tester["metadata"]["labels"])
     assert matched(test_np["spec"]["podSelector"]) == set()
     assert "ingress" not in test_np["spec"] and "Ingress" in test_np["spec"]["policyTypes"]
     out_peers = [peer for rule in test_np["spec"]["egress"] for peer in rule["to"]]
-    assert any("namespaceSelector" not in peer and matched(peer.get("podSelector", {})) == units for peer in out_peers)
+    assert any(
+        "namespaceSelector" not in peer and matched(peer.get("podSelector", {})) == units
+        for peer in out_peers
+    )
 
     for d in by_kind(docs, "Deployment"):
         assert selects(d["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
@@ -502,7 +629,11 @@ def test_topology_spread_selects_its_own_pool(helm4: Helm) -> None:
     pods = server_pods(helm4.render(scenario("gpu-values.yaml")))
     for pod in pods:
         for constraint in pod["spec"]["topologySpreadConstraints"]:
-            same = {p["labels"]["vision-predictors.io/unit"] for p in pods if selects(constraint["labelSelector"], p["labels"])}
+            same = {
+                p["labels"]["vision-predictors.io/unit"]
+                for p in pods
+                if selects(constraint["labelSelector"], p["labels"])
+            }
             assert same == {pod["labels"]["vision-predictors.io/unit"]}
 
 
@@ -519,7 +650,11 @@ def test_standard_mode_hpa_fields(helm4: Helm) -> None:
         assert (pred["scaleMetric"], pred["scaleTarget"]) == ("cpu", 70)
         assert pred["deploymentStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
         assert "canary" not in isvc["spec"] and "canaryTrafficPercent" not in pred
-    ic = next(i for i in by_kind(docs, "InferenceService") if i["metadata"]["name"] == f"{RELEASE}-image-classification")
+    ic = next(
+        i
+        for i in by_kind(docs, "InferenceService")
+        if i["metadata"]["name"] == f"{RELEASE}-image-classification"
+    )
     assert (ic["spec"]["predictor"]["minReplicas"], ic["spec"]["predictor"]["maxReplicas"]) == (2, 4)
 
 
@@ -532,7 +667,10 @@ def test_keda_scales_on_the_prometheus_query(helm4: Helm) -> None:
     metrics = pred["autoScaling"]["metrics"]
     ext = next(m["external"] for m in metrics if m["type"] == "External")
     assert ext["metric"]["backend"] == "prometheus"
-    assert ext["metric"]["query"] == f'sum(predictors_queue_depth{{namespace="{NAMESPACE}",model="general-recognition"}})'
+    assert (
+        ext["metric"]["query"]
+        == f'sum(predictors_queue_depth{{namespace="{NAMESPACE}",model="general-recognition"}})'
+    )
     assert ext["target"] == {"type": "Value", "value": "16"}
     assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in metrics)
 
@@ -547,7 +685,10 @@ def test_deployment_mode_hpa(helm4: Helm) -> None:
     assert deploys[f"{RELEASE}-face-enhancement"]["spec"]["replicas"] == 2
     assert "replicas" not in deploys[f"{RELEASE}-general-recognition"]["spec"]
     metrics = hpas[f"{RELEASE}-general-recognition"]["spec"]["metrics"]
-    assert metrics[0] == {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+    assert metrics[0] == {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+    }
     assert metrics[1]["type"] == "Pods" and metrics[1]["pods"]["metric"]["name"] == "predictors_queue_depth"
 
 
@@ -564,9 +705,17 @@ def test_canary_standard_mode(helm4: Helm) -> None:
     assert stable["labels"]["vision-predictors.io/track"] == "stable"
     assert canary["predictor"]["labels"]["vision-predictors.io/track"] == "canary"
     # promotion = new version in the stable values, canary off: one predictor, no split
-    (promoted,) = by_kind(helm4.render(scenario("canary-standard-values.yaml"), sets=(
-        "image.tag=0.2.0", "models.general-recognition.weights.storageUri=s3://vision-models/general-recognition/v2",
-        "models.general-recognition.canary.enabled=false")), "InferenceService")
+    (promoted,) = by_kind(
+        helm4.render(
+            scenario("canary-standard-values.yaml"),
+            sets=(
+                "image.tag=0.2.0",
+                "models.general-recognition.weights.storageUri=s3://vision-models/general-recognition/v2",
+                "models.general-recognition.canary.enabled=false",
+            ),
+        ),
+        "InferenceService",
+    )
     assert "canary" not in promoted["spec"]
     assert server_container(promoted["spec"]["predictor"])["image"].endswith(":0.2.0")
 
@@ -590,15 +739,29 @@ def test_canary_knative_mode(helm4: Helm) -> None:
         assert not {"helm.sh/chart", "app.kubernetes.io/version"} & isvc["metadata"]["labels"].keys()
     # Knative pods carry no track label: promotion must leave the revision template untouched
     assert "vision-predictors.io/track" not in pred["labels"]
-    promoted = next(i for i in by_kind(helm4.render(scenario("canary-knative-values.yaml"), sets=(
-        "image.tag=0.2.0", "models.general-recognition.canary.enabled=false")), "InferenceService")
-        if i["metadata"]["name"] == f"{RELEASE}-general-recognition")
+    promoted = next(
+        i
+        for i in by_kind(
+            helm4.render(
+                scenario("canary-knative-values.yaml"),
+                sets=("image.tag=0.2.0", "models.general-recognition.canary.enabled=false"),
+            ),
+            "InferenceService",
+        )
+        if i["metadata"]["name"] == f"{RELEASE}-general-recognition"
+    )
     before = dict(pred)
     assert before.pop("canaryTrafficPercent") == 10
     assert promoted["spec"]["predictor"] == before, "promotion would start a new Knative revision"
     # rollback step 1: pin all traffic to the previous revision
-    docs = helm4.render(scenario("canary-knative-values.yaml"), sets=("models.general-recognition.canary.trafficPercent=0",))
-    gr = next(i for i in by_kind(docs, "InferenceService") if i["metadata"]["name"] == f"{RELEASE}-general-recognition")
+    docs = helm4.render(
+        scenario("canary-knative-values.yaml"), sets=("models.general-recognition.canary.trafficPercent=0",)
+    )
+    gr = next(
+        i
+        for i in by_kind(docs, "InferenceService")
+        if i["metadata"]["name"] == f"{RELEASE}-general-recognition"
+    )
     assert gr["spec"]["predictor"]["canaryTrafficPercent"] == 0
 
 
@@ -628,7 +791,12 @@ def test_pods_meet_restricted_pod_security(helm4: Helm, values: str) -> None:
         assert "emptyDir" in tmp
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
         env = env_of(c)
-        for name, path in {"TMPDIR": "/tmp", "HOME": "/tmp/home", "MODELSCOPE_CACHE": "/tmp/modelscope", "TORCH_HOME": "/tmp/torch"}.items():
+        for name, path in {
+            "TMPDIR": "/tmp",
+            "HOME": "/tmp/home",
+            "MODELSCOPE_CACHE": "/tmp/modelscope",
+            "TORCH_HOME": "/tmp/torch",
+        }.items():
             assert env[name] == path
     for sa in by_kind(docs, "ServiceAccount"):
         assert sa["automountServiceAccountToken"] is False
@@ -642,9 +810,11 @@ def test_opentelemetry_env(helm4: Helm) -> None:
         env = env_of(server_container(pod["spec"]))
         attrs = dict(kv.split("=", 1) for kv in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
         # $(VAR) references only expand for variables defined earlier in the list
-        for attr, var, field in (("k8s.pod.name", "K8S_POD_NAME", "metadata.name"),
-                                 ("k8s.namespace.name", "K8S_NAMESPACE_NAME", "metadata.namespace"),
-                                 ("k8s.node.name", "K8S_NODE_NAME", "spec.nodeName")):
+        for attr, var, field in (
+            ("k8s.pod.name", "K8S_POD_NAME", "metadata.name"),
+            ("k8s.namespace.name", "K8S_NAMESPACE_NAME", "metadata.namespace"),
+            ("k8s.node.name", "K8S_NODE_NAME", "spec.nodeName"),
+        ):
             assert attrs[attr] == f"$({var})"
             assert env[var] == {"fieldRef": {"fieldPath": field}}
             assert names.index(var) < names.index("OTEL_RESOURCE_ATTRIBUTES")
@@ -652,10 +822,14 @@ def test_opentelemetry_env(helm4: Helm) -> None:
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http://")
         assert env["OTEL_SERVICE_NAME"] == pod["owner"]["metadata"]["name"]
     # off by default: no OTEL_* at all
-    pods = server_pods(helm4.render(sets=("models.gr.predictor=general-recognition", "models.gr.weights.path=/m")))
+    pods = server_pods(
+        helm4.render(sets=("models.gr.predictor=general-recognition", "models.gr.weights.path=/m"))
+    )
     assert not [n for n in env_of(server_container(pods[0]["spec"])) if n.startswith("OTEL_")]
     # operator sidecar annotation
-    pods = server_pods(helm4.render(scenario("cpu-values.yaml"), sets=("otel.operatorSidecarInject=my-collector",)))
+    pods = server_pods(
+        helm4.render(scenario("cpu-values.yaml"), sets=("otel.operatorSidecarInject=my-collector",))
+    )
     assert all(p["annotations"]["sidecar.opentelemetry.io/inject"] == "my-collector" for p in pods)
 
 
@@ -667,9 +841,9 @@ def test_network_policy_egress(helm4: Helm) -> None:
 
     rules = egress(helm4.render(scenario("cpu-values.yaml")))
     ports = [{(p["port"], p["protocol"]) for p in r["ports"]} for r in rules]
-    assert {(53, "UDP"), (53, "TCP")} in ports                      # DNS
-    assert {(4317, "TCP"), (4318, "TCP")} in ports                   # OTLP (otel.enabled)
-    assert {(443, "TCP")} in ports                                   # storage initializer (s3:// weights)
+    assert {(53, "UDP"), (53, "TCP")} in ports  # DNS
+    assert {(4317, "TCP"), (4318, "TCP")} in ports  # OTLP (otel.enabled)
+    assert {(443, "TCP")} in ports  # storage initializer (s3:// weights)
     # image-baked / PVC weights only: no storage egress; no OTel: no collector egress
     rules = egress(helm4.render(scenario("deployment-values.yaml"), sets=("otel.enabled=false",)))
     assert [{(p["port"], p["protocol"]) for p in r["ports"]} for r in rules] == [{(53, "UDP"), (53, "TCP")}]
@@ -707,11 +881,14 @@ def test_checkov_skips_are_justified() -> None:
         assert len(reason.strip()) > 40, f"{check} needs a real justification"
 
 
-@pytest.mark.parametrize("values", ["canary-standard-values.yaml", "deployment-values.yaml", "gpu-values.yaml"])
+@pytest.mark.parametrize(
+    "values", ["canary-standard-values.yaml", "deployment-values.yaml", "gpu-values.yaml"]
+)
 def test_notes_tell_how_to_call_each_model(helm4: Helm, values: str) -> None:
     # Helm 4 renders NOTES offline with a client-side dry run (Helm 3 insists on a cluster).
-    proc = helm4.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                     "-f", scenario(values))
+    proc = helm4.run(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", "-f", scenario(values)
+    )
     notes = proc.stdout.split("NOTES:", 1)[1]
     docs = helm4.render(scenario(values))
     for pod in server_pods(docs):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from .conftest import MANIFESTS, iter_docs
 
@@ -45,7 +44,9 @@ def test_generated_manifests_match_the_chart(tools: dict[str, str], tmp_path: Pa
     fresh = {p.relative_to(tmp_path) for p in written}
     committed = {p.relative_to(MANIFESTS) for d in GENERATED_DIRS for p in (MANIFESTS / d).glob("*.yaml")}
     assert fresh == committed, "run: python3 manifests/generate.py"
-    stale = [str(rel) for rel in sorted(fresh) if (tmp_path / rel).read_text() != (MANIFESTS / rel).read_text()]
+    stale = [
+        str(rel) for rel in sorted(fresh) if (tmp_path / rel).read_text() != (MANIFESTS / rel).read_text()
+    ]
     assert not stale, f"out of date, run: python3 manifests/generate.py ({stale})"
 
 
@@ -53,7 +54,7 @@ def test_builtin_objects_validate_strict() -> None:
     import kubernetes_validate
 
     kinds = set()
-    for path, doc in iter_docs(all_manifest_files()):
+    for _path, doc in iter_docs(all_manifest_files()):
         if doc["apiVersion"].startswith("serving.kserve.io/"):
             continue
         for version in ("1.30.0", "1.37.0"):
@@ -91,21 +92,34 @@ def test_one_inferenceservice_per_model(mode: str) -> None:
     (np,) = [d for d in docs_in(mode) if d["kind"] == "NetworkPolicy"]
     for isvc in isvcs:
         labels = isvc["spec"]["predictor"]["labels"]
-        assert sum(all(labels.get(k) == v for k, v in p["spec"]["selector"]["matchLabels"].items()) for p in pdbs) == 1
+        assert (
+            sum(
+                all(labels.get(k) == v for k, v in p["spec"]["selector"]["matchLabels"].items()) for p in pdbs
+            )
+            == 1
+        )
         assert all(labels.get(k) == v for k, v in np["spec"]["podSelector"]["matchLabels"].items())
         sa = isvc["spec"]["predictor"]["serviceAccountName"]
         assert any(d["kind"] == "ServiceAccount" and d["metadata"]["name"] == sa for d in docs_in(mode))
 
 
 def test_canary_examples() -> None:
-    standard = next(d for d in docs_in("canary") if d["kind"] == "InferenceService"
-                    and d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard")
+    standard = next(
+        d
+        for d in docs_in("canary")
+        if d["kind"] == "InferenceService"
+        and d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    )
     (canary,) = standard["spec"]["canary"]
     assert canary["trafficPercent"] == 10
     assert isvc_container(standard["spec"]["predictor"])["image"].endswith(":0.1.0")
     assert isvc_container(canary["predictor"])["image"].endswith(":0.2.0")
-    knative = next(d for d in docs_in("canary") if d["kind"] == "InferenceService"
-                   and d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative")
+    knative = next(
+        d
+        for d in docs_in("canary")
+        if d["kind"] == "InferenceService"
+        and d["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    )
     assert knative["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert isvc_container(knative["spec"]["predictor"])["image"].endswith(":0.2.0")
     # the canary targets the same InferenceService the plain rollout created
@@ -115,9 +129,16 @@ def test_canary_examples() -> None:
 
 def test_readme_walks_rollout_canary_promotion_rollback() -> None:
     text = (MANIFESTS / "README.md").read_text()
-    for needle in ("kubectl apply -n models -f manifests/standard/", "manifests/canary/standard.yaml",
-                   "manifests/canary/knative.yaml", "### 3. Promotion", "### 4. Rollback",
-                   '"value":0', "canaryTrafficPercent", "clusterstoragecontainer-modelscope.yaml"):
+    for needle in (
+        "kubectl apply -n models -f manifests/standard/",
+        "manifests/canary/standard.yaml",
+        "manifests/canary/knative.yaml",
+        "### 3. Promotion",
+        "### 4. Rollback",
+        '"value":0',
+        "canaryTrafficPercent",
+        "clusterstoragecontainer-modelscope.yaml",
+    ):
         assert needle in text, needle
     for rel in (line.split("`")[1] for line in text.splitlines() if line.startswith("| `")):
         if not rel.endswith("…`") and "<" not in rel and "…" not in rel:
@@ -137,11 +158,21 @@ def _fake_bin(tmp_path: Path, name: str) -> Path:
 @pytest.mark.parametrize(
     ("uri", "repo", "revision"),
     [
-        ("modelscope://damo/cv_resnest101_general_recognition", "damo/cv_resnest101_general_recognition", "master"),
-        ("modelscope://damo/ofa_visual-entailment_snli-ve_large_en@v1.0.1", "damo/ofa_visual-entailment_snli-ve_large_en", "v1.0.1"),
+        (
+            "modelscope://damo/cv_resnest101_general_recognition",
+            "damo/cv_resnest101_general_recognition",
+            "master",
+        ),
+        (
+            "modelscope://damo/ofa_visual-entailment_snli-ve_large_en@v1.0.1",
+            "damo/ofa_visual-entailment_snli-ve_large_en",
+            "v1.0.1",
+        ),
     ],
 )
-def test_modelscope_storage_container_calls_the_hub_cli(tmp_path: Path, uri: str, repo: str, revision: str) -> None:
+def test_modelscope_storage_container_calls_the_hub_cli(
+    tmp_path: Path, uri: str, repo: str, revision: str
+) -> None:
     (csc,) = [d for _, d in iter_docs([MANIFESTS / "storage" / "clusterstoragecontainer-modelscope.yaml"])]
     assert csc["kind"] == "ClusterStorageContainer" and csc["apiVersion"] == "serving.kserve.io/v1alpha1"
     container = csc["spec"]["container"]
@@ -169,4 +200,7 @@ def test_weights_download_job_uses_the_server_cli() -> None:
         assert args.command == "download" and args.name in HUB_MODELS
         assert str(args.directory).startswith("/mnt/models/")
     assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "vision-models" for v in pod["volumes"])
-    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert (
+        pod["securityContext"]["runAsNonRoot"] is True
+        and c["securityContext"]["readOnlyRootFilesystem"] is True
+    )
