@@ -15,7 +15,7 @@ set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart=$repo/charts/vision-predictors
 out=$repo/.tools/rendered
-cd "$repo"
+cd "$repo" || exit 1
 
 start=$SECONDS
 failures=()

@@ -10,10 +10,12 @@ venv=$tools/checkov-venv
 spec=${CHECKOV_SPEC:-checkov}
 python=${PYTHON:-python3}
 
+mkdir -p "$tools"
+exec 9>"$tools/.install-checkov.lock"
+flock 9
 if ! "$venv/bin/checkov" --version >/dev/null 2>&1; then
     printf 'installing %s into %s\n' "$spec" "$venv" >&2
     rm -rf "$venv"
-    mkdir -p "$tools"
     "$python" -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2
     "$venv/bin/checkov" --version >/dev/null

