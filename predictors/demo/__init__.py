@@ -19,6 +19,7 @@ DEMO_WRITERS = {
     "general-recognition": "predictors.demo.general_recognition",
     "image-classification": "predictors.demo.image_classification",
     "face-enhancement": "predictors.demo.face_enhancement",
+    "visual-entailment": "predictors.demo.visual_entailment",
 }
 
 
