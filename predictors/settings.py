@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(64, ge=1, description="Most images/instances in one request.")
 
     log_level: LogLevel = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: human-readable lines; json: one JSON object per line (for log shippers)."
+    )
+    access_log: bool = Field(
+        True, description="Log one JSON line per request (probes and /metrics excluded)."
+    )
     shutdown_grace_seconds: int = Field(
         30, ge=0, description="After SIGTERM, time allowed for in-flight requests to finish."
     )
