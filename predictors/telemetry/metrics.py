@@ -1,18 +1,70 @@
 """Prometheus metrics of the predictors (served on the REST port's ``/metrics`` next to KServe's own).
 
 One `Metrics` object is made per server and passed to every model; tests pass their own registry.
+KServe's ``request_{preprocess,predict,postprocess}_seconds{model_name}`` histograms stay as they are
+(recorded by ``kserve.Model.__call__``); ours add counts, outcomes, queueing and the device.
+
+Single process: the server runs one uvicorn worker per pod (torch models are not fork-safe and every
+worker would hold its own copy of the weights; scale with pods), so the default registry is exact and
+prometheus multiprocess mode is not needed.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: how far back `predictors status` looks for "recent" latency
+RECENT_WINDOW_SECONDS = 300.0
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
+        self.requests = Counter(
+            "predictors_requests_total",
+            "Inference requests by protocol (v1, v2, grpc) and outcome code (OK or the error code).",
+            ["model", "protocol", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "predictors_request_duration_seconds",
+            "Inference request latency at the edge, from the request's arrival to its response.",
+            ["model", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.stage_duration = Histogram(
+            "predictors_request_stage_duration_seconds",
+            "Time a request spent per stage: preprocess (decode+prepare), queue (waiting for a batch), "
+            "predict (forward passes), postprocess (finish+encode).",
+            ["model", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "predictors_requests_in_flight", "Inference requests being served.", ["model"], registry=registry
+        )
+        self.forward_duration = Histogram(
+            "predictors_forward_duration_seconds",
+            "Duration of one batched forward pass (with its OOM split/fallback retries).",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._gpu = _GpuMemoryCollector()
+        registry.register(self._gpu)
+        self._recent: dict[str, _RecentLatency] = {}
+        self._recent_lock = threading.Lock()
         self.oom_fallbacks = Counter(
             "predictors_cuda_oom_fallbacks_total",
             "Forward passes that hit CUDA out-of-memory and were split ('split') or moved to the CPU "
@@ -56,3 +108,93 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+
+    # ---- helpers used by the model and the edge ------------------------------------------------
+
+    def model_loaded(self, model: str, device: str, seconds: float) -> None:
+        self.load_seconds.labels(model).set(seconds)
+        self.device_info.labels(model, device).set(1)
+        self.model_ready.labels(model).set(1)
+        if device.startswith("cuda"):
+            self._gpu.devices.add(device)
+
+    def observe_request(self, model: str, protocol: str, code: str, seconds: float,
+                        stages: dict[str, float]) -> None:
+        """One finished inference request (model "" when the name is not served)."""
+        self.requests.labels(model, protocol, code).inc()
+        self.request_duration.labels(model, protocol).observe(seconds)
+        for stage, stage_seconds in stages.items():
+            self.stage_duration.labels(model, stage).observe(stage_seconds)
+        if code in ("SERVICE_BUSY", "TIMEOUT"):
+            self.rejected.labels(model, code).inc()
+        if model:
+            self.recent(model).add(seconds, code == "OK")
+
+    def recent(self, model: str) -> _RecentLatency:
+        with self._recent_lock:
+            if model not in self._recent:
+                self._recent[model] = _RecentLatency()
+            return self._recent[model]
+
+
+class _RecentLatency:
+    """Latencies of the last requests of a model (bounded), for `predictors status`."""
+
+    def __init__(self, size: int = 1024, window: float = RECENT_WINDOW_SECONDS) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, float, bool]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self._samples.append((time.monotonic(), seconds, ok))
+
+    def summary(self) -> dict[str, Any]:
+        """``{"window_seconds", "requests", "errors", "p50_ms", "p95_ms", "max_ms"}`` of successful requests."""
+        since = time.monotonic() - self.window
+        with self._lock:
+            recent = [(seconds, ok) for at, seconds, ok in self._samples if at >= since]
+        latencies = sorted(seconds for seconds, ok in recent if ok)
+        return {
+            "window_seconds": self.window,
+            "requests": len(recent),
+            "errors": sum(1 for _, ok in recent if not ok),
+            "p50_ms": _quantile_ms(latencies, 0.50),
+            "p95_ms": _quantile_ms(latencies, 0.95),
+            "max_ms": round(latencies[-1] * 1000, 3) if latencies else None,
+        }
+
+
+def _quantile_ms(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return round(ordered[index] * 1000, 3)
+
+
+class _GpuMemoryCollector(Collector):
+    """CUDA memory of this process on the devices models run on, read at scrape time (absent on CPU)."""
+
+    def __init__(self) -> None:
+        self.devices: set[str] = set()
+
+    def describe(self) -> Iterable[Any]:
+        return []  # collected lazily; nothing to check for duplicates at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if not self.devices:
+            return
+        import torch
+
+        used = GaugeMetricFamily("predictors_gpu_memory_used_bytes",
+                                 "GPU memory held by tensors of this process.", labels=["device"])
+        reserved = GaugeMetricFamily("predictors_gpu_memory_reserved_bytes",
+                                     "GPU memory reserved by this process' caching allocator.", labels=["device"])
+        for device in sorted(self.devices):
+            try:
+                used.add_metric([device], float(torch.cuda.memory_allocated(device)))
+                reserved.add_metric([device], float(torch.cuda.memory_reserved(device)))
+            except Exception:  # noqa: BLE001, S112 - a scrape must not fail because of one device
+                continue
+        yield used
+        yield reserved
