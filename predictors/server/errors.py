@@ -19,7 +19,10 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from starlette.exceptions import HTTPException
 
 from predictors import errors
+from predictors.telemetry import tracing
 from predictors.telemetry.context import REQUEST_ID_HEADER, accept_request_id, current_request_id
+from predictors.telemetry.edge import EdgeTelemetry
+from predictors.telemetry.requests import RequestRecord, classify_grpc, current_request
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,9 @@ def error_body(error: errors.PredictorError) -> dict[str, Any]:
 
 def error_response(error: BaseException) -> ORJSONResponse:
     mapped = as_predictor_error(error)
-    if isinstance(mapped, errors.InternalError) and mapped is not error:
+    unexpected = isinstance(mapped, errors.InternalError) and mapped is not error
+    tracing.note_exception(current_request.get(), mapped.code, error if unexpected else None)
+    if unexpected:
         logger.error("request %s failed", current_request_id.get(), exc_info=error)
     elif mapped.status >= 500:
         logger.warning("request %s: %s %s", current_request_id.get(), mapped.code, mapped.message)
@@ -69,6 +74,7 @@ async def _handle(_: Request, error: Exception) -> ORJSONResponse:
 async def _handle_http(_: Request, error: Exception) -> ORJSONResponse:
     assert isinstance(error, HTTPException)
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
+    tracing.note_exception(current_request.get(), code, None)
     body = {"error": str(error.detail), "code": code, "request_id": current_request_id.get()}
     return ORJSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
 
@@ -94,26 +100,88 @@ def install_rest_handlers(app: FastAPI) -> None:
 
 
 class GrpcErrorInterceptor(ExceptionToStatusInterceptor):
-    """Sets the request id for gRPC calls and maps errors to status codes with the same codes as REST."""
+    """Sets the request id for gRPC calls and maps errors to status codes with the same codes as REST.
+
+    ModelInfer calls also get a server span (joined to a ``traceparent`` in the metadata; ours comes
+    back in the trailing metadata with ``x-trace-id``), request metrics and an access-log line.
+    """
+
+    def __init__(self, telemetry: EdgeTelemetry | None = None) -> None:
+        super().__init__()
+        self.telemetry = telemetry or EdgeTelemetry()
 
     async def intercept(self, method: Any, request_or_iterator: Any, context: grpc.aio.ServicerContext,
                         method_name: str) -> Any:
         metadata = dict(context.invocation_metadata() or ())
         request_id = accept_request_id(metadata.get(REQUEST_ID_HEADER))
         current_request_id.set(request_id)
-        response = await super().intercept(method, request_or_iterator, context, method_name)
+        kind = classify_grpc(method_name)
+        record = RequestRecord(request_id, "grpc", kind, str(getattr(request_or_iterator, "model_name", "")),
+                               str(getattr(request_or_iterator, "model_version", "")), "", method_name)
+        current_request.set(record)
+        if kind == "probe":
+            return await self._call(method, request_or_iterator, context, method_name, record)
+        self.telemetry.begin(record)
+        try:
+            if kind != "infer":
+                return await self._call(method, request_or_iterator, context, method_name, record)
+            carrier = {k: v for k, v in metadata.items() if k in ("traceparent", "tracestate", "baggage")}
+            attributes = {tracing.MODEL: record.model, tracing.PROTOCOL: "grpc", tracing.REQUEST_ID: request_id,
+                          "rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
+                          "rpc.method": "ModelInfer"}
+            if record.version:
+                attributes[tracing.MODEL_VERSION] = record.version
+            with tracing.server_span(record, self.telemetry.tracing, carrier, method_name.lstrip("/"),
+                                     attributes):
+                return await self._call(method, request_or_iterator, context, method_name, record)
+        finally:
+            self.telemetry.finish(record)
+
+    async def _call(self, method: Any, request_or_iterator: Any, context: grpc.aio.ServicerContext,
+                    method_name: str, record: RequestRecord) -> Any:
+        try:
+            response = await super().intercept(method, request_or_iterator, context, method_name)
+        except BaseException:
+            if not record.status:
+                code = context.code() if hasattr(context, "code") else None
+                record.status = getattr(code, "name", None) or "UNKNOWN"
+            if record.code == "OK":
+                record.code = record.status
+            raise
+        record.status = "OK"
         # Set after the call: KServe's servicer reads trailing metadata as request headers.
-        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+        trailing = [(REQUEST_ID_HEADER, record.request_id)]
+        traceparent = tracing.traceparent(record)
+        if traceparent:
+            trailing.append(("traceparent", traceparent))
+        if record.trace_id:
+            trailing.append(("x-trace-id", record.trace_id))
+        context.set_trailing_metadata(tuple(trailing))
         return response
 
     async def handle_exception(self, ex: Exception, request_or_iterator: Any,
                                context: grpc.aio.ServicerContext, method_name: str) -> None:
         if isinstance(ex, GrpcException):
+            record = current_request.get()
+            if record is not None:
+                record.status = ex.status_code.name
             await super().handle_exception(ex, request_or_iterator, context, method_name)
             return
         mapped = as_predictor_error(ex)
-        if isinstance(mapped, errors.InternalError) and mapped is not ex:
+        unexpected = isinstance(mapped, errors.InternalError) and mapped is not ex
+        record = current_request.get()
+        tracing.note_exception(record, mapped.code, ex if unexpected else None)
+        if record is not None:
+            record.status = mapped.grpc_status.name
+        if unexpected:
             logger.error("gRPC request %s failed", current_request_id.get(), exc_info=ex)
         request_id = current_request_id.get()
-        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id), ("error-code", mapped.code)))
+        trailing = [(REQUEST_ID_HEADER, request_id), ("error-code", mapped.code)]
+        if record is not None:
+            traceparent = tracing.traceparent(record)
+            if traceparent:
+                trailing.append(("traceparent", traceparent))
+            if record.trace_id:
+                trailing.append(("x-trace-id", record.trace_id))
+        context.set_trailing_metadata(tuple(trailing))
         await context.abort(mapped.grpc_status, f"[{mapped.code}] {mapped.message} (request_id={request_id})")
