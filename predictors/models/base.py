@@ -34,8 +34,10 @@ from predictors.codecs.images import ImageLimits, decode_image
 from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.device import DeviceRunner, resolve_device
 from predictors.errors import InvalidInput, ModelNotReady
+from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id
 from predictors.telemetry.metrics import Metrics
+from predictors.telemetry.requests import RequestRecord, current_request
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,19 @@ class _Pending(Generic[Prepared]):
     prepared: list[Prepared]
     deadline: float | None
     raw: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Queued(Generic[Prepared]):
+    """One prepared item in the batcher's queue, with what telemetry needs to know about its trip."""
+
+    item: Prepared
+    record: RequestRecord | None
+    enqueued_ns: int = field(default_factory=time.time_ns)
+    #: set on the device thread when its forward pass starts/ends (read after its future resolved)
+    started_ns: int = 0
+    ended_ns: int = 0
+    batch_size: int = 0
 
 
 class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
@@ -136,9 +151,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             logger.exception("model %s failed to load", self.name)
             raise
         elapsed = time.perf_counter() - started
-        self.metrics.load_seconds.labels(self.name).set(elapsed)
-        self.metrics.device_info.labels(self.name, str(self.device)).set(1)
-        self.metrics.model_ready.labels(self.name).set(1)
+        self.metrics.model_loaded(self.name, str(self.device), elapsed)
         logger.info("model %s ready on %s in %.2f s", self.name, self.device, elapsed)
         self.ready = True
         return True
@@ -153,20 +166,44 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         if self._runner is not None:
             self._runner.shutdown()
 
-    def _ensure_batcher(self) -> Batcher[Prepared, Raw]:
+    def _ensure_batcher(self) -> Batcher[_Queued[Prepared], Raw]:
         if self._runner is None or not self.ready:
             raise ModelNotReady(f"model '{self.name}' is not ready")
         if self._batcher is None:
             runner = self._runner
             self._batcher = Batcher(
                 self.name,
-                lambda batch: runner.run(self.forward, batch),
+                lambda batch: self._run_batch(runner, batch),
                 runner.executor,
                 self.config.batching,
                 on_batch=self._count_batch,
                 on_queue_change=lambda depth: self.metrics.queue_depth.labels(self.name).set(depth),
             )
         return self._batcher
+
+    def _run_batch(self, runner: DeviceRunner, batch: Sequence[_Queued[Prepared]]) -> list[Raw]:
+        """One forward pass (device thread): times it and makes its span, linked to every request in it."""
+        started_ns = time.time_ns()
+        for queued in batch:
+            queued.started_ns, queued.batch_size = started_ns, len(batch)
+        span = tracing.batch_span(
+            (queued.record for queued in batch),
+            {tracing.MODEL: self.name, tracing.DEVICE: str(self.device), tracing.BATCH_SIZE: len(batch)},
+        )
+        try:
+            return runner.run(self.forward, [queued.item for queued in batch])
+        except BaseException as error:
+            if span is not None:
+                span.record_exception(error)
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR, type(error).__name__))
+            raise
+        finally:
+            ended_ns = time.time_ns()
+            for queued in batch:
+                queued.ended_ns = ended_ns
+            self.metrics.forward_duration.labels(self.name).observe((ended_ns - started_ns) / 1e9)
+            if span is not None:
+                span.end(end_time=ended_ns)
 
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)
@@ -191,33 +228,48 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
 
     async def preprocess(self, payload: dict[str, Any] | InferRequest,
                          headers: dict[str, str] | None = None) -> _Pending[Prepared]:
-        if isinstance(payload, InferRequest):
-            wire = v2.decode_request(payload, self.inputs, self.outputs, self.config.max_items_per_request)
-        else:
-            wire = v1.decode_request(payload, self.inputs, self.config.max_items_per_request)
-        deadline = self._deadline(wire.parameters, headers or {})
-        params = self.parse_parameters({k: v for k, v in wire.parameters.items() if k not in COMMON_PARAMETERS})
-        loop = asyncio.get_running_loop()
-        prepared = await asyncio.gather(
-            *(loop.run_in_executor(self._workers, self._decode_and_prepare, item, params) for item in wire.items)
-        )
+        record = current_request.get()
+        with tracing.stage_span(record, "preprocess"):
+            if isinstance(payload, InferRequest):
+                wire = v2.decode_request(payload, self.inputs, self.outputs, self.config.max_items_per_request)
+            else:
+                wire = v1.decode_request(payload, self.inputs, self.config.max_items_per_request)
+            if record is not None:
+                record.model, record.device, record.items = self.name, str(self.device), len(wire.items)
+                record.set_attribute(tracing.DEVICE, record.device)
+                record.set_attribute(tracing.ITEMS, record.items)
+            deadline = self._deadline(wire.parameters, headers or {})
+            params = self.parse_parameters(
+                {k: v for k, v in wire.parameters.items() if k not in COMMON_PARAMETERS}
+            )
+            loop = asyncio.get_running_loop()
+            prepared = await asyncio.gather(
+                *(loop.run_in_executor(self._workers, self._decode_and_prepare, item, params)
+                  for item in wire.items)
+            )
         return _Pending(wire, params, list(prepared), deadline)
 
     async def predict(self, payload: _Pending[Prepared], headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> _Pending[Prepared]:
-        payload.raw = await self._ensure_batcher().submit(payload.prepared, payload.deadline)
+        record = current_request.get()
+        queued = [_Queued(item, record) for item in payload.prepared]
+        try:
+            payload.raw = await self._ensure_batcher().submit(queued, payload.deadline)
+        finally:
+            _note_batches(record, queued)
         return payload
 
     async def postprocess(self, result: _Pending[Prepared], headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
-        loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._workers, self.finish, prepared, raw, result.params)
-              for prepared, raw in zip(result.prepared, result.raw, strict=True))
-        )
-        if result.wire.protocol == "v1":
-            return v1.encode_response(results, self.outputs)
-        return v2.encode_response(result.wire, results, self.outputs, self.name, current_request_id.get())
+        with tracing.stage_span(current_request.get(), "postprocess"):
+            loop = asyncio.get_running_loop()
+            results = await asyncio.gather(
+                *(loop.run_in_executor(self._workers, self.finish, prepared, raw, result.params)
+                  for prepared, raw in zip(result.prepared, result.raw, strict=True))
+            )
+            if result.wire.protocol == "v1":
+                return v1.encode_response(results, self.outputs)
+            return v2.encode_response(result.wire, results, self.outputs, self.name, current_request_id.get())
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -255,3 +307,21 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         if timeout_ms <= 0:
             raise InvalidInput("timeout_ms must be positive")
         return time.monotonic() + timeout_ms / 1000.0
+
+
+def _note_batches(record: RequestRecord | None, queued: Sequence[_Queued[Any]]) -> None:
+    """The request's queue wait (until its first forward pass started) and predict time (until its last
+    ended), as stages of `record` and a ``queue`` child span; the ``predict`` spans are the batches'."""
+    if record is None or not queued:
+        return
+    enqueued = min(q.enqueued_ns for q in queued)
+    started = [q.started_ns for q in queued if q.started_ns]
+    first_start = min(started) if started else time.time_ns()
+    record.stages["queue"] = max(0, first_start - enqueued) / 1e9
+    tracing.retro_span(record, "queue", enqueued, first_start)
+    ended = [q.ended_ns for q in queued if q.ended_ns]
+    if started and ended:
+        record.stages["predict"] = max(0, max(ended) - first_start) / 1e9
+    record.batch_size = max((q.batch_size for q in queued), default=0)
+    if record.batch_size:
+        record.set_attribute(tracing.BATCH_SIZE, record.batch_size)
