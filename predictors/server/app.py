@@ -30,7 +30,10 @@ from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.errors import GrpcErrorInterceptor, install_rest_handlers
 from predictors.server.middleware import RequestContextMiddleware
 from predictors.settings import Settings
+from predictors.status import STATUS_PATH, server_status
+from predictors.telemetry.edge import EdgeTelemetry
 from predictors.telemetry.metrics import Metrics
+from predictors.telemetry.tracing import configure_tracing, limit_fastapi_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +56,27 @@ class _DrainingUvicorn(_RefreshingServer):
 
 
 class _RestServer(RESTServer):
-    def __init__(self, *args: Any, settings: Settings, on_exit: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: Settings, on_exit: Callable[[], None], telemetry: EdgeTelemetry,
+                 status: Callable[[], dict[str, Any]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._settings = settings
+        self._telemetry = telemetry
+        self._status = status
         self._server = _DrainingUvicorn(self.config, on_exit)
 
     def create_application(self) -> None:
         super().create_application()
         app: FastAPI = self.config.app if isinstance(self.config.app, FastAPI) else _kserve_app()
         install_rest_handlers(app)
-        app.add_middleware(RequestContextMiddleware, max_body_bytes=self._settings.max_body_bytes)
+        limit_fastapi_telemetry(app)
+        status = self._status
+
+        async def predictors_status() -> dict[str, Any]:
+            return status()
+
+        app.add_api_route(STATUS_PATH, predictors_status, methods=["GET"], include_in_schema=False)
+        app.add_middleware(RequestContextMiddleware, max_body_bytes=self._settings.max_body_bytes,
+                           telemetry=self._telemetry)
 
 
 def _kserve_app() -> FastAPI:
@@ -72,10 +86,12 @@ def _kserve_app() -> FastAPI:
 
 
 class _GrpcServer(GRPCServer):
+    telemetry: EdgeTelemetry | None = None
+
     async def start(self, max_workers: int) -> None:
         self._server = aio.server(
             ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(GrpcErrorInterceptor(),),
+            interceptors=(GrpcErrorInterceptor(self.telemetry),),
             options=[
                 ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
@@ -109,6 +125,8 @@ class PredictorServer(kserve.ModelServer):
         self.load_failed = False
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._served: frozenset[str] = frozenset()
+        self.telemetry = EdgeTelemetry(self.metrics, tracing=False, served_models=lambda: self._served)
 
     def build_models(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
@@ -117,20 +135,29 @@ class PredictorServer(kserve.ModelServer):
             )
             self.register_model(model)
             self.models.append(model)
+        self._served = frozenset(model.name for model in self.models)
 
     def serve(self, entries: list[ModelEntry]) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
         self.build_models(entries)
+        # The one tracer provider of the process, from the OTEL_* environment (None: tracing off).
+        tracer_provider = configure_tracing()
+        self.telemetry.tracing = tracer_provider is not None
         # After uvicorn's graceful shutdown it re-raises the signal it captured: we have drained by then.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        return asyncio.run(self._serve_all())
+        try:
+            return asyncio.run(self._serve_all())
+        finally:
+            if tracer_provider is not None and hasattr(tracer_provider, "shutdown"):
+                tracer_provider.shutdown()  # flushes the spans still queued for export
 
     async def _serve_all(self) -> int:
         self._loop = asyncio.get_running_loop()
         self._rest_server = _RestServer(
             "kserve.model_server:app", self.dataplane, self.model_repository_extension, self.http_port,
             grace_period=self.grace_period, settings=self.settings, on_exit=self._begin_drain,
+            telemetry=self.telemetry, status=lambda: server_status(self.models, self.metrics),
         )
         rest = asyncio.create_task(self._rest_server.start(), name="rest")
         grpc_task = None
@@ -139,6 +166,7 @@ class PredictorServer(kserve.ModelServer):
                 self.grpc_port, self.dataplane, self.model_repository_extension, kwargs={},
                 grace_period=self.grace_period,
             )
+            self._grpc_server.telemetry = self.telemetry
             grpc_task = asyncio.create_task(self._grpc_server.start(self.max_threads), name="grpc")
         loader = asyncio.create_task(self._load_models(), name="load")
         await asyncio.wait([rest, loader], return_when=asyncio.FIRST_COMPLETED)
