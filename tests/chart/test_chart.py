@@ -669,7 +669,7 @@ def test_keda_scales_on_the_prometheus_query(helm4: Helm) -> None:
     assert ext["metric"]["backend"] == "prometheus"
     assert (
         ext["metric"]["query"]
-        == f'sum(predictors_queue_depth{{namespace="{NAMESPACE}",model="general-recognition"}})'
+        == f'sum(predictors_queue_depth_items{{namespace="{NAMESPACE}",model="general-recognition"}})'
     )
     assert ext["target"] == {"type": "Value", "value": "16"}
     assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in metrics)
@@ -689,7 +689,10 @@ def test_deployment_mode_hpa(helm4: Helm) -> None:
         "type": "Resource",
         "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
     }
-    assert metrics[1]["type"] == "Pods" and metrics[1]["pods"]["metric"]["name"] == "predictors_queue_depth"
+    assert (
+        metrics[1]["type"] == "Pods"
+        and metrics[1]["pods"]["metric"]["name"] == "predictors_queue_depth_items"
+    )
 
 
 def test_canary_standard_mode(helm4: Helm) -> None:
@@ -906,3 +909,21 @@ def test_notes_tell_how_to_call_each_model(helm4: Helm, values: str) -> None:
 def test_notes_without_models(helm4: Helm) -> None:
     proc = helm4.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
     assert "No model is enabled" in proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_autoscaling_metrics_exist_in_the_server() -> None:
+    """The queue-depth metric the chart scales on (KEDA query, HPA custom metric) exists in the server."""
+    import prometheus_client
+
+    from predictors.telemetry.metrics import Metrics
+
+    registry = prometheus_client.CollectorRegistry()
+    Metrics(registry)
+    exported = {m.name for m in registry.collect()} | {s.name for m in registry.collect() for s in m.samples}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["autoscaling"]
+    assert values["customMetric"]["name"] in exported
+    (metric,) = re.findall(r"^\w+\(?(\w+)\{", values["keda"]["query"])
+    assert metric in exported
+    for name in ("keda-values.yaml", "deployment-values.yaml"):
+        text = Path(scenario(name)).read_text()
+        assert "predictors_queue_depth_items" in text
