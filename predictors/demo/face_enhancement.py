@@ -74,8 +74,12 @@ def build_sr_network() -> torch.nn.Module:
     return rrdbnet_arch.RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32, scale=2)
 
 
-def shared_buffer_state(fresh: dict[str, torch.Tensor], generator: torch.Generator,
-                        scale: float | None = None, min_numel: int = 1024) -> dict[str, torch.Tensor]:
+def shared_buffer_state(
+    fresh: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    scale: float | None = None,
+    min_numel: int = 1024,
+) -> dict[str, torch.Tensor]:
     """Every key of `fresh`; large tensors become views into one random buffer per init scale.
 
     A tensor keeps the standard deviation of its own fresh initialisation (or `scale` for all), so
@@ -91,7 +95,9 @@ def shared_buffer_state(fresh: dict[str, torch.Tensor], generator: torch.Generat
             stds[name] = std
             groups[std] = max(groups.get(std, 0), tensor.numel())
     # Each buffer has room for its largest tensor plus some slack, so tensors start at different offsets.
-    buffers = {std: torch.randn(int(size * 1.25) + 1, generator=generator) * std for std, size in groups.items()}
+    buffers = {
+        std: torch.randn(int(size * 1.25) + 1, generator=generator) * std for std, size in groups.items()
+    }
     state: dict[str, torch.Tensor] = {}
     for index, (name, tensor) in enumerate(fresh.items()):
         if name not in stds:
@@ -100,7 +106,7 @@ def shared_buffer_state(fresh: dict[str, torch.Tensor], generator: torch.Generat
         buffer = buffers[stds[name]]
         slack = buffer.numel() - tensor.numel()
         offset = (index * 7919) % (slack + 1)
-        state[name] = buffer[offset: offset + tensor.numel()].view(tensor.shape)
+        state[name] = buffer[offset : offset + tensor.numel()].view(tensor.shape)
     return state
 
 
@@ -177,8 +183,13 @@ def quality_states() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     return backbone, quality
 
 
-def write(directory: Path, seed: int = 0, detector: Detector = "one-face", size: int = 512,
-          **predictor_options: object) -> Path:
+def write(
+    directory: Path,
+    seed: int = 0,
+    detector: Detector = "one-face",
+    size: int = 512,
+    **predictor_options: object,
+) -> Path:
     """Write the directory; `size=1024` writes the `-hires` generator (name the directory with `hires`)."""
     if size not in (512, 1024):
         raise ValueError("size must be 512 or 1024")
@@ -201,5 +212,3 @@ def write(directory: Path, seed: int = 0, detector: Detector = "one-face", size:
     extra = {"options": dict(predictor_options)} if predictor_options else {}
     write_predictor_json(directory, "face-enhancement", **extra)
     return directory
-
-

@@ -127,7 +127,7 @@ class RawResult:
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def sr_output_size(width: int, height: int) -> tuple[int, int]:
@@ -137,11 +137,11 @@ def sr_output_size(width: int, height: int) -> tuple[int, int]:
 
 def paste_mask(size: int = 512) -> np.ndarray:
     """Upstream's blurred rectangle used to paste a 512 px face back (built at 512, resized to `size`)."""
-    mask = np.zeros((512, 512, 3), np.float32)
+    mask: np.ndarray = np.zeros((512, 512, 3), np.float32)
     cv2.rectangle(mask, (26, 26), (486, 486), (1, 1, 1), -1, cv2.LINE_AA)
     mask = cv2.GaussianBlur(mask, (101, 101), 4)
     mask = cv2.GaussianBlur(mask, (101, 101), 4)
-    return cv2.resize(mask, (size, size))
+    return np.asarray(cv2.resize(mask, (size, size)))
 
 
 def luma(image_bgr: np.ndarray) -> np.ndarray:
@@ -160,7 +160,8 @@ def ssim_score(reference_bgr: np.ndarray, output_bgr: np.ndarray) -> float:
         mean_a, mean_b = a.mean(), b.mean()
         cov = ((a - mean_a) * (b - mean_b)).mean()
         value = ((2 * mean_a * mean_b + c1) * (2 * cov + c2)) / (
-            (mean_a**2 + mean_b**2 + c1) * (a.var() + b.var() + c2))
+            (mean_a**2 + mean_b**2 + c1) * (a.var() + b.var() + c2)
+        )
     return float(min(1.0, max(0.0, value)))
 
 
@@ -186,8 +187,12 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
 
         options = self.config.options
         self.max_image_side = int(options.get("max_image_side", DEFAULT_MAX_IMAGE_SIDE))
-        self.max_faces_per_forward = max(1, int(options.get("max_faces_per_forward", DEFAULT_MAX_FACES_PER_FORWARD)))
-        self.max_faces_per_image = max(0, int(options.get("max_faces_per_image", DEFAULT_MAX_FACES_PER_IMAGE)))
+        self.max_faces_per_forward = max(
+            1, int(options.get("max_faces_per_forward", DEFAULT_MAX_FACES_PER_FORWARD))
+        )
+        self.max_faces_per_image = max(
+            0, int(options.get("max_faces_per_image", DEFAULT_MAX_FACES_PER_IMAGE))
+        )
         self.review_threshold = float(options.get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
         self.warmup_face = bool(options.get("warmup_face", device.type == "cuda"))
         # upstream: `if 'hires' in model: self.size = 1024`
@@ -197,7 +202,8 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
 
         generator = gpen.FullGenerator(self.size, 512, 8, 2, narrow=1)
         generator.load_state_dict(
-            torch.load(directory / GENERATOR_FILE, map_location="cpu", weights_only=True), strict=True)
+            torch.load(directory / GENERATOR_FILE, map_location="cpu", weights_only=True), strict=True
+        )
 
         # RetinaFaceDetection sets the process-wide cudnn.benchmark; keep the process's own setting.
         benchmark = torch.backends.cudnn.benchmark
@@ -207,10 +213,12 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
             torch.backends.cudnn.benchmark = benchmark
         self._detector_cfg = detector.cfg
 
-        sr = rrdbnet_arch.RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32,
-                                  scale=SR_SCALE)
+        sr = rrdbnet_arch.RRDBNet(
+            num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32, scale=SR_SCALE
+        )
         sr.load_state_dict(
-            torch.load(directory / SR_FILE, map_location="cpu", weights_only=True)["params_ema"], strict=True)
+            torch.load(directory / SR_FILE, map_location="cpu", weights_only=True)["params_ema"], strict=True
+        )
 
         quality = fqa.FQA(str(directory / QUALITY_BACKBONE_FILE), str(directory / QUALITY_HEAD_FILE), "cpu")
 
@@ -230,16 +238,18 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
 
     # ---- upstream's per-network steps, bound to a device ---------------------------------------
 
-    def _detect(self, modules: Mapping[str, torch.nn.Module], device: torch.device,
-                img_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _detect(
+        self, modules: Mapping[str, torch.nn.Module], device: torch.device, img_bgr: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         from modelscope.models.cv.image_portrait_enhancement.retinaface.detection import RetinaFaceDetection
 
         detector = SimpleNamespace(net=modules["detector"], cfg=self._detector_cfg, device=device)
         return RetinaFaceDetection.detect(detector, img_bgr)  # type: ignore[arg-type]
 
     @staticmethod
-    def _face_quality(modules: Mapping[str, torch.nn.Module], device: torch.device,
-                      faces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _face_quality(
+        modules: Mapping[str, torch.nn.Module], device: torch.device, faces: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """EQFace on a batch of 112x112 crops: upstream's `FQA.get_face_quality`, batched."""
         images = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).flip(1).to(device)
         images = (images - 127.5) / 128.0
@@ -247,9 +257,10 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         quality = modules["quality_head"](fc)
         return quality[:, 0].float().cpu().numpy(), feature.float().cpu().numpy()
 
-    def _enhance(self, modules: Mapping[str, torch.nn.Module], device: torch.device,
-                 faces_rgb: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """GPEN on a batch of aligned RGB faces: upstream's `enhance_face` (img2tensor/tensor2img), batched."""
+    def _enhance(
+        self, modules: Mapping[str, torch.nn.Module], device: torch.device, faces_rgb: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """GPEN on aligned RGB faces: upstream's `enhance_face` (img2tensor/tensor2img), batched."""
         batch = np.stack([cv2.resize(face, (self.size, self.size)) for face in faces_rgb])
         images = torch.from_numpy(batch).to(device) / 255.0
         images = ((images - 0.5) / 0.5).permute(0, 3, 1, 2)
@@ -258,10 +269,13 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         return list((np.clip(out.float().cpu().numpy(), 0, 1) * 255.0).astype(np.uint8))
 
     @staticmethod
-    def _super_resolve(modules: Mapping[str, torch.nn.Module], device: torch.device,
-                       rgb: np.ndarray) -> np.ndarray:
+    def _super_resolve(
+        modules: Mapping[str, torch.nn.Module], device: torch.device, rgb: np.ndarray
+    ) -> np.ndarray:
         """Upstream's `sr_process` (RGB uint8 in, x2 BGR uint8 out), run on `device`."""
-        from modelscope.pipelines.cv.image_portrait_enhancement_pipeline import ImagePortraitEnhancementPipeline
+        from modelscope.pipelines.cv.image_portrait_enhancement_pipeline import (
+            ImagePortraitEnhancementPipeline,
+        )
 
         owner = SimpleNamespace(sr_model=modules["sr"], device=device, scale=SR_SCALE)
         return ImagePortraitEnhancementPipeline.sr_process(owner, rgb)  # type: ignore[arg-type]
@@ -289,9 +303,12 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         width, height = image.size
         if max(width, height) > self.max_image_side:
             raise ImageTooLarge(
-                f"'image' is {width}x{height}; the longest side may be at most {self.max_image_side} px")
+                f"'image' is {width}x{height}; the longest side may be at most {self.max_image_side} px"
+            )
         if min(width, height) < MIN_IMAGE_SIDE:
-            raise InvalidImage(f"'image' is {width}x{height}; both sides must be at least {MIN_IMAGE_SIDE} px")
+            raise InvalidImage(
+                f"'image' is {width}x{height}; both sides must be at least {MIN_IMAGE_SIDE} px"
+            )
         warmup = bool(item.get("warmup", False))
         rgb = np.array(image.convert("RGB"))  # upstream's LoadImage.convert_to_ndarray for PIL input
         if params.upscale:
@@ -300,7 +317,8 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
             img_bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
         boxes, landmarks = self._outside_device_thread(
-            lambda modules, device: self._detect(modules, device, img_bgr))
+            lambda modules, device: self._detect(modules, device, img_bgr)
+        )
         faces: list[AlignedFace] = []
         detected = 0
         for box, points in zip(boxes, landmarks, strict=True):
@@ -310,19 +328,27 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
             if len(faces) >= self.max_faces_per_image:
                 continue
             aligned, aligned_112, tfm_inv = warp_and_crop_face(
-                img_bgr, np.reshape(points, (2, 5)), crop_size=(self.size, self.size))
-            faces.append(AlignedFace(aligned[..., ::-1].copy(), aligned_112[..., ::-1].copy(), tfm_inv,
-                                     float(box[4])))
+                img_bgr, np.reshape(points, (2, 5)), crop_size=(self.size, self.size)
+            )
+            faces.append(
+                AlignedFace(aligned[..., ::-1].copy(), aligned_112[..., ::-1].copy(), tfm_inv, float(box[4]))
+            )
         if detected > len(faces):
-            logger.warning("model %s: %d faces detected; enhancing the first %d (max_faces_per_image)",
-                           self.name, detected, len(faces))
+            logger.warning(
+                "model %s: %d faces detected; enhancing the first %d (max_faces_per_image)",
+                self.name,
+                detected,
+                len(faces),
+            )
         if warmup:
             faces = faces[:1] if self.warmup_face else []
             if self.warmup_face and not faces:  # exercise the generator on a centred pseudo-face
                 faces = [self._centre_face(img_bgr)]
         elif not faces and params.require_face:
-            raise FaceNotFound("no face was detected in 'image' (set parameters.require_face=false to get the "
-                               "image back without face enhancement)")
+            raise FaceNotFound(
+                "no face was detected in 'image' (set parameters.require_face=false to get the "
+                "image back without face enhancement)"
+            )
         return PreparedImage(rgb, img_bgr, params.upscale, faces, warmup)
 
     def _centre_face(self, img_bgr: np.ndarray) -> AlignedFace:
@@ -335,34 +361,49 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
     def forward(self, batch: Sequence[PreparedImage], device: torch.device) -> list[RawResult]:
         modules = self.replicas.on(device)
         results = [RawResult() for _ in batch]
-        all_faces = [(i, j, face) for i, prepared in enumerate(batch) for j, face in enumerate(prepared.faces)]
+        all_faces = [
+            (i, j, face) for i, prepared in enumerate(batch) for j, face in enumerate(prepared.faces)
+        ]
 
         # 1. quality of the original faces; upstream enhances only those >= 0.1
         kept: list[tuple[int, int, AlignedFace, np.ndarray]] = []
         for chunk in _chunks(all_faces, self.max_faces_per_forward):
-            qualities, features = self._face_quality(modules, device, [face.aligned_112_rgb for _, _, face in chunk])
+            qualities, features = self._face_quality(
+                modules, device, [face.aligned_112_rgb for _, _, face in chunk]
+            )
             for (i, j, face), quality, feature in zip(chunk, qualities, features, strict=True):
                 if quality >= FACE_QUALITY_THRESHOLD:
                     kept.append((i, j, face, feature))
 
         # 2. GPEN on all kept faces of the batch, then EQFace on upstream's crop of each enhanced face
         ss = self.size // 256
-        for chunk in _chunks(kept, self.max_faces_per_forward):
-            enhanced = self._enhance(modules, device, [face.aligned_rgb for _, _, face, _ in chunk])
-            crops = [cv2.resize(ef[35 * ss:-33 * ss, 32 * ss:-36 * ss], (112, 112)) for ef in enhanced]
+        for kept_chunk in _chunks(kept, self.max_faces_per_forward):
+            enhanced = self._enhance(modules, device, [face.aligned_rgb for _, _, face, _ in kept_chunk])
+            crops = [cv2.resize(ef[35 * ss : -33 * ss, 32 * ss : -36 * ss], (112, 112)) for ef in enhanced]
             # upstream passes this BGR crop where the original face was RGB: kept as is
             qualities, features = self._face_quality(modules, device, crops)
-            for (i, j, _, original), ef, quality, feature in zip(chunk, enhanced, qualities, features, strict=True):
-                results[i].faces.append(EnhancedFace(index=j, original_feature=original, enhanced_bgr=ef,
-                                                     enhanced_feature=feature, enhanced_quality=float(quality)))
+            for (i, j, _, original), ef, quality, feature in zip(
+                kept_chunk, enhanced, qualities, features, strict=True
+            ):
+                results[i].faces.append(
+                    EnhancedFace(
+                        index=j,
+                        original_feature=original,
+                        enhanced_bgr=ef,
+                        enhanced_feature=feature,
+                        enhanced_quality=float(quality),
+                    )
+                )
 
         # 3. background super-resolution, per image (sizes differ)
         for prepared, result in zip(batch, results, strict=True):
             if prepared.upscale:
                 result.background_bgr = self._super_resolve(modules, device, prepared.rgb)
                 if result.background_bgr.shape != prepared.img_bgr.shape:
-                    raise RuntimeError(f"super-resolution returned {result.background_bgr.shape}, "
-                                       f"expected {prepared.img_bgr.shape}")
+                    raise RuntimeError(
+                        f"super-resolution returned {result.background_bgr.shape}, "
+                        f"expected {prepared.img_bgr.shape}"
+                    )
         return results
 
     def compose(self, prepared: PreparedImage, raw: RawResult) -> tuple[np.ndarray, int]:

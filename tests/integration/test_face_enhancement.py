@@ -13,7 +13,6 @@ import base64
 import concurrent.futures
 import io
 import re
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -46,16 +45,29 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     no_face_dir = demo.write(root / "gpen-no-face", seed=1, detector="none")
     cache = root / "modelscope-cache"
     cache.mkdir()
-    args = ["--model-dir", f"{FACE}={face_dir}", "--model-dir", f"{NO_FACE}={no_face_dir}", "--device", "cpu",
-            "--max-batch-size", "4", "--max-latency-ms", "500"]
-    with run_server(args, root / "server.log", env={"MODELSCOPE_CACHE": str(cache)}, wait_for=[FACE, NO_FACE],
-                    timeout=300) as process:
+    args = [
+        "--model-dir",
+        f"{FACE}={face_dir}",
+        "--model-dir",
+        f"{NO_FACE}={no_face_dir}",
+        "--device",
+        "cpu",
+        "--max-batch-size",
+        "4",
+        "--max-latency-ms",
+        "500",
+    ]
+    with run_server(
+        args, root / "server.log", env={"MODELSCOPE_CACHE": str(cache)}, wait_for=[FACE, NO_FACE], timeout=300
+    ) as process:
         yield process
 
 
 def v1(server, model: str, images: list[bytes], **parameters) -> httpx.Response:
-    body = {"instances": [{"image": {"b64": base64.b64encode(image).decode()}} for image in images],
-            "parameters": parameters}
+    body = {
+        "instances": [{"image": {"b64": base64.b64encode(image).decode()}} for image in images],
+        "parameters": parameters,
+    }
     return httpx.post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=TIMEOUT)
 
 
@@ -130,8 +142,9 @@ def test_tritonclient_grpc_face(server) -> None:
     client = grpcclient.InferenceServerClient(server.grpc_target)
     tensor = grpcclient.InferInput("image", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([FACE_IMAGES[0]], dtype=object))
-    result = client.infer(FACE, [tensor], parameters={"output_format": "jpeg", "jpeg_quality": 90},
-                          client_timeout=TIMEOUT)
+    result = client.infer(
+        FACE, [tensor], parameters={"output_format": "jpeg", "jpeg_quality": 90}, client_timeout=TIMEOUT
+    )
     assert result.as_numpy("faces").tolist() == [1]
     assert result.as_numpy("needs_review").dtype == np.bool_
     assert 0.0 <= float(result.as_numpy("quality_score")[0]) <= 1.0
@@ -144,16 +157,31 @@ def test_tritonclient_grpc_face(server) -> None:
 
 
 def test_v2_json_without_face(server) -> None:
-    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2],
-                        "data": [base64.b64encode(noise_png(1, (20, 12))).decode(),
-                                 base64.b64encode(noise_png(2, (9, 15))).decode()]}],
-            "parameters": {"require_face": False, "output_format": "png"}}
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": [
+                    base64.b64encode(noise_png(1, (20, 12))).decode(),
+                    base64.b64encode(noise_png(2, (9, 15))).decode(),
+                ],
+            }
+        ],
+        "parameters": {"require_face": False, "output_format": "png"},
+    }
     response = httpx.post(f"{server.url}/v2/models/{NO_FACE}/infer", json=body, timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     outputs = {output["name"]: output for output in response.json()["outputs"]}
     assert {name: outputs[name]["datatype"] for name in outputs} == {
-        "image": "BYTES", "faces": "INT32", "quality_score": "FP32", "needs_review": "BOOL", "width": "INT32",
-        "height": "INT32"}
+        "image": "BYTES",
+        "faces": "INT32",
+        "quality_score": "FP32",
+        "needs_review": "BOOL",
+        "width": "INT32",
+        "height": "INT32",
+    }
     assert outputs["faces"]["data"] == [0, 0]
     assert outputs["width"]["data"] == [40, 19] and outputs["height"]["data"] == [24, 31]  # odd side: 2n+1
     sizes = [Image.open(io.BytesIO(base64.b64decode(data))).size for data in outputs["image"]["data"]]
@@ -166,10 +194,15 @@ def test_tritonclient_http_binary_output_sizes(server, output_format, upscale) -
     client = httpclient.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=TIMEOUT)
     tensor = httpclient.InferInput("image", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([noise_png(3, (30, 14))], dtype=object), binary_data=True)
-    result = client.infer(NO_FACE, [tensor],
-                          parameters={"require_face": False, "upscale": upscale, "output_format": output_format},
-                          outputs=[httpclient.InferRequestedOutput(name, binary_data=True)
-                                   for name in ("image", "faces", "width", "height")])
+    result = client.infer(
+        NO_FACE,
+        [tensor],
+        parameters={"require_face": False, "upscale": upscale, "output_format": output_format},
+        outputs=[
+            httpclient.InferRequestedOutput(name, binary_data=True)
+            for name in ("image", "faces", "width", "height")
+        ],
+    )
     image = Image.open(io.BytesIO(result.as_numpy("image")[0]))
     expected = (60, 28) if upscale else (30, 14)
     assert image.format == output_format.upper() and image.size == expected
@@ -198,10 +231,21 @@ def test_exif_rotated_input_is_handled(server) -> None:
 
 def test_face_not_found(server) -> None:
     check_error(v1(server, NO_FACE, [noise_png(4, (32, 32))]), 422, "FACE_NOT_FOUND")
-    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
-                        "data": [base64.b64encode(noise_png(4, (32, 32))).decode()]}]}
-    check_error(httpx.post(f"{server.url}/v2/models/{NO_FACE}/infer", json=body, timeout=TIMEOUT), 422,
-                "FACE_NOT_FOUND")
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [base64.b64encode(noise_png(4, (32, 32))).decode()],
+            }
+        ]
+    }
+    check_error(
+        httpx.post(f"{server.url}/v2/models/{NO_FACE}/infer", json=body, timeout=TIMEOUT),
+        422,
+        "FACE_NOT_FOUND",
+    )
     client = grpcclient.InferenceServerClient(server.grpc_target)
     tensor = grpcclient.InferInput("image", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([noise_png(4, (32, 32))], dtype=object))
@@ -214,8 +258,14 @@ def test_image_too_large_before_any_model_runs(server) -> None:
     items_before = metric(server, "predictors_items_processed_total", FACE)
     big = encode(Image.new("RGB", (2100, 10), (90, 90, 90)), "PNG")
     check_error(v1(server, FACE, [big]), 413, "IMAGE_TOO_LARGE")
-    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(big).decode()]}]}
-    check_error(httpx.post(f"{server.url}/v2/models/{FACE}/infer", json=body, timeout=TIMEOUT), 413, "IMAGE_TOO_LARGE")
+    body = {
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(big).decode()]}
+        ]
+    }
+    check_error(
+        httpx.post(f"{server.url}/v2/models/{FACE}/infer", json=body, timeout=TIMEOUT), 413, "IMAGE_TOO_LARGE"
+    )
     assert metric(server, "predictors_items_processed_total", FACE) == items_before
 
 
@@ -233,7 +283,13 @@ def test_invalid_parameters(server, parameters) -> None:
 def test_metadata_lists_the_outputs(server) -> None:
     metadata = httpx.get(f"{server.url}/v2/models/{FACE}", timeout=10).json()
     assert [output["name"] for output in metadata["outputs"]] == [
-        "image", "faces", "quality_score", "needs_review", "width", "height"]
+        "image",
+        "faces",
+        "quality_score",
+        "needs_review",
+        "width",
+        "height",
+    ]
     assert [i["name"] for i in metadata["inputs"]] == ["image"]
 
 
@@ -241,4 +297,6 @@ def test_review_flags_are_counted(server) -> None:
     before = metric(server, "predictors_results_needing_review_total", NO_FACE)
     response = v1(server, NO_FACE, [noise_png(8, (16, 16))], require_face=False)
     flagged = response.json()["predictions"][0]["needs_review"]
-    assert metric(server, "predictors_results_needing_review_total", NO_FACE) == before + (1 if flagged else 0)
+    assert metric(server, "predictors_results_needing_review_total", NO_FACE) == before + (
+        1 if flagged else 0
+    )

@@ -55,8 +55,13 @@ def workers():
 
 
 def load(directory: Path, workers, **options: Any) -> FaceEnhancementPredictor:
-    predictor = FaceEnhancementPredictor("face-enhancement", directory, ModelConfig(device="cpu", options=options),
-                                         Metrics(CollectorRegistry()), workers)
+    predictor = FaceEnhancementPredictor(
+        "face-enhancement",
+        directory,
+        ModelConfig(device="cpu", options=options),
+        Metrics(CollectorRegistry()),
+        workers,
+    )
     predictor.load()
     return predictor
 
@@ -146,7 +151,9 @@ def run_keeping_raw(predictor: FaceEnhancementPredictor, image: Image.Image):
 @pytest.fixture(scope="module")
 def single_runs(one_face) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
     """Each face image run alone through prepare/forward/finish (shared by the parity and batching tests)."""
-    return {name: run_keeping_raw(one_face, image) for name, image in (("A", FACE_IMAGE_A), ("B", FACE_IMAGE_B))}
+    return {
+        name: run_keeping_raw(one_face, image) for name, image in (("A", FACE_IMAGE_A), ("B", FACE_IMAGE_B))
+    }
 
 
 def test_one_face_path_matches_upstream_pipeline(one_face_dir: Path, one_face, single_runs) -> None:
@@ -213,7 +220,7 @@ def test_forward_chunks_faces_by_max_faces_per_forward(one_face, monkeypatch) ->
 
     monkeypatch.setattr(one_face, "_enhance", enhance)
     monkeypatch.setattr(one_face, "_face_quality", quality)
-    params = one_face.parse_parameters({})
+    params = one_face.parse_parameters({"upscale": False})  # no SR: 16 px is one stride-32 cell, one face
     prepared = [one_face.prepare({"image": image}, params) for image in [FACE_IMAGE_A] * 5]
     with torch.inference_mode():
         raw = one_face.forward(prepared, CPU)
@@ -255,13 +262,22 @@ def test_max_image_side_option(no_face_dir: Path, workers) -> None:
 
 def test_too_small_image_is_invalid(no_face) -> None:
     with pytest.raises(InvalidImage):
-        no_face.prepare({"image": Image.new("RGB", (1, 5))}, no_face.parse_parameters({"require_face": False}))
+        no_face.prepare(
+            {"image": Image.new("RGB", (1, 5))}, no_face.parse_parameters({"require_face": False})
+        )
 
 
-@pytest.mark.parametrize("parameters", [
-    {"output_format": "gif"}, {"jpeg_quality": 0}, {"jpeg_quality": 101}, {"require_face": "maybe"},
-    {"upscale": [1]}, {"unknown": 1},
-])
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"output_format": "gif"},
+        {"jpeg_quality": 0},
+        {"jpeg_quality": 101},
+        {"require_face": "maybe"},
+        {"upscale": [1]},
+        {"unknown": 1},
+    ],
+)
 def test_invalid_parameters_are_rejected(no_face, parameters) -> None:
     with pytest.raises(InvalidInput):
         no_face.parse_parameters(parameters)
@@ -269,7 +285,12 @@ def test_invalid_parameters_are_rejected(no_face, parameters) -> None:
 
 def test_defaults(no_face) -> None:
     params = no_face.parse_parameters({})
-    assert (params.output_format, params.jpeg_quality, params.require_face, params.upscale) == ("jpeg", 95, True, True)
+    assert (params.output_format, params.jpeg_quality, params.require_face, params.upscale) == (
+        "jpeg",
+        95,
+        True,
+        True,
+    )
     assert no_face.size == 512 and no_face.max_faces_per_forward == 4 and no_face.review_threshold == 0.5
 
 
@@ -278,7 +299,11 @@ def test_jpeg_and_png_outputs_have_the_stated_size(no_face) -> None:
     for fmt, magic in (("jpeg", b"\xff\xd8"), ("png", b"\x89PNG")):
         (result,) = run(no_face, [image], require_face=False, output_format=fmt, jpeg_quality=80)
         assert result["image"].data.startswith(magic) and result["image"].format == fmt
-        assert Image.open(io.BytesIO(result["image"].data)).size == (60, 28) == (result["width"], result["height"])
+        assert (
+            Image.open(io.BytesIO(result["image"].data)).size
+            == (60, 28)
+            == (result["width"], result["height"])
+        )
         assert 0.0 <= result["quality_score"] <= 1.0
 
 
