@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -110,6 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch intra-op threads of every contender (OMP/MKL_NUM_THREADS)",
     )
     parser.add_argument("--levels", help="comma-separated concurrency levels (overrides the profile)")
+    parser.add_argument("--baseline-levels", help="comma-separated concurrency levels of the baseline")
     parser.add_argument(
         "--duration", type=float, help="seconds per concurrency level (overrides the profile)"
     )
@@ -401,9 +403,13 @@ def _derive(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (e.g. a test's timeout) unwinds through the `finally` that stops our child processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = dict(PROFILES[args.profile])
     if args.levels:
         p["levels"] = [int(x) for x in args.levels.split(",") if x]
+    if args.baseline_levels:
+        p["baseline_levels"] = [int(x) for x in args.baseline_levels.split(",") if x]
     if args.duration is not None:
         p["duration"] = args.duration
     args.work_dir = args.work_dir.resolve()
