@@ -79,7 +79,8 @@ def ofa_config(vocab_size: int, **sizes: Any):
     return OFAConfig(vocab_size=vocab_size, **{**TINY_CONFIG, **sizes})
 
 
-def configuration(patch_image_size: int = 480, max_src_length: int = 256, language: str = "en") -> dict[str, Any]:
+def configuration(patch_image_size: int = 480, max_src_length: int = 256,
+                  language: str = "en") -> dict[str, Any]:
     return {
         "framework": "pytorch",
         "task": "visual-entailment",

@@ -98,7 +98,8 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         directory = str(self.model_dir.resolve())  # relative paths look like hub ids to ModelScope
         cfg = Config.from_file(str(self.model_dir / "configuration.json"))
         if cfg.get("task") != TASK:
-            raise ValueError(f"{self.model_dir}/configuration.json has task {cfg.get('task')!r}; expected {TASK!r}")
+            raise ValueError(f"{self.model_dir}/configuration.json has task {cfg.get('task')!r}; "
+                             f"expected {TASK!r}")
         model_cfg = _config_dict(cfg.get("model"))
         if model_cfg.get("type") != "ofa":
             raise ValueError(f"{self.model_dir}/configuration.json: model.type is {model_cfg.get('type')!r}, "
@@ -127,8 +128,8 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         classes = [mapping.get(answer.strip().lower()) for answer in self.answers]
         if sorted(c for c in classes if c is not None) != sorted(CLASSES) or None in classes:
             raise ValueError(
-                f"{self.model_dir}: the answers {self.answers} do not map one-to-one onto {list(CLASSES)} with "
-                f"{mapping}; set options.answer_classes in predictor.json"
+                f"{self.model_dir}: the answers {self.answers} do not map one-to-one onto {list(CLASSES)} "
+                f"with {mapping}; set options.answer_classes in predictor.json"
             )
         self.answer_classes: list[str] = [c for c in classes if c is not None]
         #: for each class in CLASSES, the index of its answer
@@ -161,7 +162,7 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         from modelscope.models.multi_modal.ofa.utils.utils import expand_mask
         from modelscope.preprocessors.ofa.utils.collate import collate_tokens
 
-        network = self.replicas.on(device)["ofa"]
+        network: Any = self.replicas.on(device)["ofa"]  # OFAModel
         pad = self.pad_id
         encoder_out = network.encoder(
             input_ids=collate_tokens([item.source for item in batch], pad_idx=pad).to(device),

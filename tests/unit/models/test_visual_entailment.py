@@ -6,7 +6,6 @@ The OFA extra packages (fairseq-fixed, ...) are required: without them these tes
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 import torch
 
 from predictors.codecs import v1
-from predictors.codecs.types import OutputSpec
 from predictors.demo import visual_entailment as demo
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
@@ -49,7 +47,8 @@ PAIRS = [
     (sample_image(seed, SIZES[seed % len(SIZES)]), hypothesis, premise)
     for seed, (hypothesis, premise) in enumerate(
         list(zip(HYPOTHESES, PREMISES, strict=True))
-        + list(zip(HYPOTHESES, [None if p else "a man and a woman on a street" for p in PREMISES], strict=True))
+        + list(zip(HYPOTHESES, [None if p else "a man and a woman on a street" for p in PREMISES],
+                   strict=True))
     )
 ]
 
@@ -172,10 +171,8 @@ def test_outputs_metadata_and_v1_encoding(predictor, batched) -> None:
     predictions = v1.encode_response(results, predictor.outputs)["predictions"]
     for prediction, result in zip(predictions, results, strict=True):
         assert prediction["label"] == result["label"]
-        if "element_names" in {f.name for f in dataclasses.fields(OutputSpec)}:
-            assert prediction["scores"] == dict(zip(CLASSES, result["scores"], strict=True))
-        else:  # until the framework names vector elements, v1 carries the vector in CLASSES order
-            assert prediction["scores"] == result["scores"]
+        assert prediction["scores"] == dict(zip(CLASSES, result["scores"], strict=True))
+        assert list(prediction["scores"]) == list(CLASSES)
 
 
 def test_custom_answer_mapping_and_bad_mapping(model_dir: Path, workers) -> None:
@@ -215,9 +212,7 @@ def test_demo_sizes_are_configurable(tmp_path: Path) -> None:
 
 
 def test_make_demo_models_writes_the_directory(tmp_path: Path) -> None:
-    from predictors.demo import make_demo_repository
-
-    from predictors.demo import DEMO_WRITERS
+    from predictors.demo import DEMO_WRITERS, make_demo_repository
 
     assert DEMO_WRITERS["visual-entailment"] == "predictors.demo.visual_entailment"
     (directory,) = make_demo_repository(tmp_path, ["visual-entailment"])
