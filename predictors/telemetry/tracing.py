@@ -207,8 +207,11 @@ def note_exception(record: RequestRecord | None, code: str, error: BaseException
     if record is None:
         return
     record.code = code
-    if record.span is not None and error is not None:
-        record.span.record_exception(error)
+    if record.span is not None:
+        # now, not at the end: an outer (FastAPI/auto-instrumentation) span may end with the response
+        record.span.set_attribute(ERROR_CODE, code)
+        if error is not None:
+            record.span.record_exception(error)
 
 
 # ---- inside the request ----------------------------------------------------------------------------
