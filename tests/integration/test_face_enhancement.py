@@ -58,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "500",
     ]
     with run_server(
-        args, root / "server.log", env={"MODELSCOPE_CACHE": str(cache)}, wait_for=[FACE, NO_FACE], timeout=300
+        args, root / "server.log", env={"MODELSCOPE_CACHE": str(cache)}, wait_for=[FACE, NO_FACE], timeout=900
     ) as process:
         yield process
 
