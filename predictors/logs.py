@@ -67,7 +67,7 @@ class JsonFormatter(logging.Formatter):
             "trace_id": getattr(record, "trace_id", ""),
         }
         if getattr(record, "span_id", ""):
-            line["span_id"] = record.span_id
+            line["span_id"] = getattr(record, "span_id", "")
         access = getattr(record, "access", None)
         if isinstance(access, dict):
             line.update(access)

@@ -105,7 +105,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         self._workers = workers
         self.device = torch.device("cpu")
         self._runner: DeviceRunner | None = None
-        self._batcher: Batcher[Prepared, Raw] | None = None
+        self._batcher: Batcher[_Queued[Prepared], Raw] | None = None
         self.load_error: str | None = None
 
     # ---- what subclasses implement -------------------------------------------------------------
@@ -231,7 +231,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         record = current_request.get()
         with tracing.stage_span(record, "preprocess"):
             if isinstance(payload, InferRequest):
-                wire = v2.decode_request(payload, self.inputs, self.outputs, self.config.max_items_per_request)
+                wire = v2.decode_request(payload, self.inputs, self.outputs,
+                                         self.config.max_items_per_request)
             else:
                 wire = v1.decode_request(payload, self.inputs, self.config.max_items_per_request)
             if record is not None:

@@ -126,7 +126,8 @@ class GrpcErrorInterceptor(ExceptionToStatusInterceptor):
             if kind != "infer":
                 return await self._call(method, request_or_iterator, context, method_name, record)
             carrier = {k: v for k, v in metadata.items() if k in ("traceparent", "tracestate", "baggage")}
-            attributes = {tracing.MODEL: record.model, tracing.PROTOCOL: "grpc", tracing.REQUEST_ID: request_id,
+            attributes = {tracing.MODEL: record.model, tracing.PROTOCOL: "grpc",
+                          tracing.REQUEST_ID: request_id,
                           "rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
                           "rpc.method": "ModelInfer"}
             if record.version:
@@ -146,7 +147,7 @@ class GrpcErrorInterceptor(ExceptionToStatusInterceptor):
                 code = context.code() if hasattr(context, "code") else None
                 record.status = getattr(code, "name", None) or "UNKNOWN"
             if record.code == "OK":
-                record.code = record.status
+                record.code = str(record.status)
             raise
         record.status = "OK"
         # Set after the call: KServe's servicer reads trailing metadata as request headers.

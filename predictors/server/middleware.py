@@ -57,7 +57,8 @@ class RequestContextMiddleware:
                 carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
                            if k in (b"traceparent", b"tracestate", b"baggage")}
                 name = f"{record.method} {_route(protocol, version)}"
-                attributes = {tracing.MODEL: model, tracing.PROTOCOL: protocol, tracing.REQUEST_ID: request_id,
+                attributes = {tracing.MODEL: model, tracing.PROTOCOL: protocol,
+                              tracing.REQUEST_ID: request_id,
                               "http.request.method": record.method, "http.route": _route(protocol, version),
                               "url.path": path}
                 if version:

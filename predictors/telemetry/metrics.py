@@ -93,10 +93,12 @@ class Metrics:
             registry=registry,
         )
         self.model_ready = Gauge(
-            "predictors_model_ready", "1 when the model is loaded and warmed up.", ["model"], registry=registry
+            "predictors_model_ready", "1 when the model is loaded and warmed up.", ["model"],
+            registry=registry,
         )
         self.load_seconds = Gauge(
-            "predictors_model_load_seconds", "Time to load and warm up the model.", ["model"], registry=registry
+            "predictors_model_load_seconds", "Time to load and warm up the model.", ["model"],
+            registry=registry,
         )
         self.device_info = Gauge(
             "predictors_model_device_info", "The device a model runs on (value 1).", ["model", "device"],
@@ -150,7 +152,7 @@ class _RecentLatency:
             self._samples.append((time.monotonic(), seconds, ok))
 
     def summary(self) -> dict[str, Any]:
-        """``{"window_seconds", "requests", "errors", "p50_ms", "p95_ms", "max_ms"}`` of successful requests."""
+        """{window_seconds, requests, errors, p50_ms, p95_ms, max_ms}; latencies of successful requests."""
         since = time.monotonic() - self.window
         with self._lock:
             recent = [(seconds, ok) for at, seconds, ok in self._samples if at >= since]
@@ -189,12 +191,13 @@ class _GpuMemoryCollector(Collector):
         used = GaugeMetricFamily("predictors_gpu_memory_used_bytes",
                                  "GPU memory held by tensors of this process.", labels=["device"])
         reserved = GaugeMetricFamily("predictors_gpu_memory_reserved_bytes",
-                                     "GPU memory reserved by this process' caching allocator.", labels=["device"])
+                                     "GPU memory reserved by this process' caching allocator.",
+                                     labels=["device"])
         for device in sorted(self.devices):
             try:
                 used.add_metric([device], float(torch.cuda.memory_allocated(device)))
                 reserved.add_metric([device], float(torch.cuda.memory_reserved(device)))
-            except Exception:  # noqa: BLE001, S112 - a scrape must not fail because of one device
+            except Exception:  # noqa: BLE001 - a scrape must not fail because of one device
                 continue
         yield used
         yield reserved

@@ -4,7 +4,6 @@ log and `predictors status`, against the real server process."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import subprocess
 import sys
@@ -263,7 +262,8 @@ def test_status_command(traced_server: ServerProcess) -> None:
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith(MODEL))
     assert row.split()[:4] == [MODEL, "yes", "cpu", "0/64"]
-    as_json = subprocess.run([sys.executable, "-m", "predictors", "status", "--url", traced_server.url, "--json"],
+    as_json = subprocess.run([sys.executable, "-m", "predictors", "status", "--url", traced_server.url,
+                              "--json"],
                              capture_output=True, text=True, timeout=120)
     status = json.loads(as_json.stdout)
     assert status["ready"] and status["live"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -119,7 +118,8 @@ async def test_span_tree_joins_the_callers_trace(spans: Any, model: Tiny, metric
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": [{"size": 10}, {"size": 14}]}
     named = by_name(spans.get_finished_spans())
-    assert set(named) == {"POST /v1/models/{model_name}:predict", "preprocess", "queue", "predict", "postprocess"}
+    assert set(named) == {"POST /v1/models/{model_name}:predict", "preprocess", "queue", "predict",
+                          "postprocess"}
     server = named["POST /v1/models/{model_name}:predict"]
     assert server.kind == SpanKind.SERVER
     assert format(server.context.trace_id, "032x") == CALLER_TRACE
@@ -140,7 +140,8 @@ async def test_span_tree_joins_the_callers_trace(spans: Any, model: Tiny, metric
     assert response.headers["traceparent"] == f"00-{CALLER_TRACE}-{server.context.span_id:016x}-01"
 
 
-async def test_one_forward_pass_is_linked_to_every_request_in_it(spans: Any, model: Tiny, metrics: Metrics) -> None:
+async def test_one_forward_pass_is_linked_to_every_request_in_it(spans: Any, model: Tiny,
+                                                                 metrics: Metrics) -> None:
     app = make_app(model, metrics, tracing=True)
     responses = await asyncio.gather(*(post(app, {"instances": [{"image": {"b64": png(3 + i)}}]})
                                        for i in range(3)))
@@ -170,7 +171,8 @@ async def test_errors_carry_the_code(spans: Any, model: Tiny, metrics: Metrics,
     assert access and access[-1]["code"] == "INVALID_INPUT" and access[-1]["status"] == 400
 
 
-async def test_auto_instrumentation_span_is_reused_not_doubled(spans: Any, model: Tiny, metrics: Metrics) -> None:
+async def test_auto_instrumentation_span_is_reused_not_doubled(spans: Any, model: Tiny,
+                                                               metrics: Metrics) -> None:
     response = await post(make_app(model, metrics, tracing=True, outer_span=True),
                           {"instances": [{"image": {"b64": png(5)}}]})
     assert response.status_code == 200
@@ -185,7 +187,8 @@ async def test_auto_instrumentation_span_is_reused_not_doubled(spans: Any, model
 async def test_tracing_off_makes_no_spans_but_keeps_the_callers_trace_id(
         spans: Any, model: Tiny, metrics: Metrics, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "predictors.access")
-    response = await post(make_app(model, metrics, tracing=False), {"instances": [{"image": {"b64": png(5)}}]},
+    response = await post(make_app(model, metrics, tracing=False),
+                          {"instances": [{"image": {"b64": png(5)}}]},
                           {"traceparent": TRACEPARENT, "x-request-id": "req-1"})
     assert response.status_code == 200
     assert spans.get_finished_spans() == ()
@@ -193,7 +196,7 @@ async def test_tracing_off_makes_no_spans_but_keeps_the_callers_trace_id(
     assert response.headers["x-trace-id"] == CALLER_TRACE
     line = next(r.access for r in caplog.records if r.name == "predictors.access")
     assert line["request_id"] == "req-1" and line["trace_id"] == CALLER_TRACE
-    assert line["model"] == "tiny" and line["protocol"] == "v1" and line["status"] == 200 and line["code"] == "OK"
+    assert (line["model"], line["protocol"], line["status"], line["code"]) == ("tiny", "v1", 200, "OK")
     assert line["batch_size"] == 1 and line["items"] == 1
     assert set(line["latency_ms"]) == {"total", "preprocess", "queue", "predict", "postprocess"}
 
