@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 import kserve
 from fastapi import FastAPI
