@@ -78,25 +78,30 @@ def raw(directory: Path, batch_sizes: list[int], seconds: float, min_iterations:
     prepared = [model.prepare({"image": Image.open(io.BytesIO(d)).convert("RGB")}, params) for d in jpegs]
 
     runner = model._runner
-    rows = []
-    for size in batch_sizes:
-        batch = [prepared[i % len(prepared)] for i in range(size)]
-        runner.run(model.forward, batch)  # warm this shape
-        times = []
-        begin = time.perf_counter()
-        while len(times) < min_iterations or (time.perf_counter() - begin < seconds):
+    batches = {size: [prepared[i % len(prepared)] for i in range(size)] for size in batch_sizes}
+    for batch in batches.values():
+        runner.run(model.forward, batch)  # warm every shape
+    # Round-robin over the batch sizes, so that a noisy neighbour slows all of them alike.
+    times: dict[int, list[float]] = {size: [] for size in batch_sizes}
+    begin = time.perf_counter()
+    rounds = 0
+    while rounds < min_iterations or time.perf_counter() - begin < seconds * len(batch_sizes):
+        for size, batch in batches.items():
             t0 = time.perf_counter()
             results = runner.run(model.forward, batch)
-            times.append(time.perf_counter() - t0)
+            times[size].append(time.perf_counter() - t0)
             assert len(results) == size
-        elapsed = sum(times)
+        rounds += 1
+    rows = []
+    for size in batch_sizes:
+        elapsed = sum(times[size])
         rows.append(
             {
                 "batch_size": size,
-                "iterations": len(times),
-                "items_per_s": round(size * len(times) / elapsed, 3),
-                "batch_" + "p50_ms": latency_summary(times)["p50_ms"],
-                "per_item_ms": round(elapsed / (size * len(times)) * 1000, 3),
+                "iterations": len(times[size]),
+                "items_per_s": round(size * len(times[size]) / elapsed, 3),
+                "batch_p50_ms": latency_summary(times[size])["p50_ms"],
+                "per_item_ms": round(elapsed / (size * len(times[size])) * 1000, 3),
             }
         )
     workers.shutdown()

@@ -29,6 +29,12 @@ def render(r: dict[str, Any]) -> str:
         f"torch threads={env.get('torch_num_threads')} (OMP_NUM_THREADS={env.get('OMP_NUM_THREADS')})  "
         f"cpus={env.get('cpu_count')}  load avg at start={_f(r['load_average_at_start'][0], 2)}",
     ]
+    if r.get("machine_busy"):
+        parts.append(
+            "WARNING: the machine was busy (1-min load average "
+            f"{_f(r['load_average_at_start'][0], 1)} at start, {_f(r['load_average_at_end'][0], 1)} at end, "
+            f"{env.get('cpu_count')} CPUs): these numbers measure the neighbours as much as the server"
+        )
     ceiling = r["raw"]["ceiling"]
     parts.append("\n1. raw in-process forward (no server): the ceiling")
     parts.append(

@@ -552,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     _derive(results, args)
     results["wall_s"] = round(time.monotonic() - began, 1)
     results["load_average_at_end"] = list(os.getloadavg())
+    # Other work on the machine skews everything (torch's OpenMP threads stall when descheduled).
+    busiest = max(results["load_average_at_start"][0], results["load_average_at_end"][0])
+    results["machine_busy"] = busiest > 0.5 * (os.cpu_count() or 1)
     results["logs"] = str(args.log_dir)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"{stamp}.json"
