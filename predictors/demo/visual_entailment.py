@@ -11,6 +11,9 @@ own `pipeline(Tasks.visual_entailment, model=DIR)` loads:
   buffers, which are rebuilt at load), ``vocab.json``, ``merges.txt``, ``answer2label.json``.
 
 ``vocab_size`` is len(vocab.json) + 9192: OFA always appends 8192 ``<code_i>`` and 1000 ``<bin_i>`` tokens.
+
+``language="zh"`` writes the Chinese layout instead: ``vocab.txt`` (BERT-style, read by
+``OFATokenizerZH``), Chinese answers, and ``options.answer_classes`` in predictor.json mapping them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ COMMON_WORDS = (
     "is", "are", "man", "woman", "dog", "cat", "red", "blue", "green", "two", "people", "sitting",
     "standing", "playing", "with", "ball", "street", "car", "picture", "photo", "there",
 )
+
+#: the Chinese variant: answers and the characters its vocabulary knows (the rest become <unk>)
+ANSWERS_ZH = {"否": 0, "是": 1, "不确定": 2}
+ANSWER_CLASSES_ZH = {"是": "entailment", "否": "contradiction", "不确定": "neutral"}
+CHARACTERS_ZH = "是否不确定图片描述一个两男人女孩狗猫在上下里的有吗和与文本能推出红蓝绿色车街球坐站玩照"
 
 #: the tiny default: ~3.7 M parameters, ~15 MB on disk
 TINY_CONFIG: dict[str, Any] = {
@@ -73,6 +81,13 @@ def build_vocabulary(words: tuple[str, ...] = COMMON_WORDS) -> tuple[dict[str, i
     return vocab, merges
 
 
+def build_vocabulary_zh() -> list[str]:
+    """vocab.txt lines: the special tokens first (ids 0-3 as in the English vocabulary), <mask> last."""
+    tokens = ["<s>", "<pad>", "</s>", "<unk>", *dict.fromkeys(CHARACTERS_ZH),
+              *"abcdefghijklmnopqrstuvwxyz0123456789", *'"?.,!\'']
+    return [*tokens, "<mask>"]
+
+
 def ofa_config(vocab_size: int, **sizes: Any):
     from modelscope.models.multi_modal.ofa.configuration_ofa import OFAConfig
 
@@ -101,7 +116,8 @@ def configuration(patch_image_size: int = 480, max_src_length: int = 256,
 
 
 def write(directory: Path, seed: int = 0, patch_image_size: int = 480, max_src_length: int = 256,
-          init_std: float = 0.5, words: tuple[str, ...] = COMMON_WORDS, **sizes: Any) -> Path:
+          init_std: float = 0.5, words: tuple[str, ...] = COMMON_WORDS, language: str = "en",
+          **sizes: Any) -> Path:
     """Write the directory; `sizes` override OFAConfig fields of `TINY_CONFIG` (d_model, layers, ...).
 
     `init_std` scales the random weights; a larger value makes the answers depend more on the input.
@@ -109,17 +125,28 @@ def write(directory: Path, seed: int = 0, patch_image_size: int = 480, max_src_l
     from modelscope.models.multi_modal.ofa import OFAModel
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab, merges = build_vocabulary(words)
-    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    # The reader drops the first line (the version header) and the last one (hence the trailing newline).
-    (directory / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
-    )
-    (directory / "answer2label.json").write_text(json.dumps(ANSWERS))
+    if language == "en":
+        vocab, merges = build_vocabulary(words)
+        vocab_size = len(vocab)
+        (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        # The reader drops the first line (the version header) and the last one (hence the trailing newline).
+        (directory / "merges.txt").write_text(
+            "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
+        )
+        answers, options = ANSWERS, {}
+    elif language in ("zh", "cn"):
+        tokens = build_vocabulary_zh()
+        vocab_size = len(tokens)
+        (directory / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+        answers, options = ANSWERS_ZH, {"options": {"answer_classes": ANSWER_CLASSES_ZH}}
+    else:
+        raise ValueError(f"language must be 'en' or 'zh', not {language!r}")
+    (directory / "answer2label.json").write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
     (directory / "configuration.json").write_text(
-        json.dumps(configuration(patch_image_size, max_src_length), indent=2)
+        json.dumps(configuration(patch_image_size, max_src_length, language), indent=2, ensure_ascii=False),
+        encoding="utf-8",
     )
-    config = ofa_config(len(vocab) + EXTRA_TOKENS, init_std=init_std, **sizes)
+    config = ofa_config(vocab_size + EXTRA_TOKENS, init_std=init_std, **sizes)
     config.save_pretrained(str(directory))
     rng_state = torch.random.get_rng_state()
     try:
@@ -129,5 +156,5 @@ def write(directory: Path, seed: int = 0, patch_image_size: int = 480, max_src_l
         torch.random.set_rng_state(rng_state)
     state = {name: tensor for name, tensor in model.state_dict().items() if not name.endswith("rp_bucket")}
     torch.save(state, directory / "pytorch_model.bin")
-    write_predictor_json(directory, "visual-entailment")
+    write_predictor_json(directory, "visual-entailment", **options)
     return directory
