@@ -1,6 +1,6 @@
 """Orchestrates one benchmark run: model directories, child processes, load, table and JSON.
 
-    .venv/bin/python -m bench            # full run (~6-9 min on the 2-core CPU, general recognition)
+    .venv/bin/python -m bench            # full run (~7 min on the quiet 2-core CPU, general recognition)
     .venv/bin/python -m bench --quick    # ~2 min: shorter levels, concurrency 1/4/16
     .venv/bin/python -m bench --help
 
