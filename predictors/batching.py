@@ -5,9 +5,14 @@ wait or the oldest has waited `max_latency_ms`; it runs as one forward pass on t
 thread and each result goes back to the future of the item it belongs to. While a batch runs, new
 requests keep being preprocessed in the worker pool and queue up for the next one.
 
-Beyond `max_queue` waiting items a request is refused at once (`ServiceBusy`), so latency stays
-bounded under overload. An item whose request was cancelled or whose deadline passed before its
-batch started is dropped, never run.
+A partial batch does not wait for company that cannot come: when no other request is being
+preprocessed (`arrivals() == 0`), it leaves at once instead of sitting out `max_latency_ms`.
+
+Back-pressure: beyond `max_queue` waiting items a request is refused at once (`ServiceBusy`); with
+`max_queue_delay_ms` set, so is a request whose estimated wait (queued items x the measured
+per-item cost of recent batches) exceeds it, which bounds latency on slow devices where an item count
+alone cannot. An item whose request was cancelled or whose deadline passed before its batch started
+is dropped, never run.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ class BatchingConfig:
     max_batch_size: int = 8
     max_latency_ms: float = 5.0
     max_queue: int = 64
+    #: refuse requests whose estimated queue wait exceeds this; 0 disables the estimate
+    max_queue_delay_ms: float = 0.0
+
+
+#: weight of the newest batch in the per-item cost estimate
+_COST_SMOOTHING = 0.3
 
 
 @dataclass
@@ -55,6 +66,7 @@ class Batcher(Generic[P, R]):
         config: BatchingConfig,
         on_batch: Callable[[int], None] = lambda size: None,
         on_queue_change: Callable[[int], None] = lambda depth: None,
+        arrivals: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name
         self.config = config
@@ -62,6 +74,9 @@ class Batcher(Generic[P, R]):
         self._executor = executor
         self._on_batch = on_batch
         self._on_queue_change = on_queue_change
+        self._arrivals = arrivals
+        #: smoothed seconds per item of recent forward passes (None until the first batch)
+        self.seconds_per_item: float | None = None
         self._queue: deque[_Waiting[P]] = deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +84,16 @@ class Batcher(Generic[P, R]):
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    def wake(self) -> None:
+        """Re-check the wait for a fuller batch (an expected arrival will not come)."""
+        self._arrived.set()
+
+    def estimated_wait_seconds(self, extra_items: int = 0) -> float:
+        """Time until `extra_items` more items would be done, from the measured per-item cost."""
+        if self.seconds_per_item is None:
+            return 0.0
+        return (len(self._queue) + extra_items) * self.seconds_per_item
 
     def start(self) -> None:
         if self._task is None:
@@ -87,6 +112,13 @@ class Batcher(Generic[P, R]):
             raise ServiceBusy(
                 f"model '{self.name}' has {len(self._queue)} items queued (limit {self.config.max_queue}); "
                 "retry later"
+            )
+        wait = self.estimated_wait_seconds(len(items))
+        if self.config.max_queue_delay_ms and wait * 1000.0 > self.config.max_queue_delay_ms:
+            raise ServiceBusy(
+                f"model '{self.name}' would answer in about {wait:.1f} s (limit "
+                f"{self.config.max_queue_delay_ms / 1000.0:.1f} s); retry later",
+                retry_after_seconds=max(1, round(wait)),
             )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -120,7 +152,7 @@ class Batcher(Generic[P, R]):
 
     async def _wait_for_fuller_batch(self) -> None:
         max_wait = self.config.max_latency_ms / 1000.0
-        while self._queue and self._live_count() < self.config.max_batch_size:
+        while self._queue and self._live_count() < self.config.max_batch_size and self._arrivals() > 0:
             remaining = self._queue[0].enqueued_at + max_wait - time.monotonic()
             if remaining <= 0:
                 return
@@ -149,6 +181,7 @@ class Batcher(Generic[P, R]):
     async def _run(self, batch: list[_Waiting[P]]) -> None:
         self._on_batch(len(batch))
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         try:
             results = await loop.run_in_executor(self._executor, self._run_batch, [w.item for w in batch])
         except Exception as error:  # noqa: BLE001 - the error belongs to the batch's requests
@@ -156,6 +189,9 @@ class Batcher(Generic[P, R]):
                 if not waiting.future.done():
                     waiting.future.set_exception(error)
             return
+        cost = (time.monotonic() - started) / len(batch)
+        previous = self.seconds_per_item
+        self.seconds_per_item = cost if previous is None else previous + _COST_SMOOTHING * (cost - previous)
         for waiting, result in zip(batch, results, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(result)

@@ -39,6 +39,8 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--max-batch-size", type=int)
     serve.add_argument("--max-latency-ms", type=float)
     serve.add_argument("--max-queue", type=int)
+    serve.add_argument("--max-queue-delay-ms", type=float,
+                       help="refuse requests whose estimated queue wait exceeds this (default 0: off)")
     serve.add_argument("--worker-threads", type=int)
     serve.add_argument("--max-body-bytes", type=int)
     serve.add_argument("--max-image-pixels", type=int)

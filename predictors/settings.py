@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         5.0, ge=0, le=10_000, description="How long the oldest queued item may wait for a fuller batch."
     )
     max_queue: int = Field(64, ge=1, description="Waiting items beyond which requests get 503 SERVICE_BUSY.")
+    max_queue_delay_ms: float = Field(
+        0, ge=0, description="Refuse (503 SERVICE_BUSY) a request whose estimated queue wait exceeds this; 0: off."
+    )
     worker_threads: int = Field(4, ge=1, le=64, description="Threads for decoding, preprocessing, encoding.")
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted request body.")

@@ -106,6 +106,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         self.device = torch.device("cpu")
         self._runner: DeviceRunner | None = None
         self._batcher: Batcher[_Queued[Prepared], Raw] | None = None
+        self._preparing = 0  # requests between preprocess() and their items being queued
         self.load_error: str | None = None
 
     # ---- what subclasses implement -------------------------------------------------------------
@@ -178,6 +179,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                 self.config.batching,
                 on_batch=self._count_batch,
                 on_queue_change=lambda depth: self.metrics.queue_depth.labels(self.name).set(depth),
+                arrivals=lambda: self._preparing,
             )
         return self._batcher
 
@@ -228,6 +230,21 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
 
     async def preprocess(self, payload: dict[str, Any] | InferRequest,
                          headers: dict[str, str] | None = None) -> _Pending[Prepared]:
+        # Counted from here until predict() queues the items: the batcher waits for them only.
+        self._preparing += 1
+        try:
+            return await self._preprocess(payload, headers)
+        except BaseException:
+            self._arrival_ended()
+            raise
+
+    def _arrival_ended(self) -> None:
+        self._preparing -= 1
+        if self._batcher is not None:
+            self._batcher.wake()
+
+    async def _preprocess(self, payload: dict[str, Any] | InferRequest,
+                          headers: dict[str, str] | None) -> _Pending[Prepared]:
         record = current_request.get()
         with tracing.stage_span(record, "preprocess"):
             if isinstance(payload, InferRequest):
@@ -254,6 +271,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                       response_headers: dict[str, str] | None = None) -> _Pending[Prepared]:
         record = current_request.get()
         queued = [_Queued(item, record) for item in payload.prepared]
+        self._preparing -= 1
         try:
             payload.raw = await self._ensure_batcher().submit(queued, payload.deadline)
         finally:

@@ -6,7 +6,7 @@ or else by the directory's name. ``predictor.json`` may also override batching a
 model-specific ``options``::
 
     {"predictor": "face-enhancement", "device": "cpu", "max_batch_size": 4, "max_latency_ms": 10,
-     "max_queue": 32, "options": {"max_faces_per_forward": 8}, "demo_weights": false}
+     "max_queue": 32, "max_queue_delay_ms": 2000, "options": {"max_faces_per_forward": 8}, "demo_weights": false}
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class PredictorFile(BaseModel):
     max_batch_size: int | None = Field(None, ge=1, le=1024)
     max_latency_ms: float | None = Field(None, ge=0, le=10_000)
     max_queue: int | None = Field(None, ge=1)
+    max_queue_delay_ms: float | None = Field(None, ge=0)
     max_image_side: int | None = Field(None, ge=1)
     demo_weights: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
@@ -104,6 +105,8 @@ def model_entry(name: str, directory: Path, settings: Settings) -> ModelEntry:
             max_batch_size=overrides.max_batch_size or settings.max_batch_size,
             max_latency_ms=settings.max_latency_ms if overrides.max_latency_ms is None else overrides.max_latency_ms,
             max_queue=overrides.max_queue or settings.max_queue,
+            max_queue_delay_ms=(settings.max_queue_delay_ms if overrides.max_queue_delay_ms is None
+                                else overrides.max_queue_delay_ms),
         ),
         image_limits=ImageLimits(max_pixels=settings.max_image_pixels, max_side=overrides.max_image_side or 0),
         max_items_per_request=settings.max_items_per_request,

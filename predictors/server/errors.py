@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from grpc_interceptor.exceptions import GrpcException
 from kserve import errors as kserve_errors
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
@@ -54,7 +54,7 @@ def error_body(error: errors.PredictorError) -> dict[str, Any]:
     return {"error": error.message, "code": error.code, "request_id": current_request_id.get()}
 
 
-def error_response(error: BaseException) -> ORJSONResponse:
+def error_response(error: BaseException) -> JSONResponse:
     mapped = as_predictor_error(error)
     unexpected = isinstance(mapped, errors.InternalError) and mapped is not error
     tracing.note_exception(current_request.get(), mapped.code, error if unexpected else None)
@@ -64,19 +64,19 @@ def error_response(error: BaseException) -> ORJSONResponse:
         logger.warning("request %s: %s %s", current_request_id.get(), mapped.code, mapped.message)
     else:
         logger.info("request %s: %s %s", current_request_id.get(), mapped.code, mapped.message)
-    return ORJSONResponse(error_body(mapped), status_code=int(mapped.status), headers=mapped.headers)
+    return JSONResponse(error_body(mapped), status_code=int(mapped.status), headers=mapped.headers)
 
 
-async def _handle(_: Request, error: Exception) -> ORJSONResponse:
+async def _handle(_: Request, error: Exception) -> JSONResponse:
     return error_response(error)
 
 
-async def _handle_http(_: Request, error: Exception) -> ORJSONResponse:
+async def _handle_http(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
     tracing.note_exception(current_request.get(), code, None)
     body = {"error": str(error.detail), "code": code, "request_id": current_request_id.get()}
-    return ORJSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
+    return JSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
 
 
 def install_rest_handlers(app: FastAPI) -> None:

@@ -53,9 +53,10 @@ async def test_a_full_batch_leaves_without_waiting_for_the_latency_budget(execut
     await batcher.stop()
 
 
-async def test_a_lone_item_waits_at_most_the_latency_budget(executor) -> None:
+async def test_waiting_for_an_announced_request_lasts_at_most_the_latency_budget(executor) -> None:
     model = RecordingModel()
-    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=8, max_latency_ms=100, max_queue=64))
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=8, max_latency_ms=100, max_queue=64),
+                      arrivals=lambda: 1)
     started = time.monotonic()
     assert await batcher.submit([5]) == [10]
     elapsed = time.monotonic() - started
@@ -150,4 +151,55 @@ async def test_many_concurrent_mixed_size_requests_get_exactly_their_results(exe
     results = await asyncio.gather(*(call(r) for r in requests))
     assert results == [[2 * v for v in r] for r in requests]
     assert any(len(b) > 1 for b in model.batches)
+    await batcher.stop()
+
+
+async def test_a_partial_batch_leaves_at_once_when_nobody_else_is_coming(executor) -> None:
+    model = RecordingModel()
+    config = BatchingConfig(max_batch_size=8, max_latency_ms=2_000, max_queue=64)
+    expected = {"arrivals": 0}
+    batcher = Batcher("m", model, executor, config, arrivals=lambda: expected["arrivals"])
+    started = time.monotonic()
+    assert await batcher.submit([1]) == [2]
+    assert time.monotonic() - started < 0.5
+    # With another request announced, the batch waits for it and both share one forward pass.
+    expected["arrivals"] = 1
+    first = asyncio.create_task(batcher.submit([10]))
+    await asyncio.sleep(0.2)
+    assert not first.done()
+    expected["arrivals"] = 0
+    assert await asyncio.gather(first, batcher.submit([20])) == [[20], [40]]
+    assert model.batches[-1] == [10, 20]
+    await batcher.stop()
+
+
+async def test_an_announced_arrival_that_fails_stops_the_wait(executor) -> None:
+    model = RecordingModel()
+    expected = {"arrivals": 1}
+    batcher = Batcher("m", model, executor, BatchingConfig(max_batch_size=8, max_latency_ms=5_000),
+                      arrivals=lambda: expected["arrivals"])
+    waiting = asyncio.create_task(batcher.submit([3]))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    expected["arrivals"] = 0
+    batcher.wake()
+    assert await asyncio.wait_for(waiting, 1.0) == [6]
+    await batcher.stop()
+
+
+async def test_estimated_wait_bounds_the_queue(executor) -> None:
+    model = RecordingModel(delay=0.1)  # 0.1 s per forward pass of one item
+    config = BatchingConfig(max_batch_size=1, max_latency_ms=0, max_queue=100, max_queue_delay_ms=350)
+    batcher = Batcher("m", model, executor, config)
+    assert batcher.estimated_wait_seconds(5) == 0.0  # nothing measured yet: nothing refused
+    await batcher.submit([1])
+    assert 0.08 < batcher.seconds_per_item < 0.5
+    running = asyncio.create_task(batcher.submit([2]))
+    await asyncio.sleep(0.02)
+    queued = asyncio.create_task(batcher.submit([3, 4]))
+    await asyncio.sleep(0.01)
+    with pytest.raises(ServiceBusy, match="would answer in about") as error:
+        await batcher.submit([5, 6])
+    assert int(error.value.headers["Retry-After"]) >= 1
+    assert await running == [4] and await queued == [6, 8]
     await batcher.stop()
