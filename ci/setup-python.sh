@@ -5,14 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="lint"
-requirements=()
 if [[ "${1:-}" == "--test" ]]; then
   extras="test,lint"
-fi
-# OFA (visual-entailment) needs packages that are not in the core dependencies (fairseq builds from
-# source); the server and the test suite install them so every model is served and tested.
-if [[ -f ci/requirements-ofa.txt ]]; then
-  requirements+=(-r ci/requirements-ofa.txt)
 fi
 
 python=${PYTHON:-python3}
@@ -23,9 +17,14 @@ stamp=".venv/.installed-$(cat pyproject.toml ci/requirements-*.txt 2>/dev/null |
 if [[ -f "$stamp" ]]; then
   exit 0
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-# torch first: the rest resolves against the installed build instead of pulling another one.
-.venv/bin/python -m pip install --quiet "torch>=2.6" "torchvision>=0.21"
-.venv/bin/python -m pip install --quiet -e ".[${extras}]" "${requirements[@]}"
+pip=(.venv/bin/python -m pip install --quiet)
+"${pip[@]}" --upgrade pip
+# torch first, the pairing verified with ModelScope 1.40 and fairseq: the rest resolves against it.
+"${pip[@]}" torch==2.14.1 torchvision==0.29.1
+"${pip[@]}" -e ".[${extras}]"
+# OFA (visual-entailment) needs packages outside the core dependencies; fairseq is source-only and
+# compiles against the installed torch, so it builds without isolation (else pip fetches a second torch).
+"${pip[@]}" cython==3.3.1 wheel==0.48.0
+"${pip[@]}" --no-build-isolation -r ci/requirements-ofa.txt
 rm -f .venv/.installed-*
 touch "$stamp"
