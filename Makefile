@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEMO_MODELS ?= demo-models
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test serve demo-models test test-unit test-integration lint clean
+.PHONY: setup setup-test serve demo-models test test-unit test-integration lint chart-check bench clean
 
 setup:
 	ci/setup-python.sh
@@ -33,6 +33,14 @@ test-unit: setup-test
 
 test-integration: setup-test
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+# Helm 3 + 4 lint, render, kubernetes-validate, KServe CRD validation and checkov on every scenario.
+chart-check: setup-test
+	ci/chart-check.sh
+
+# The benchmark suite (docs/performance.md); BENCH_ARGS=--quick for a short run.
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: setup-test
 	$(VENV)/bin/ruff check predictors tests
