@@ -224,7 +224,7 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 - name: TMPDIR
   value: /tmp
 - name: HOME
-  value: /tmp/home
+  value: /tmp
 - name: MODELSCOPE_CACHE
   value: /tmp/modelscope
 - name: TORCH_HOME
