@@ -182,7 +182,9 @@ def encode_response(
         # gRPC carries raw bytes; REST JSON needs text, so binary payloads are base64-encoded there.
         text_only = wire.protocol == "v2" and not binary
         array = _column([result[spec.name] for result in results], spec, text_only)
-        output = InferOutput(spec.name, list(array.shape), spec.datatype)
+        # A fixed-size vector's element order travels with the tensor (v2 metadata has no room for it).
+        parameters = {"element_names": ",".join(spec.element_names)} if spec.element_names else None
+        output = InferOutput(spec.name, list(array.shape), spec.datatype, parameters=parameters)
         # Raw form for every protocol: KServe's gRPC encoder cannot take numpy data directly, and
         # its REST encoder converts raw data to JSON when the caller did not ask for binary.
         output.set_data_from_numpy(array, binary_data=True)

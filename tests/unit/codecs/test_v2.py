@@ -122,3 +122,14 @@ def test_encode_grpc_response_is_raw() -> None:
     assert [o.name for o in message.outputs] == ["labels", "scores"]
     assert list(message.outputs[0].shape) == [1, 2]
     assert np.frombuffer(message.raw_output_contents[1], dtype=np.float32).tolist() == [0.75, 0.25]
+
+
+def test_vector_outputs_state_their_element_order() -> None:
+    outputs = (OutputSpec("label", "BYTES"), OutputSpec("scores", "FP32", (3,), ("entailment", "contradiction", "neutral")))
+    results = [{"label": "neutral", "scores": [0.2, 0.3, 0.5]}]
+    body, _ = v2.encode_response(WireRequest(items=[{}], protocol="v2"), results, outputs, "m", "r").to_rest()
+    scores = {o["name"]: o for o in body["outputs"]}["scores"]
+    assert scores["parameters"] == {"element_names": "entailment,contradiction,neutral"}
+    assert scores["data"] == pytest.approx([0.2, 0.3, 0.5])
+    message = v2.encode_response(WireRequest(items=[{}], protocol="grpc"), results, outputs, "m", "r").to_grpc()
+    assert message.outputs[1].parameters["element_names"].string_param == "entailment,contradiction,neutral"
