@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEMO_MODELS ?= demo-models
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test serve demo-models test test-unit test-integration lint chart-check bench clean
+.PHONY: setup setup-test serve demo-models test test-unit test-integration lint chart-check bench smoke clean
 
 setup:
 	ci/setup-python.sh
@@ -27,6 +27,12 @@ serve: demo-models
 test: setup-test
 	$(PY) -m pytest tests/unit tests/chart $(PYTEST_ARGS)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/pipeline -m "not container" $(PYTEST_ARGS)
+
+# Builds the image with podman and runs it the way the kubelet runs the chart's pod (~15 min here):
+# too long for `make test`'s budget, so the pipeline's smoke stage and this target run it.
+smoke: setup-test
+	$(PY) -m pytest tests/pipeline -m container $(PYTEST_ARGS)
 
 test-unit: setup-test
 	$(PY) -m pytest tests/unit tests/chart $(PYTEST_ARGS)

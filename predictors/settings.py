@@ -7,11 +7,10 @@ model directory and are resolved by :func:`predictors.models.registry.model_conf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 

@@ -61,8 +61,7 @@ def decode_image(data: bytes, limits: ImageLimits, field: str = "image") -> Imag
         )
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+        return ImageOps.exif_transpose(image).convert("RGB")
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"'{field}' is too large: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:

@@ -36,7 +36,7 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
-def load_matching_weights(network: torch.nn.Module, checkpoint: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+def load_matching_weights(network: torch.nn.Module, checkpoint: Mapping[str, Any]) -> tuple[int, int]:
     """Copy the checkpoint tensors whose name and shape match, as upstream's `filter_param` does."""
     if "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]

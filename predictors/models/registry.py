@@ -38,11 +38,11 @@ class PredictorFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     predictor: str | None = None
     device: str | None = None
-    max_batch_size: int | None = Field(None, ge=1, le=1024)
-    max_latency_ms: float | None = Field(None, ge=0, le=10_000)
-    max_queue: int | None = Field(None, ge=1)
-    max_queue_delay_ms: float | None = Field(None, ge=0)
-    max_image_side: int | None = Field(None, ge=1)
+    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    max_latency_ms: float | None = Field(default=None, ge=0, le=10_000)
+    max_queue: int | None = Field(default=None, ge=1)
+    max_queue_delay_ms: float | None = Field(default=None, ge=0)
+    max_image_side: int | None = Field(default=None, ge=1)
     demo_weights: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
 

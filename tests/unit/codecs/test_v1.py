@@ -51,7 +51,8 @@ def test_rejections_name_the_problem(body, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("hypothesis", "message"),
-    [("", "instances\\[0\\].hypothesis is empty"), ("   ", "is empty"), ("x" * 11, "11 bytes"), (5, "must be a string")],
+    [("", "instances\\[0\\].hypothesis is empty"), ("   ", "is empty"), ("x" * 11, "11 bytes"),
+     (5, "must be a string")],
 )
 def test_text_validation(hypothesis, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):

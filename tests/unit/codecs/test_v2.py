@@ -125,7 +125,8 @@ def test_encode_grpc_response_is_raw() -> None:
 
 
 def test_vector_outputs_state_their_element_order() -> None:
-    outputs = (OutputSpec("label", "BYTES"), OutputSpec("scores", "FP32", (3,), ("entailment", "contradiction", "neutral")))
+    names = ("entailment", "contradiction", "neutral")
+    outputs = (OutputSpec("label", "BYTES"), OutputSpec("scores", "FP32", (3,), names))
     results = [{"label": "neutral", "scores": [0.2, 0.3, 0.5]}]
     body, _ = v2.encode_response(WireRequest(items=[{}], protocol="v2"), results, outputs, "m", "r").to_rest()
     scores = {o["name"]: o for o in body["outputs"]}["scores"]
