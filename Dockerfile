@@ -82,13 +82,13 @@ RUN pip install --no-deps . \
 FROM ${BASE_IMAGE} AS runtime
 
 # Only the interpreter (the venv links to the base's python3), then the fixed non-root user.
-# HOME is /tmp/home: the chart mounts an emptyDir at /tmp and the root filesystem is read-only.
+# HOME is /tmp: the chart mounts an emptyDir at /tmp and the root filesystem is read-only.
 RUN if ! command -v python3 >/dev/null; then \
         apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 \
         && rm -rf /var/lib/apt/lists/*; \
     fi \
     && groupadd --system --gid 1001 predictors \
-    && useradd --system --uid 1001 --gid 1001 --home-dir /tmp/home --no-create-home \
+    && useradd --system --uid 1001 --gid 1001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin predictors
 COPY --from=builder /opt/venv /opt/venv
 
@@ -96,7 +96,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TMPDIR=/tmp \
-    HOME=/tmp/home \
+    HOME=/tmp \
     MODELSCOPE_CACHE=/tmp/modelscope \
     TORCH_HOME=/tmp/torch \
     HF_HOME=/tmp/huggingface \

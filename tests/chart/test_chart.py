@@ -796,7 +796,7 @@ def test_pods_meet_restricted_pod_security(helm4: Helm, values: str) -> None:
         env = env_of(c)
         for name, path in {
             "TMPDIR": "/tmp",
-            "HOME": "/tmp/home",
+            "HOME": "/tmp",
             "MODELSCOPE_CACHE": "/tmp/modelscope",
             "TORCH_HOME": "/tmp/torch",
         }.items():
