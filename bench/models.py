@@ -66,6 +66,7 @@ def write_all(
     max_latency_ms: float,
     max_queue: int,
     overload_max_queue: int,
+    overload_max_queue_delay_ms: float = 0.0,
 ) -> dict[str, str]:
     """Write (or keep) the source directory of `kind` and the repository the server serves."""
     workdir = workdir.resolve()
@@ -91,7 +92,8 @@ def write_all(
         max_latency_ms=max_latency_ms,
         max_queue=max_queue,
     )
-    _variant(source, repo / "model-overload", predictor, is_demo, **batching, max_queue=overload_max_queue)
+    _variant(source, repo / "model-overload", predictor, is_demo, **batching, max_queue=overload_max_queue,
+             max_queue_delay_ms=overload_max_queue_delay_ms)
     # The overhead model: batching off (one request per forward, no wait), and on.
     tiny = demo / "tiny"
     if not (tiny / "model.pt2").exists():
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--max-latency-ms", type=float, required=True)
     parser.add_argument("--max-queue", type=int, required=True)
     parser.add_argument("--overload-max-queue", type=int, required=True)
+    parser.add_argument("--overload-max-queue-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     print(
         json.dumps(
@@ -127,6 +130,7 @@ def main() -> None:
                 args.max_latency_ms,
                 args.max_queue,
                 args.overload_max_queue,
+                args.overload_max_queue_delay_ms,
             )
         )
     )

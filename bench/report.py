@@ -119,7 +119,8 @@ def render(r: dict[str, Any]) -> str:
     ov = o["overload"]
     parts.append(
         f"\n5. overload: {_f(o['offered_rps'], 2)} req/s offered ({r['settings']['overload_factor']}x "
-        f"{_f(o['capacity_rps'], 2)}) for {o['seconds']} s, max_queue={o['max_queue']}"
+        f"{_f(o['capacity_rps'], 2)}) for {o['seconds']} s, max_queue={o['max_queue']}, "
+        f"max_queue_delay_ms={o.get('max_queue_delay_ms', 0)}"
     )
     parts.append(
         _table(

@@ -103,6 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="queue bound of the overload section (default: 2 x max batch size)",
     )
+    parser.add_argument(
+        "--overload-max-queue-delay-ms",
+        type=float,
+        default=600.0,
+        help="the overload model's bound on the estimated queue wait (server setting max_queue_delay_ms; 0: off)",
+    )
     parser.add_argument("--overload-factor", type=float, default=3.0, help="offered load / capacity")
     parser.add_argument(
         "--threads",
@@ -227,6 +233,7 @@ async def _overload(
     return {
         "model": "model-overload",
         "max_queue": args.overload_max_queue,
+        "max_queue_delay_ms": args.overload_max_queue_delay_ms,
         "capacity_rps": round(capacity_rps, 3),
         "offered_rps": round(offered, 3),
         "sent_rps": round(answered / p["overload_seconds"], 3) if p["overload_seconds"] else None,
@@ -453,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.max_queue),
             "--overload-max-queue",
             str(args.overload_max_queue),
+            "--overload-max-queue-delay-ms",
+            str(args.overload_max_queue_delay_ms),
         ],
         env,
         args.log_dir / "models.log",
