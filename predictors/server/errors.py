@@ -151,13 +151,7 @@ class GrpcErrorInterceptor(ExceptionToStatusInterceptor):
             raise
         record.status = "OK"
         # Set after the call: KServe's servicer reads trailing metadata as request headers.
-        trailing = [(REQUEST_ID_HEADER, record.request_id)]
-        traceparent = tracing.traceparent(record)
-        if traceparent:
-            trailing.append(("traceparent", traceparent))
-        if record.trace_id:
-            trailing.append(("x-trace-id", record.trace_id))
-        context.set_trailing_metadata(tuple(trailing))
+        context.set_trailing_metadata(_trailing_metadata(record.request_id, record))
         return response
 
     async def handle_exception(self, ex: Exception, request_or_iterator: Any,
@@ -177,12 +171,18 @@ class GrpcErrorInterceptor(ExceptionToStatusInterceptor):
         if unexpected:
             logger.error("gRPC request %s failed", current_request_id.get(), exc_info=ex)
         request_id = current_request_id.get()
-        trailing = [(REQUEST_ID_HEADER, request_id), ("error-code", mapped.code)]
-        if record is not None:
-            traceparent = tracing.traceparent(record)
-            if traceparent:
-                trailing.append(("traceparent", traceparent))
-            if record.trace_id:
-                trailing.append(("x-trace-id", record.trace_id))
-        context.set_trailing_metadata(tuple(trailing))
+        context.set_trailing_metadata(_trailing_metadata(request_id, record, ("error-code", mapped.code)))
         await context.abort(mapped.grpc_status, f"[{mapped.code}] {mapped.message} (request_id={request_id})")
+
+
+def _trailing_metadata(request_id: str, record: RequestRecord | None,
+                       *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """Request id, trace context and `extra` for a gRPC response's trailing metadata."""
+    trailing = [(REQUEST_ID_HEADER, request_id), *extra]
+    if record is not None:
+        traceparent = tracing.traceparent(record)
+        if traceparent:
+            trailing.append(("traceparent", traceparent))
+        if record.trace_id:
+            trailing.append(("x-trace-id", record.trace_id))
+    return tuple(trailing)
