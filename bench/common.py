@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def sample_jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
-    """A deterministic picture with coloured shapes, JPEG-encoded (~10 kB at 320x240)."""
+def sample_image(seed: int, size: tuple[int, int] = (320, 240)) -> Any:
+    """A deterministic PIL picture with coloured shapes (different seeds give different pictures)."""
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
@@ -25,8 +25,13 @@ def sample_jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
         colour = tuple(rng.randrange(256) for _ in range(3))
         box = [x, y, x + w, y + h]
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    return image
+
+
+def sample_jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    """`sample_image` JPEG-encoded (~10 kB at 320x240)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
+    sample_image(seed, size).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 

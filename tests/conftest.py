@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from bench.common import sample_image  # noqa: F401 - shared with the benchmark's payloads
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,24 +33,6 @@ def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo-repo")
     make_demo_repository(root, ["general-recognition", "image-classification"])
     return root
-
-
-def sample_image(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
-    """A deterministic picture with coloured shapes (different seeds give different pictures)."""
-    import random
-
-    rng = random.Random(seed)
-    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = rng.randrange(size[0]), rng.randrange(size[1])
-        w, h = rng.randrange(1, max(2, size[0] // 2)), rng.randrange(1, max(2, size[1] // 2))
-        colour = tuple(rng.randrange(256) for _ in range(3))
-        if rng.random() < 0.5:
-            draw.ellipse([x, y, x + w, y + h], fill=colour)
-        else:
-            draw.rectangle([x, y, x + w, y + h], fill=colour)
-    return image
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **save_args: object) -> bytes:
