@@ -52,31 +52,13 @@ def render(r: dict[str, Any]) -> str:
     )
 
     rows = []
+    def load_row(contender: str, row: dict[str, Any]) -> list[Any]:
+        keys = ("concurrency", "throughput_rps", "p50_ms", "p99_ms", "errors", "ok")
+        return [contender, *(row[key] for key in keys)]
+
     for mode, data in r["server"]["modes"].items():
-        for row in data["rows"]:
-            rows.append(
-                [
-                    f"ours {mode.replace('batching_', 'batch ')}",
-                    row["concurrency"],
-                    row["throughput_rps"],
-                    row["p50_ms"],
-                    row["p99_ms"],
-                    row["errors"],
-                    row["ok"],
-                ]
-            )
-    for row in r["baseline"]["rows"]:
-        rows.append(
-            [
-                "FastAPI+pipeline",
-                row["concurrency"],
-                row["throughput_rps"],
-                row["p50_ms"],
-                row["p99_ms"],
-                row["errors"],
-                row["ok"],
-            ]
-        )
+        rows.extend(load_row(f"ours {mode.replace('batching_', 'batch ')}", row) for row in data["rows"])
+    rows.extend(load_row("FastAPI+pipeline", row) for row in r["baseline"]["rows"])
     parts.append(f"\n2./3. servers under closed-loop load ({r['server']['protocol']})")
     parts.append(_table(["contender", "conc", "req/s", "p50 ms", "p99 ms", "errors", "ok"], rows))
 

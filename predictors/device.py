@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -118,9 +118,3 @@ class DeviceRunner:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-
-def describe(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": str(device)}
-    if device.type == "cuda":
-        info["name"] = torch.cuda.get_device_name(device)
-    return info

@@ -31,10 +31,6 @@ class EncodedImage:
     data: bytes
     format: str  # "jpeg" | "png"
 
-    @property
-    def content_type(self) -> str:
-        return f"image/{self.format}"
-
 
 def decode_image(data: bytes, limits: ImageLimits, field: str = "image") -> Image.Image:
     """Decode JPEG/PNG/WebP/BMP bytes into an RGB image with EXIF orientation applied."""
