@@ -40,6 +40,12 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+class DeviceLost(RuntimeError):
+    """The model's device is unusable (an unrecoverable CUDA error such as an illegal memory access):
+    every later forward pass would fail too, so the model stops serving and the process exits for
+    Kubernetes to restart it. Never retried, split or isolated per item."""
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError)
 
