@@ -547,7 +547,7 @@ def test_gpu_pool_and_cpu_fallback_are_separate_services(helm4: Helm) -> None:
     assert terms[0]["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"
     # ... and the CUDA driver requirement joins that term (terms are ORed, expressions ANDed)
     driver = {"key": "nvidia.com/cuda.driver-version.major", "operator": "Gt"}
-    assert terms[0]["matchExpressions"][1] == {**driver, "values": ["524"]}  # cu12 build: driver >= 525
+    assert terms[0]["matchExpressions"][1] == {**driver, "values": ["534"]}  # cu12 build: driver >= 535
     fe = isvcs[f"{RELEASE}-face-enhancement-gpu"]["spec"]["predictor"]
     fe_terms = fe["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert fe_terms == [{"matchExpressions": [{**driver, "values": ["579"]}]}]  # cu13 build: driver >= 580
