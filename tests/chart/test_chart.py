@@ -561,6 +561,16 @@ def test_gpu_pool_and_cpu_fallback_are_separate_services(helm4: Helm) -> None:
     cpu_limit = {"resourceFieldRef": {"containerName": "kserve-container", "resource": "limits.cpu", "divisor": "1"}}
     for container in (gpu, cpu):
         assert env_of(container)["OMP_NUM_THREADS"] == env_of(container)["MKL_NUM_THREADS"] == cpu_limit
+    # the GPU pool scales on its own queue (KEDA), found through the pool label the PodMonitor copies
+    fe_pred = isvcs[f"{RELEASE}-face-enhancement-gpu"]["spec"]["predictor"]
+    (queue,) = [m["external"] for m in fe_pred["autoScaling"]["metrics"]]
+    assert queue["metric"]["query"] == (
+        f'sum(predictors_queue_depth_items{{namespace="{NAMESPACE}",vision_predictors_io_unit="face-enhancement-gpu"}})'
+    )
+    (monitor,) = by_kind(docs, "PodMonitor")
+    promql_labels = {re.sub(r"[^a-zA-Z0-9_]", "_", label) for label in monitor["spec"]["podTargetLabels"]}
+    assert "vision_predictors_io_unit" in promql_labels
+    assert fe_pred["labels"]["vision-predictors.io/unit"] == "face-enhancement-gpu"
     # GPU pods hold the CPU fallback copy of the model on top of the CPU load peak
     assert gpu["resources"]["limits"]["memory"] == "9Gi"
     # digests: each CUDA build has its own; image.digest pins the plain tag (CPU models)
@@ -713,6 +723,8 @@ def test_deployment_mode_hpa(helm4: Helm) -> None:
     assert set(hpas) == {f"{RELEASE}-general-recognition"}
     assert deploys[f"{RELEASE}-face-enhancement"]["spec"]["replicas"] == 2
     assert "replicas" not in deploys[f"{RELEASE}-general-recognition"]["spec"]
+    # a slow load is not ProgressDeadlineExceeded while the startup probe (10 s x 90) still waits
+    assert {d["spec"]["progressDeadlineSeconds"] for d in deploys.values()} == {10 * 90 + 300}
     metrics = hpas[f"{RELEASE}-general-recognition"]["spec"]["metrics"]
     assert metrics[0] == {
         "type": "Resource",

@@ -392,6 +392,15 @@ def test_refusals_are_exact(helm4: Helm) -> None:
         helm4.template_text(sets=sets)
 
 
+def test_knative_scales_on_concurrency_by_default(helm4: Helm, storage_containers: dict[str, Any]) -> None:
+    (isvc,) = isvcs_of(helm4.render(sets=(*GR_S3, "kserve.deploymentMode=Knative")))
+    pred = isvc["spec"]["predictor"]
+    assert (pred["scaleMetric"], pred["scaleTarget"]) == ("concurrency", 8)
+    assert_admitted(isvc, storage_containers, restricted=False)
+    (isvc,) = isvcs_of(helm4.render(sets=GR_S3))  # Standard keeps CPU utilization
+    assert (isvc["spec"]["predictor"]["scaleMetric"], isvc["spec"]["predictor"]["scaleTarget"]) == ("cpu", 70)
+
+
 @pytest.mark.parametrize("helm_name", ["helm3", "helm4"])
 def test_schema_refuses_pythonpath(helms: dict[str, Helm], helm_name: str) -> None:
     proc = helms[helm_name].lint(sets=(*GR_S3, "extraEnv[0].name=PYTHONPATH", "extraEnv[0].value=/x"))

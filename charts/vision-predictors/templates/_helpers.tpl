@@ -482,9 +482,9 @@ sidecar.opentelemetry.io/inject: {{ . | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Replace {{ unit }} / {{ model }} / {{ namespace }} placeholders. Args: dict s unit root. */}}
+{{/* Replace {{ unit }} / {{ key }} / {{ model }} / {{ namespace }} placeholders. Args: dict s unit root. */}}
 {{- define "vision-predictors.placeholders" -}}
-{{- .s | replace "{{ unit }}" .unit.name | replace "{{ model }}" .unit.predictor | replace "{{ namespace }}" .root.Release.Namespace }}
+{{- .s | replace "{{ unit }}" .unit.name | replace "{{ key }}" .unit.key | replace "{{ model }}" .unit.predictor | replace "{{ namespace }}" .root.Release.Namespace }}
 {{- end }}
 
 {{/* NetworkPolicy egress rule to cluster DNS (one list item). Args: root. */}}
