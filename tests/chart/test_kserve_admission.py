@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from . import kserve_admission as ka
-from .conftest import MANIFESTS, RELEASE, SCENARIOS, Helm, iter_docs, scenario
+from .conftest import CHART, MANIFESTS, NAMESPACE, RELEASE, SCENARIOS, Helm, iter_docs, scenario
 
 # Scenarios whose namespace enforces Pod Security "restricted" (the init container counts too).
 RESTRICTED_SCENARIOS = {"restricted-storage-values.yaml", "gpu-values.yaml"}
@@ -115,6 +115,19 @@ def test_standard_canary_is_what_kserve_admits_and_runs(helm4: Helm) -> None:
     merged = ka.merged_canary(isvc["spec"]["predictor"], pred)
     assert ka.kserve_container(merged)["image"].endswith(":0.2.0")
     assert merged["labels"]["vision-predictors.io/track"] == "canary"
+    # NOTES name KServe's canary Service (PredictorServiceName(isvc, "canary")) and say who sees the split
+    notes = helm4.run(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--dry-run=client",
+        "-f",
+        scenario("canary-standard-values.yaml"),
+    ).stdout.split("NOTES:", 1)[1]
+    assert f"http://{isvc['metadata']['name']}-canary-predictor.{NAMESPACE}.svc" in notes
+    assert "only the Gateway API route (.status.url) splits 90/10" in notes
 
 
 def test_knative_canary_is_an_upgrade(helm4: Helm, storage_containers: dict[str, Any]) -> None:
