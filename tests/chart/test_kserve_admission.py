@@ -376,6 +376,11 @@ CANARY = ("kserve.gatewayApi.enabled=true", "models.gr.canary.enabled=true")
             ),
             "inherits spec.predictor.storageContainerName",
         ),
+        ((*GR, "models.gr.weights.storageUri=modelscope://damo/x:v1"), "reads modelscope://owner/model@revision"),
+        (
+            (*GR, "models.gr.weights.storageUri=modelscope://damo/x@v1", "kserve.modelscopeStorageContainer="),
+            "reads modelscope://owner/model:revision",
+        ),
         ((*GR_S3, "kserve.deploymentMode=Knative", "autoscaling.metric=cpu"), "is not a Knative metric"),
         ((*GR_S3, "autoscaling.target=150"), "accepts a utilization target of 1-100"),
         ((*GR_S3, "models.gr.device=cuda", "models.gr.gpuCount=2"), "the server drives one device per pod"),
@@ -401,6 +406,8 @@ def test_refusals_are_exact(helm4: Helm) -> None:
         ((*GR_S3, "models.gr.device=cuda", "autoscaling.maxReplicas=1")),
         ((*GR_S3, "kserve.deploymentMode=Knative")),  # metric defaults to concurrency
         ((*GR_S3, "extraEnv[0].name=PYTHONPATHX", "extraEnv[0].value=x")),
+        ((*GR, "models.gr.weights.storageUri=modelscope://damo/x@v1")),  # ours, our syntax
+        ((*GR, "models.gr.weights.storageUri=modelscope://damo/x:v1", "kserve.modelscopeStorageContainer=")),
     ):
         helm4.template_text(sets=sets)
 

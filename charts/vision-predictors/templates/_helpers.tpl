@@ -162,6 +162,17 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- if and (eq $device "cuda") (not $knative) (gt (int $autoscaling.maxReplicas) (int $autoscaling.minReplicas)) (not $autoscaling.keda.enabled) (not $autoscaling.customMetric.enabled) }}
 {{- fail (printf "models.%s: a GPU pool scales on queue depth, not CPU: enable autoscaling.keda (kserve Standard) or autoscaling.customMetric (deployment mode) with predictors_queue_depth_items, or set minReplicas = maxReplicas" $key) }}
 {{- end }}
+{{- range $w := list $m.weights $canary.weights }}
+{{- $hubPath := trimPrefix "modelscope://" (default "" $w.storageUri) }}
+{{- if hasPrefix "modelscope://" (default "" $w.storageUri) }}
+{{- if and $v.kserve.modelscopeStorageContainer (contains ":" $hubPath) }}
+{{- fail (printf "models.%s: %s: the %s ClusterStorageContainer reads modelscope://owner/model@revision (owner/model:revision is the syntax of KServe's built-in downloader, kserve.modelscopeStorageContainer=\"\")" $key $w.storageUri $v.kserve.modelscopeStorageContainer) }}
+{{- end }}
+{{- if and (not $v.kserve.modelscopeStorageContainer) (contains "@" $hubPath) }}
+{{- fail (printf "models.%s: %s: with kserve.modelscopeStorageContainer=\"\" KServe's built-in downloader may run, and it reads modelscope://owner/model:revision" $key $w.storageUri) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $canary.enabled (eq $v.mode "kserve") (eq $kmode "Standard") }}
 {{- if not $v.kserve.gatewayApi.enabled }}
 {{- fail (printf "models.%s: a Standard-mode canary only receives traffic through Gateway API HTTPRoutes (KServe >= 0.21, ingress.enableGatewayApi): set kserve.gatewayApi.enabled=true; an Ingress and the <isvc>-predictor Service send 100 %% to stable" $key) }}
