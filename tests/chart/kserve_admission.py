@@ -224,33 +224,23 @@ def rule_autoscaling_per_mode(isvc: Isvc) -> list[str]:
     Standard + keda: no scaleMetric; Resource cpu targets Utilization, memory AverageValue or
       Utilization; External/PodMetric need a query and a target value.
     Knative: no deploymentStrategy; scaleMetric concurrency|rps (default concurrency; cpu is refused
-      with "[cpu] is not a supported metric"); an rps target >= 1.
+      with "[cpu] is not a supported metric"); an rps target >= 1. With the Knative annotation
+      autoscaling.knative.dev/class: hpa.autoscaling.knative.dev the HPA rules apply instead.
 
     Mirrors pkg/apis/serving/v1beta1/inference_service_validation.go @ KSERVE_COMMIT."""
     pred = isvc["spec"]["predictor"]
-    mode = deployment_mode(isvc)
     errors = []
-    if mode == "Standard":
+    if deployment_mode(isvc) == "Standard":
         autoscaler = annotations(isvc).get("serving.kserve.io/autoscalerClass")
         if autoscaler == "hpa":
-            metric = pred.get("scaleMetric", "cpu")
-            if metric not in HPA_METRICS:
-                errors.append(f"[{metric}] is not a supported metric")
-            target = pred.get("scaleTarget")
-            if target is not None and ((metric == "cpu" and target < 1) or target > 100):
-                errors.append("the target utilization percentage should be a [1-100] integer")
-            if metric == "memory" and target is not None and target < 1:
-                errors.append("the target memory should be greater than 1 MiB")
-            for m in (pred.get("autoScaling") or {}).get("metrics") or []:
-                if m.get("type") != "Resource":
-                    errors.append(f"invalid HPA metric source type with value [{m.get('type')}]")
-                elif not m.get("resource"):
-                    errors.append("metricSpec.Resource is not set for resource metric source type")
+            errors += _hpa_errors(pred)
         elif autoscaler == "keda":
             if "scaleMetric" in pred:
                 errors.append("ScaleMetric is not supported for KEDA")
             for m in (pred.get("autoScaling") or {}).get("metrics") or []:
                 errors += _keda_metric_errors(m)
+    elif annotations(isvc).get("autoscaling.knative.dev/class") == "hpa.autoscaling.knative.dev":
+        errors += _hpa_errors(pred)
     else:
         if "deploymentStrategy" in pred:
             errors.append("customizing deploymentStrategy is only supported for raw deployment mode")
@@ -259,6 +249,25 @@ def rule_autoscaling_per_mode(isvc: Isvc) -> list[str]:
             errors.append(f"[{metric}] is not a supported metric")
         if metric == "rps" and pred.get("scaleTarget") is not None and pred["scaleTarget"] < 1:
             errors.append("the target for rps should be greater than 1")
+    return errors
+
+
+def _hpa_errors(pred: dict[str, Any]) -> list[str]:
+    """validateScalingHPACompExtension."""
+    errors = []
+    metric = pred.get("scaleMetric", "cpu")
+    if metric not in HPA_METRICS:
+        errors.append(f"[{metric}] is not a supported metric")
+    target = pred.get("scaleTarget")
+    if target is not None and ((metric == "cpu" and target < 1) or target > 100):
+        errors.append("the target utilization percentage should be a [1-100] integer")
+    if metric == "memory" and target is not None and target < 1:
+        errors.append("the target memory should be greater than 1 MiB")
+    for m in (pred.get("autoScaling") or {}).get("metrics") or []:
+        if m.get("type") != "Resource":
+            errors.append(f"invalid HPA metric source type with value [{m.get('type')}]")
+        elif not m.get("resource"):
+            errors.append("metricSpec.Resource is not set for resource metric source type")
     return errors
 
 

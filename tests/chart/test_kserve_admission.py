@@ -258,6 +258,12 @@ BAD_OBJECTS = [
     (ka.rule_autoscaling_per_mode, _keda, _set("spec:predictor:scaleMetric", "cpu"), "not supported for KEDA"),
     (
         ka.rule_autoscaling_per_mode,
+        _knative,
+        _set("metadata:annotations:autoscaling.knative.dev/class", "hpa.autoscaling.knative.dev"),
+        "[concurrency] is not a supported metric",
+    ),
+    (
+        ka.rule_autoscaling_per_mode,
         _keda,
         _set("spec:predictor:autoScaling:metrics:1:external:metric:query", ""),
         "query",
