@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import httpx
@@ -19,8 +19,9 @@ import httpx
 STATUS_PATH = "/v2/predictors/status"
 
 
-def server_status(models: Iterable[Any], metrics: Any) -> dict[str, Any]:
-    """The status document (server side); `models` are the server's `VisionPredictor`s."""
+def server_status(models: Iterable[Any], metrics: Any, in_flight: Callable[[str], int]) -> dict[str, Any]:
+    """The status document (server side); `models` are the server's `VisionPredictor`s, `in_flight` reads
+    a model's in-flight gauge."""
     described = []
     for model in models:
         described.append({
@@ -31,7 +32,7 @@ def server_status(models: Iterable[Any], metrics: Any) -> dict[str, Any]:
             "queue_depth": int(model.queue_depth),
             "max_queue": model.config.batching.max_queue,
             "max_batch_size": model.config.batching.max_batch_size,
-            "in_flight": int(metrics.in_flight.labels(model.name)._value.get()),
+            "in_flight": in_flight(model.name),
             "load_error": model.load_error,
             "recent": metrics.recent(model.name).summary(),
         })

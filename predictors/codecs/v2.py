@@ -29,6 +29,7 @@ from predictors.codecs.text import validate_text
 from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.codecs.v1 import decode_base64
 from predictors.errors import InvalidInput
+from predictors.server.kserve_compat import raw_data, set_raw_data
 
 #: request parameters that belong to the protocol, not to the model
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output"})
@@ -69,7 +70,7 @@ def parse_binary_request(body: bytes, json_length: int, model_name: str) -> Infe
         elif isinstance(size, int) and size >= 0:
             if offset + size > len(body):
                 raise InvalidInput(f"input '{infer_input.name}' claims {size} binary bytes past the body's end")
-            infer_input._raw_data = body[offset : offset + size]
+            set_raw_data(infer_input, body[offset : offset + size])
             offset += size
         else:
             raise InvalidInput(f"input '{infer_input.name}' has neither 'data' nor 'binary_data_size'")
@@ -136,9 +137,10 @@ def _elements(tensor: InferInput, spec: InputSpec, max_items: int) -> list[bytes
         raise InvalidInput(f"input '{tensor.name}' must have shape [N] with N >= 1, got {shape}")
     if shape[0] > max_items:
         raise InvalidInput(f"{shape[0]} items in one request; the limit is {max_items}")
-    if tensor._raw_data is not None:
+    raw = raw_data(tensor)
+    if raw is not None:
         try:
-            values = list(deserialize_bytes_tensor(tensor._raw_data))
+            values = list(deserialize_bytes_tensor(raw))
         except struct.error:
             raise InvalidInput(f"input '{tensor.name}': malformed binary BYTES tensor") from None
     else:

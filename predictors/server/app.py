@@ -19,16 +19,21 @@ from typing import Any
 
 import kserve
 from fastapi import FastAPI
-from grpc import aio
-from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.server import GRPCServer
-from kserve.protocol.grpc.servicer import InferenceServicer
-from kserve.protocol.rest.server import RESTServer, _RefreshingServer
+from kserve.protocol.rest.server import RESTServer
 
 from predictors.models.base import VisionPredictor
 from predictors.models.registry import ModelEntry, predictor_class
 from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.errors import GrpcErrorInterceptor, install_rest_handlers
+from predictors.server.kserve_compat import (
+    RefreshingUvicorn,
+    fastapi_telemetry_config,
+    install_uvicorn,
+    metric_value,
+    request_rest_exit,
+    serve_grpc,
+)
 from predictors.server.middleware import RequestContextMiddleware
 from predictors.settings import Settings
 from predictors.status import STATUS_PATH, server_status
@@ -42,7 +47,7 @@ logger = logging.getLogger(__name__)
 MAX_GRPC_SEND_BYTES = 64 * 1024 * 1024
 
 
-class _DrainingUvicorn(_RefreshingServer):
+class _DrainingUvicorn(RefreshingUvicorn):
     """Uvicorn that tells us when it was asked to exit (it captures SIGTERM/SIGINT itself)."""
 
     def __init__(self, config: Any, on_exit: Callable[[], None]) -> None:
@@ -64,13 +69,13 @@ class _RestServer(RESTServer):
         self._settings = settings
         self._telemetry = telemetry
         self._status = status
-        self._server = _DrainingUvicorn(self.config, on_exit)
+        install_uvicorn(self, _DrainingUvicorn(self.config, on_exit))
 
     def create_application(self) -> None:
         super().create_application()
         app: FastAPI = self.config.app if isinstance(self.config.app, FastAPI) else _kserve_app()
         install_rest_handlers(app)
-        limit_fastapi_telemetry(app)
+        limit_fastapi_telemetry(fastapi_telemetry_config(app))
         status = self._status
 
         async def predictors_status() -> dict[str, Any]:
@@ -95,21 +100,14 @@ class _GrpcServer(GRPCServer):
         # One limit for both transports: the interceptor answers PAYLOAD_TOO_LARGE above `max_body_bytes`
         # (with our error code, as REST does); grpc's own bound, twice that, only stops absurd messages
         # before they are even parsed.
-        self._server = aio.server(
-            ThreadPoolExecutor(max_workers=max_workers),
+        await serve_grpc(
+            self, max_workers=max_workers,
             interceptors=(GrpcErrorInterceptor(self.telemetry, self.max_body_bytes),),
             options=[
                 ("grpc.max_send_message_length", MAX_GRPC_SEND_BYTES),
                 ("grpc.max_receive_message_length", 2 * self.max_body_bytes),
             ],
         )
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self._data_plane, self._model_repository_extension), self._server
-        )
-        self._server.add_insecure_port(f"[::]:{self._port}")
-        logger.info("gRPC v2 listening on port %d", self._port)
-        await self._server.start()
-        await self._server.wait_for_termination()
 
 
 class PredictorServer(kserve.ModelServer):
@@ -163,7 +161,7 @@ class PredictorServer(kserve.ModelServer):
         self._rest_server = _RestServer(
             "kserve.model_server:app", self.dataplane, self.model_repository_extension, self.http_port,
             grace_period=self.grace_period, settings=self.settings, on_exit=self._begin_drain,
-            telemetry=self.telemetry, status=lambda: server_status(self.models, self.metrics),
+            telemetry=self.telemetry, status=self._status,
         )
         rest = asyncio.create_task(self._rest_server.start(), name="rest")
         grpc_task = None
@@ -178,7 +176,7 @@ class PredictorServer(kserve.ModelServer):
         loader = asyncio.create_task(self._load_models(), name="load")
         await asyncio.wait([rest, loader], return_when=asyncio.FIRST_COMPLETED)
         if self.load_failed:
-            self._rest_server._server.should_exit = True
+            request_rest_exit(self._rest_server)
             self._begin_drain()
         elif not loader.done():
             loader.cancel()
@@ -190,6 +188,10 @@ class PredictorServer(kserve.ModelServer):
             await model.aclose()
         self.workers_pool.shutdown(wait=False, cancel_futures=True)
         return 1 if self.load_failed else 0
+
+    def _status(self) -> dict[str, Any]:
+        return server_status(self.models, self.metrics,
+                             in_flight=lambda name: int(metric_value(self.metrics.in_flight.labels(name))))
 
     async def _load_models(self) -> None:
         loop = asyncio.get_running_loop()

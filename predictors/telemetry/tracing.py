@@ -262,15 +262,15 @@ def batch_span(records: Iterable[RequestRecord | None], attributes: Mapping[str,
                              attributes={**attributes, BATCH_REQUESTS: len(contexts)})
 
 
-def limit_fastapi_telemetry(app: Any) -> None:
+def limit_fastapi_telemetry(config: dict[str, Any] | None) -> None:
     """FastAPI's native telemetry: trace inference routes only (no probe/metrics spans), and no
     per-operation spans (dependencies/endpoint/serialization), so our stage spans hang off the server span.
 
-    FastAPI offers these settings only as ``FastAPI(telemetry=...)`` and KServe builds the app: set
-    them in the app's config mapping when this FastAPI has one; older ones have no native telemetry.
+    FastAPI offers these settings only as ``FastAPI(telemetry=...)`` and KServe builds the app: `config` is
+    the app's settings mapping (`kserve_compat.fastapi_telemetry_config`), None when this FastAPI has no
+    native telemetry.
     """
-    config = getattr(app, "_telemetry", None)
-    if isinstance(config, dict):
+    if config is not None:
         config["exclude"] = _not_inference
         config["operation_spans"] = False
 

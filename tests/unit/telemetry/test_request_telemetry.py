@@ -24,6 +24,7 @@ from predictors.batching import BatchingConfig
 from predictors.codecs.types import OutputSpec
 from predictors.models.base import ModelConfig, VisionPredictor
 from predictors.server.errors import install_rest_handlers
+from predictors.server.kserve_compat import metric_value
 from predictors.server.middleware import RequestContextMiddleware
 from predictors.telemetry.edge import EdgeTelemetry
 from predictors.telemetry.metrics import Metrics
@@ -166,7 +167,7 @@ async def test_errors_carry_the_code(spans: Any, model: Tiny, metrics: Metrics,
     server = next(s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER)
     assert server.attributes["predictors.error.code"] == "INVALID_INPUT"
     assert server.attributes["http.response.status_code"] == 400
-    assert metrics.requests.labels("tiny", "v1", "INVALID_INPUT")._value.get() == 1
+    assert metric_value(metrics.requests.labels("tiny", "v1", "INVALID_INPUT")) == 1
     access = [r.access for r in caplog.records if r.name == "predictors.access"]
     assert access and access[-1]["code"] == "INVALID_INPUT" and access[-1]["status"] == 400
 
