@@ -25,7 +25,8 @@ from kserve.protocol.rest.server import RESTServer
 from predictors.models.base import VisionPredictor
 from predictors.models.registry import ModelEntry, predictor_class
 from predictors.server.dataplane import PredictorDataPlane
-from predictors.server.errors import GrpcErrorInterceptor, install_rest_handlers
+from predictors.server.errors import install_rest_handlers
+from predictors.server.grpc_interceptor import GrpcEdgeInterceptor
 from predictors.server.kserve_compat import (
     RefreshingUvicorn,
     fastapi_telemetry_config,
@@ -102,7 +103,7 @@ class _GrpcServer(GRPCServer):
         # before they are even parsed.
         await serve_grpc(
             self, max_workers=max_workers,
-            interceptors=(GrpcErrorInterceptor(self.telemetry, self.max_body_bytes),),
+            interceptors=(GrpcEdgeInterceptor(self.telemetry, self.max_body_bytes),),
             options=[
                 ("grpc.max_send_message_length", MAX_GRPC_SEND_BYTES),
                 ("grpc.max_receive_message_length", 2 * self.max_body_bytes),

@@ -1,5 +1,5 @@
-"""ASGI middleware at the edge: request id, tracing, request metrics and access log, request-body limit,
-clients that hang up, and the last-resort 500."""
+"""The REST transport's edge (ASGI middleware): the request scope (`server/edge.py`: request id, tracing,
+request metrics and access log), the request-body limit, clients that hang up, and the last-resort 500."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from predictors.errors import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, ModelNotFound, PayloadTooLarge
+from predictors.errors import CLIENT_CLOSED_STATUS, ModelNotFound, PayloadTooLarge
+from predictors.server.edge import TRACE_CARRIER_KEYS, client_closed, request_scope, response_metadata
 from predictors.server.errors import code_for_status, error_response
 from predictors.telemetry import tracing
-from predictors.telemetry.context import REQUEST_ID_HEADER, accept_request_id, current_request_id
+from predictors.telemetry.context import REQUEST_ID_HEADER
 from predictors.telemetry.edge import EdgeTelemetry
-from predictors.telemetry.requests import RequestRecord, classify_rest, current_request
+from predictors.telemetry.requests import RequestRecord, classify_rest
 
 logger = logging.getLogger(__name__)
 
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
-TRACE_ID_HEADER = b"x-trace-id"
 
 
 class RequestContextMiddleware:
@@ -42,48 +42,21 @@ class RequestContextMiddleware:
             return
         headers = [(k, v) for k, v in scope["headers"] if k != _REQUEST_ID]
         incoming = dict(scope["headers"]).get(_REQUEST_ID)
-        request_id = accept_request_id(incoming.decode("latin-1") if incoming else None)
-        current_request_id.set(request_id)
-        # KServe reads headers from the scope: give it the id we settled on.
-        scope = {**scope, "headers": [*headers, (_REQUEST_ID, request_id.encode())]}
         path = scope.get("path", "")
         kind, protocol, model, version = classify_rest(path)
-        record = RequestRecord(request_id, protocol, kind, model, version, scope.get("method", ""), path)
-        current_request.set(record)
-        if kind == "probe":
-            await self._serve(scope, receive, send, record, [(_REQUEST_ID, request_id.encode())])
-            return
-        self.telemetry.begin(record)
-        try:
-            if kind == "infer":
-                carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
-                           if k in (b"traceparent", b"tracestate", b"baggage")}
-                name = f"{record.method} {_route(protocol, version)}"
-                attributes = {tracing.MODEL: model, tracing.PROTOCOL: protocol,
-                              tracing.REQUEST_ID: request_id,
-                              "http.request.method": record.method, "http.route": _route(protocol, version),
-                              "url.path": path}
-                if version:
-                    attributes[tracing.MODEL_VERSION] = version
-                with tracing.server_span(record, self.telemetry.tracing, carrier, name, attributes):
-                    await self._serve(scope, receive, send, record, self._response_headers(record))
-            else:
-                await self._serve(scope, receive, send, record, [(_REQUEST_ID, request_id.encode())])
-        finally:
-            self.telemetry.finish(record)
+        method = scope.get("method", "")
+        route = _route(protocol, version)
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
+                   if k.decode("latin-1") in TRACE_CARRIER_KEYS}
+        attributes = {"http.request.method": method, "http.route": route, "url.path": path}
+        with request_scope(self.telemetry, request_id=incoming.decode("latin-1") if incoming else None,
+                           protocol=protocol, kind=kind, model=model, version=version, method=method, path=path,
+                           carrier=carrier, span_name=f"{method} {route}", span_attributes=attributes) as record:
+            # KServe reads headers from the scope: give it the id we settled on.
+            scope = {**scope, "headers": [*headers, (_REQUEST_ID, record.request_id.encode())]}
+            await self._serve(scope, receive, send, record)
 
-    @staticmethod
-    def _response_headers(record: RequestRecord) -> list[tuple[bytes, bytes]]:
-        extra = [(_REQUEST_ID, record.request_id.encode())]
-        traceparent = tracing.traceparent(record)
-        if traceparent:
-            extra.append((b"traceparent", traceparent.encode()))
-        if record.trace_id:
-            extra.append((TRACE_ID_HEADER, record.trace_id.encode()))
-        return extra
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord,
-                     extra_headers: list[tuple[bytes, bytes]]) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -93,13 +66,14 @@ class RequestContextMiddleware:
                 record.status = int(message.get("status", 0))
                 if record.status >= 400 and record.code == "OK":
                     record.code = code_for_status(record.status)
-                message = {**message, "headers": [*message.get("headers", []), *extra_headers]}
+                extra = [(k.encode(), v.encode()) for k, v in response_metadata(record)]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         try:
             body = await self._read_body(scope, receive)
             if body is None:
-                _client_closed(record, "while sending the request body")
+                client_closed(record, CLIENT_CLOSED_STATUS, "the client closed the connection while sending the body")
                 return
             if record.kind == "infer" and record.version:
                 # KServe answers versioned routes with NotImplementedError (a 500); no version is served here.
@@ -109,7 +83,8 @@ class RequestContextMiddleware:
             if record.kind != "infer":
                 await self.app(scope, replay.receive, send_with_id)
             elif not await _until_client_leaves(self.app(scope, replay.receive, send_with_id), receive, replay):
-                _client_closed(record, "while the request was being served")
+                client_closed(record, CLIENT_CLOSED_STATUS,
+                              "the client closed the connection while the request was being served")
         except Exception as error:  # noqa: BLE001 - the edge answers for everything
             if started:
                 tracing.note_exception(record, "INTERNAL_ERROR", error)
@@ -182,13 +157,6 @@ async def _until_client_leaves(serving: Awaitable[None], receive: Receive, repla
         for pending in (task, watcher):
             if not pending.done():
                 pending.cancel()
-
-
-def _client_closed(record: RequestRecord, when: str) -> None:
-    """The client went away: not a server error (no traceback, no error log); nginx's 499 convention."""
-    record.status, record.code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
-    tracing.note_exception(record, CLIENT_CLOSED, None)
-    logger.info("request %s: the client closed the connection %s", record.request_id, when)
 
 
 def _route(protocol: str, version: str) -> str:
