@@ -30,26 +30,15 @@ from prometheus_client import CollectorRegistry
 from bench.common import latency_summary, sample_jpeg, v2_binary_body
 
 
-def _config(directory: Path) -> Any:
-    from predictors.batching import BatchingConfig
-    from predictors.models.base import ModelConfig
-    from predictors.models.registry import read_predictor_file
-
-    overrides = read_predictor_file(directory)
-    return ModelConfig(
-        device="cpu",
-        batching=BatchingConfig(
-            max_batch_size=overrides.max_batch_size or 8,
-            max_latency_ms=5.0 if overrides.max_latency_ms is None else overrides.max_latency_ms,
-            max_queue=overrides.max_queue or 64,
-        ),
-    )
-
-
-def _load(predictor_class: type, name: str, directory: Path, workers: ThreadPoolExecutor) -> Any:
+def _load(directory: Path, workers: ThreadPoolExecutor) -> Any:
+    """The model of `directory`, configured by the server's own merge (settings + predictor.json) on the CPU."""
+    from predictors.models.registry import model_entry, predictor_class
+    from predictors.settings import Settings
     from predictors.telemetry.metrics import Metrics
 
-    model = predictor_class(name, directory, _config(directory), Metrics(CollectorRegistry()), workers)
+    entry = model_entry(directory.name, directory, Settings(device="cpu"))
+    model = predictor_class(entry.predictor)(entry.name, entry.directory, entry.config,
+                                             Metrics(CollectorRegistry()), workers)
     model.load()
     return model
 
@@ -57,12 +46,10 @@ def _load(predictor_class: type, name: str, directory: Path, workers: ThreadPool
 def raw(directory: Path, batch_sizes: list[int], seconds: float, min_iterations: int) -> dict[str, Any]:
     from PIL import Image
 
-    from predictors.models.registry import predictor_class, read_predictor_file
-
     workers = ThreadPoolExecutor(2)
     started = time.perf_counter()
-    predictor = read_predictor_file(directory).predictor or directory.name
-    model = _load(predictor_class(predictor), directory.name, directory, workers)
+    model = _load(directory, workers)
+    predictor = model.predictor_name
     load_s = time.perf_counter() - started
     params = model.parse_parameters({})
     jpegs = [sample_jpeg(seed) for seed in range(8)]
@@ -123,11 +110,9 @@ async def _path_once(model: Any, body: bytes, head_length: int) -> None:
 
 
 def path(directory: Path, count: int, image_size: int) -> dict[str, Any]:
-    from predictors.models.image_classification import ImageClassificationPredictor
-
     async def measure() -> dict[str, Any]:
         workers = ThreadPoolExecutor(4)
-        model = _load(ImageClassificationPredictor, directory.name, directory, workers)
+        model = _load(directory, workers)
         body, head_length = v2_binary_body(sample_jpeg(0, (image_size, image_size)))
         for _ in range(min(50, count)):
             await _path_once(model, body, head_length)

@@ -27,20 +27,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from predictors.errors import RequestTimeout, ServiceBusy
+from predictors.settings import BatchingConfig
 
 logger = logging.getLogger(__name__)
 
 P = TypeVar("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    max_batch_size: int = 8
-    max_latency_ms: float = 5.0
-    max_queue: int = 64
-    #: refuse requests whose estimated queue wait exceeds this; 0 disables the estimate
-    max_queue_delay_ms: float = 0.0
 
 
 #: weight of the newest batch in the per-item cost estimate

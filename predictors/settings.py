@@ -1,15 +1,21 @@
-"""One typed settings object for the server: `PREDICTORS_*` environment variables, overridden by CLI flags.
+"""Configuration, all of it: the server's `Settings`, a model directory's ``predictor.json``
+(`PredictorFile`), the typed model options base (`ModelOptions`), and the per-model `ModelConfig` they
+resolve to (`model_config`).
 
-Per-model overrides (batching, device, model options) come from the optional ``predictor.json`` in a
-model directory and are resolved by :func:`predictors.models.registry.model_config`.
+Precedence, for every value a model may override (`PER_MODEL_SETTINGS`), written once in `model_config`:
+the model's ``predictor.json`` > CLI flag > ``PREDICTORS_*`` environment variable > built-in default.
+The built-in defaults are the `Settings` field defaults; `BatchingConfig`, `ImageLimits` and `ModelConfig`
+take theirs from there (`default`), so each default is written once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -84,10 +90,105 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value in ("auto", "cpu", "cuda"):
-            return value
-        kind, _, index = value.partition(":")
-        if kind == "cuda" and index.isdigit():
-            return value
-        raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return check_device(value)
+
+
+def check_device(value: str) -> str:
+    value = value.strip().lower()
+    if value in ("auto", "cpu", "cuda"):
+        return value
+    kind, _, index = value.partition(":")
+    if kind == "cuda" and index.isdigit():
+        return value
+    raise ValueError("device must be auto, cpu, cuda or cuda:N")
+
+
+def default(name: str) -> Any:
+    """The built-in default of setting `name` (no flag, no environment variable)."""
+    return Settings.model_fields[name].default
+
+
+# ---- per model -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = default("max_batch_size")
+    max_latency_ms: float = default("max_latency_ms")
+    max_queue: int = default("max_queue")
+    #: refuse requests whose estimated queue wait exceeds this; 0 disables the estimate
+    max_queue_delay_ms: float = default("max_queue_delay_ms")
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_pixels: int = default("max_image_pixels")
+    #: longest side (``max_image_side``); 0 means no limit beyond max_pixels
+    max_side: int = 0
+
+
+class ModelOptions(BaseModel):
+    """A model's ``options`` in predictor.json; each model declares its own subclass (`Options`), and an
+    unknown or ill-typed option stops the server at start-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything a model needs besides its directory; resolved from settings and predictor.json."""
+
+    device: str = default("device")
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+    max_items_per_request: int = default("max_items_per_request")
+    #: the model's options: its `ModelOptions` subclass, or a mapping the model validates into it
+    options: ModelOptions | Mapping[str, Any] = field(default_factory=dict)
+    demo_weights: bool = False
+
+
+class PredictorFile(BaseModel):
+    """The schema of a model directory's optional predictor.json."""
+
+    model_config = ConfigDict(extra="forbid")
+    predictor: str | None = None
+    device: str | None = None
+    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    max_latency_ms: float | None = Field(default=None, ge=0, le=10_000)
+    max_queue: int | None = Field(default=None, ge=1)
+    max_queue_delay_ms: float | None = Field(default=None, ge=0)
+    #: the longest accepted image side (413 IMAGE_TOO_LARGE above it); unset: no limit beyond the pixel
+    #: count, or the model's own ``options.max_image_side`` where it has one (face-enhancement)
+    max_image_side: int | None = Field(default=None, ge=1)
+    demo_weights: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str | None) -> str | None:
+        return None if value is None else check_device(value)
+
+
+#: the settings a model's predictor.json may override (same names, same meaning)
+PER_MODEL_SETTINGS = ("device", "max_batch_size", "max_latency_ms", "max_queue", "max_queue_delay_ms")
+
+
+def model_config(settings: Settings, file: PredictorFile, options: ModelOptions) -> ModelConfig:
+    """The one merge: predictor.json wins over the server-wide setting (flag > env > default).
+
+    `options` are the file's options already validated by the model's `Options` class. ``max_image_side``
+    has one meaning, the longest accepted side: predictor.json's top-level value, else the model's option
+    of that name (face-enhancement documents it there).
+    """
+    value = {name: getattr(settings, name) if getattr(file, name) is None else getattr(file, name)
+             for name in PER_MODEL_SETTINGS}
+    max_side = file.max_image_side or getattr(options, "max_image_side", None) or 0
+    return ModelConfig(
+        device=value["device"],
+        batching=BatchingConfig(max_batch_size=value["max_batch_size"], max_latency_ms=value["max_latency_ms"],
+                                max_queue=value["max_queue"], max_queue_delay_ms=value["max_queue_delay_ms"]),
+        image_limits=ImageLimits(max_pixels=settings.max_image_pixels, max_side=max_side),
+        max_items_per_request=settings.max_items_per_request,
+        options=options,
+        demo_weights=file.demo_weights,
+    )

@@ -17,16 +17,10 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from predictors.errors import ImageTooLarge, InvalidImage, InvalidInput
+from predictors.settings import ImageLimits
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 OUTPUT_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    max_pixels: int = 40_000_000
-    #: longest side; 0 means no limit beyond max_pixels
-    max_side: int = 0
 
 
 class _EndAwareStream(io.BytesIO):

@@ -28,12 +28,13 @@ import torch
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from predictors.batching import Batcher, BatchingConfig
+from predictors.batching import Batcher
 from predictors.codecs import v1, v2
-from predictors.codecs.images import ImageLimits, decode_image
+from predictors.codecs.images import decode_image
 from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.device import DeviceRunner, resolve_device
 from predictors.errors import InvalidInput, ModelNotReady
+from predictors.settings import ModelConfig, ModelOptions
 from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id
 from predictors.telemetry.metrics import Metrics
@@ -51,19 +52,6 @@ TIMEOUT_HEADER = "x-request-timeout-ms"
 
 class NoParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything a model needs besides its directory; resolved from settings and predictor.json."""
-
-    device: str = "auto"
-    batching: BatchingConfig = field(default_factory=BatchingConfig)
-    image_limits: ImageLimits = field(default_factory=ImageLimits)
-    max_items_per_request: int = 64
-    #: model-specific options from predictor.json "options"
-    options: Mapping[str, Any] = field(default_factory=dict)
-    demo_weights: bool = False
 
 
 @dataclass
@@ -95,12 +83,15 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
     inputs: ClassVar[tuple[InputSpec, ...]] = (InputSpec("image", "image"),)
     outputs: ClassVar[tuple[OutputSpec, ...]]
     Parameters: ClassVar[type[BaseModel]] = NoParameters
+    #: the model's predictor.json ``options`` (validated at start-up; unknown keys are an error)
+    Options: ClassVar[type[ModelOptions]] = ModelOptions
 
     def __init__(self, name: str, model_dir: Path, config: ModelConfig, metrics: Metrics,
                  workers: Executor) -> None:
         super().__init__(name)
         self.model_dir = model_dir
         self.config = config
+        self.options = self.Options.model_validate(config.options)
         self.metrics = metrics
         self._workers = workers
         self.device = torch.device("cpu")

@@ -25,9 +25,10 @@ output, clipped to [0, 1]. 1 means the output keeps the input's structure (only 
 low values mean the model changed the picture a lot (a hallucinated or misplaced face, artefacts)
 and the result should be looked at. ``needs_review`` is ``quality_score < review_threshold``.
 
-Options (predictor.json ``options``):
+Options (predictor.json ``options``, `FaceEnhancementOptions`; an unknown one stops the server at start-up):
 
-- ``max_image_side`` (2000): longest input side; larger -> 413 ``IMAGE_TOO_LARGE`` before any model runs.
+- ``max_image_side`` (2000): longest input side; larger -> 413 ``IMAGE_TOO_LARGE`` before any model runs
+  (the same limit as predictor.json's top-level ``max_image_side``, which wins when both are set).
 - ``max_faces_per_forward`` (4): GPEN batch size; GPU memory needed grows with it (~0.5 GB per face at
   512 px in fp32 on top of the weights; size it with the largest input's super-resolution).
 - ``max_faces_per_image`` (20): faces beyond the 20 most confident ones are left as they are
@@ -58,6 +59,7 @@ from predictors.codecs.types import OutputSpec
 from predictors.device import CPU, DeviceReplicas, is_out_of_memory
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage
 from predictors.models.base import VisionPredictor
+from predictors.settings import ModelOptions
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,20 @@ DEFAULT_MAX_FACES_PER_IMAGE = 20
 DEFAULT_REVIEW_THRESHOLD = 0.5
 #: RetinaFace's reflect padding and anchors need a few pixels
 MIN_IMAGE_SIDE = 2
+
+
+class FaceEnhancementOptions(ModelOptions):
+    """predictor.json ``options`` (see the module docstring for what each one does)."""
+
+    #: the longest accepted side; predictor.json's top-level ``max_image_side`` is the same limit and wins
+    max_image_side: int | None = Field(None, ge=1)
+    max_faces_per_forward: int = Field(DEFAULT_MAX_FACES_PER_FORWARD, ge=1)
+    max_faces_per_image: int = Field(DEFAULT_MAX_FACES_PER_IMAGE, ge=0)
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD
+    #: default: true on CUDA, false on CPU
+    warmup_face: bool | None = None
+    #: default: 1024 when the directory path contains "hires", else 512
+    generator_size: int | None = Field(None, ge=1)
 
 
 class FaceEnhancementParameters(BaseModel):
@@ -176,6 +192,8 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         OutputSpec("height", "INT32"),
     )
     Parameters = FaceEnhancementParameters
+    Options = FaceEnhancementOptions
+    options: FaceEnhancementOptions
 
     # ---- loading -------------------------------------------------------------------------------
 
@@ -185,19 +203,14 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         from modelscope.models.cv.image_portrait_enhancement.retinaface import detection
         from modelscope.models.cv.super_resolution import rrdbnet_arch
 
-        options = self.config.options
-        self.max_image_side = int(options.get("max_image_side", DEFAULT_MAX_IMAGE_SIDE))
-        self.max_faces_per_forward = max(
-            1, int(options.get("max_faces_per_forward", DEFAULT_MAX_FACES_PER_FORWARD))
-        )
-        self.max_faces_per_image = max(
-            0, int(options.get("max_faces_per_image", DEFAULT_MAX_FACES_PER_IMAGE))
-        )
-        self.review_threshold = float(options.get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
-        self.warmup_face = bool(options.get("warmup_face", device.type == "cuda"))
+        options = self.options
+        self.max_image_side = self.config.image_limits.max_side or options.max_image_side or DEFAULT_MAX_IMAGE_SIDE
+        self.max_faces_per_forward = options.max_faces_per_forward
+        self.max_faces_per_image = options.max_faces_per_image
+        self.review_threshold = options.review_threshold
+        self.warmup_face = device.type == "cuda" if options.warmup_face is None else options.warmup_face
         # upstream: `if 'hires' in model: self.size = 1024`
-        default_size = 1024 if "hires" in str(self.model_dir) else 512
-        self.size = int(options.get("generator_size", default_size))
+        self.size = options.generator_size or (1024 if "hires" in str(self.model_dir) else 512)
         directory = self.model_dir
 
         generator = gpen.FullGenerator(self.size, 512, 8, 2, narrow=1)

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from predictors.batching import BatchingConfig
-from predictors.codecs.images import ImageLimits
-from predictors.models.base import ModelConfig, VisionPredictor
-from predictors.settings import Settings
+from predictors.models.base import VisionPredictor
+from predictors.settings import ModelConfig, PredictorFile, Settings, model_config
 
 PREDICTOR_CLASSES = {
     "general-recognition": "predictors.models.general_recognition:GeneralRecognitionPredictor",
@@ -30,21 +28,6 @@ PREDICTOR_CLASSES = {
     "face-enhancement": "predictors.models.face_enhancement:FaceEnhancementPredictor",
     "visual-entailment": "predictors.models.visual_entailment:VisualEntailmentPredictor",
 }
-
-
-class PredictorFile(BaseModel):
-    """The schema of predictor.json."""
-
-    model_config = ConfigDict(extra="forbid")
-    predictor: str | None = None
-    device: str | None = None
-    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
-    max_latency_ms: float | None = Field(default=None, ge=0, le=10_000)
-    max_queue: int | None = Field(default=None, ge=1)
-    max_queue_delay_ms: float | None = Field(default=None, ge=0)
-    max_image_side: int | None = Field(default=None, ge=1)
-    demo_weights: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,20 +82,12 @@ def model_entry(name: str, directory: Path, settings: Settings) -> ModelEntry:
             f"model '{name}': cannot tell which predictor serves {directory}; name the directory after one "
             f"of {sorted(PREDICTOR_CLASSES)} or put {{\"predictor\": ...}} in its predictor.json"
         )
-    config = ModelConfig(
-        device=overrides.device or settings.device,
-        batching=BatchingConfig(
-            max_batch_size=overrides.max_batch_size or settings.max_batch_size,
-            max_latency_ms=settings.max_latency_ms if overrides.max_latency_ms is None else overrides.max_latency_ms,
-            max_queue=overrides.max_queue or settings.max_queue,
-            max_queue_delay_ms=(settings.max_queue_delay_ms if overrides.max_queue_delay_ms is None
-                                else overrides.max_queue_delay_ms),
-        ),
-        image_limits=ImageLimits(max_pixels=settings.max_image_pixels, max_side=overrides.max_image_side or 0),
-        max_items_per_request=settings.max_items_per_request,
-        options=overrides.options,
-        demo_weights=overrides.demo_weights,
-    )
+    try:
+        options = predictor_class(predictor).Options.model_validate(overrides.options)
+    except ValidationError as error:
+        raise ModelSetupError(f"model '{name}': {directory / 'predictor.json'} has invalid options: "
+                              f"{error}") from None
+    config = model_config(settings, overrides, options)
     return ModelEntry(name, directory, predictor, config)
 
 

@@ -33,10 +33,12 @@ from typing import Any, ClassVar
 
 import torch
 from PIL import Image
+from pydantic import Field
 
 from predictors.codecs.types import InputSpec, OutputSpec
 from predictors.device import DeviceReplicas
 from predictors.models.base import VisionPredictor
+from predictors.settings import ModelOptions
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +77,15 @@ def _config_dict(value: Any) -> dict[str, Any]:
     return dict(value) if value is not None else {}
 
 
+class VisualEntailmentOptions(ModelOptions):
+    #: the checkpoint's answers (case-insensitive) -> entailment / contradiction / neutral
+    answer_classes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ANSWER_CLASSES))
+
+
 class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
     predictor_name = "visual-entailment"
+    Options = VisualEntailmentOptions
+    options: VisualEntailmentOptions
     inputs: ClassVar[tuple[InputSpec, ...]] = (
         InputSpec("image", "image"),
         InputSpec("hypothesis", "text", max_bytes=HYPOTHESIS_MAX_BYTES),
@@ -124,7 +133,7 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         ]
         self.answers = [upstream.index2ans[i] for i in range(len(upstream.index2ans))]
         mapping = {str(k).strip().lower(): v for k, v in
-                   dict(self.config.options.get("answer_classes", DEFAULT_ANSWER_CLASSES)).items()}
+                   self.options.answer_classes.items()}
         classes = [mapping.get(answer.strip().lower()) for answer in self.answers]
         if sorted(c for c in classes if c is not None) != sorted(CLASSES) or None in classes:
             raise ValueError(

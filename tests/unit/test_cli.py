@@ -64,3 +64,14 @@ def test_download_goes_to_the_hub_for_the_published_model(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "could not fetch damo/cv_resnest101_general_recognition" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_exits_2_on_a_mistyped_model_option(tmp_path: Path) -> None:
+    directory = tmp_path / "face-enhancement"
+    directory.mkdir()
+    (directory / "predictor.json").write_text(json.dumps({"options": {"review_treshold": 0.3}}))
+    done = subprocess.run([sys.executable, "-m", "predictors", "serve", "--model-repository", str(tmp_path),
+                           "--http-port", str(free_port()), "--grpc-port", str(free_port())],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "review_treshold" in done.stderr and "Extra inputs are not permitted" in done.stderr

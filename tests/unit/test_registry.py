@@ -34,14 +34,53 @@ def test_predictor_json_chooses_the_class_and_overrides_settings(tmp_path: Path)
     directory.mkdir()
     (directory / "predictor.json").write_text(json.dumps({
         "predictor": "image-classification", "max_batch_size": 2, "max_latency_ms": 0, "device": "cpu",
-        "max_image_side": 512, "options": {"x": 1}}))
+        "max_image_side": 512}))
     (entry,) = discover(Settings(model_dirs={"birds": directory}, max_batch_size=16, max_queue=7))
     assert entry.name == "birds" and entry.predictor == "image-classification"
     assert entry.config.batching.max_batch_size == 2
     assert entry.config.batching.max_latency_ms == 0
     assert entry.config.batching.max_queue == 7
     assert entry.config.device == "cpu" and entry.config.image_limits.max_side == 512
-    assert entry.config.options == {"x": 1}
+    assert entry.config.options == predictor_class("image-classification").Options()
+
+
+def test_flag_beats_env_and_predictor_json_beats_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The precedence `predictors.settings.model_config` documents, value by value."""
+    directory = tmp_path / "image-classification"
+    directory.mkdir()
+    (directory / "predictor.json").write_text(json.dumps({"max_queue": 5, "max_queue_delay_ms": 0}))
+    monkeypatch.setenv("PREDICTORS_MAX_QUEUE", "11")
+    monkeypatch.setenv("PREDICTORS_MAX_LATENCY_MS", "7")
+    monkeypatch.setenv("PREDICTORS_MAX_QUEUE_DELAY_MS", "300")
+    (entry,) = discover(Settings(model_repository=tmp_path, max_latency_ms=9))
+    batching = entry.config.batching
+    assert (batching.max_queue, batching.max_latency_ms, batching.max_queue_delay_ms) == (5, 9, 0)
+    assert batching.max_batch_size == Settings.model_fields["max_batch_size"].default
+
+
+@pytest.mark.parametrize(("predictor", "options", "message"), [
+    ("image-classification", {"top_k": 3}, "top_k"),
+    ("face-enhancement", {"max_faces_per_forwrad": 8}, "max_faces_per_forwrad"),
+    ("face-enhancement", {"max_faces_per_forward": "many"}, "max_faces_per_forward"),
+    ("visual-entailment", {"answer_class": {}}, "answer_class"),
+])
+def test_a_mistyped_option_stops_start_up(tmp_path: Path, predictor: str, options: dict, message: str) -> None:
+    directory = tmp_path / predictor
+    directory.mkdir()
+    (directory / "predictor.json").write_text(json.dumps({"options": options}))
+    with pytest.raises(ModelSetupError, match=message):
+        discover(Settings(model_repository=tmp_path))
+
+
+def test_max_image_side_is_one_limit(tmp_path: Path) -> None:
+    """predictor.json's max_image_side and face-enhancement's option of that name are the same limit."""
+    for name, content in [("face-enhancement", {"options": {"max_image_side": 300}}),
+                          ("image-classification", {"max_image_side": 300})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "predictor.json").write_text(json.dumps(content))
+    (tmp_path / "general-recognition").mkdir()
+    sides = {e.name: e.config.image_limits.max_side for e in discover(Settings(model_repository=tmp_path))}
+    assert sides == {"face-enhancement": 300, "image-classification": 300, "general-recognition": 0}
 
 
 @pytest.mark.parametrize(
