@@ -9,6 +9,7 @@ would read.
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,18 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "vision-predictors"
 MANIFESTS = REPO / "manifests"
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
+
+
+def _shared_dir() -> Path:
+    """Shared data outside the repository (never copied in): $VISION_SHARED_DIR, else ../shared of the
+    checkout, else ../../shared (a git worktree one level deeper)."""
+    candidates = [Path(p) for p in [os.environ.get("VISION_SHARED_DIR", "")] if p]
+    candidates += [REPO.parent / "shared", REPO.parent.parent / "shared"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
 # The KServe CRD schemas are shared data outside the repository (never copied in).
-KSERVE_SCHEMAS = REPO.parent / "shared" / "schemas" / "kserve"
+KSERVE_SCHEMAS = _shared_dir() / "schemas" / "kserve"
 RELEASE = "vp"
 NAMESPACE = "models"
 
