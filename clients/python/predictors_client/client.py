@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import httpx
 
@@ -30,8 +30,11 @@ from predictors_client.errors import (
     UnexpectedResponse,
     error_for,
 )
-from predictors_client.images import ImageLike, encode_images, image_bytes
+from predictors_client.images import ImageBatch, ImageLike, encode_images, image_bytes
 from predictors_client.results import (
+    EnhancedFace,
+    Entailment,
+    Labels,
     entailments_from,
     faces_from,
     labels_from,
@@ -195,20 +198,20 @@ class _Calls:
         return self._call("POST", f"/v2/models/{model}/infer", encoded.content, encoded.headers,
                           lambda response, rid: convert(_decode_inference(response, rid)), timeout_ms, request_id)
 
-    def _labels_call(self, model: str, image: ImageLike | Sequence[ImageLike], top_k: int,
+    def _labels_call(self, model: str, image: ImageLike | ImageBatch, top_k: int,
                      timeout_ms: float | None, request_id: str | None) -> _Call[Any]:
         images, batched = encode_images(image)
         return self._infer_call(model, {"image": images}, {"top_k": top_k}, _one_or_many(batched, labels_from),
                                 timeout_ms, request_id)
 
-    def _face_call(self, model: str, image: ImageLike | Sequence[ImageLike], parameters: Mapping[str, Any],
+    def _face_call(self, model: str, image: ImageLike | ImageBatch, parameters: Mapping[str, Any],
                    timeout_ms: float | None, request_id: str | None) -> _Call[Any]:
         images, batched = encode_images(image)
         given = {name: value for name, value in parameters.items() if value is not None}
         return self._infer_call(model, {"image": images}, given, _one_or_many(batched, faces_from),
                                 timeout_ms, request_id)
 
-    def _entailment_call(self, model: str, image: ImageLike | Sequence[ImageLike],
+    def _entailment_call(self, model: str, image: ImageLike | ImageBatch,
                          hypothesis: str | Sequence[str], premise: str | Sequence[str] | None,
                          timeout_ms: float | None, request_id: str | None) -> _Call[Any]:
         images, batched = encode_images(image)
@@ -298,18 +301,41 @@ class Client(_Calls):
             time.sleep(self._next_delay(call, attempt, outcome, deadline))
             attempt += 1
 
-    def recognize(self, image: ImageLike | Sequence[ImageLike], top_k: int = 5, *,
+    @overload
+    def recognize(self, image: ImageBatch, top_k: int = ..., *, model: str = ..., timeout_ms: float | None = ...,
+                  request_id: str | None = ...) -> list[Labels]: ...
+    @overload
+    def recognize(self, image: ImageLike, top_k: int = ..., *, model: str = ..., timeout_ms: float | None = ...,
+                  request_id: str | None = ...) -> Labels: ...
+
+    def recognize(self, image: ImageLike | ImageBatch, top_k: int = 5, *,
                   model: str = "general-recognition", timeout_ms: float | None = None,
                   request_id: str | None = None) -> Any:
         """Top-k labels of general recognition: `Labels`, or a list of them for a list of images."""
         return self._run(self._labels_call(model, image, top_k, timeout_ms, request_id))
 
-    def classify(self, image: ImageLike | Sequence[ImageLike], model: str = "image-classification",
+    @overload
+    def classify(self, image: ImageBatch, model: str = ..., top_k: int = ..., *, timeout_ms: float | None = ...,
+                 request_id: str | None = ...) -> list[Labels]: ...
+    @overload
+    def classify(self, image: ImageLike, model: str = ..., top_k: int = ..., *, timeout_ms: float | None = ...,
+                 request_id: str | None = ...) -> Labels: ...
+
+    def classify(self, image: ImageLike | ImageBatch, model: str = "image-classification",
                  top_k: int = 5, *, timeout_ms: float | None = None, request_id: str | None = None) -> Any:
         """Top-k labels of a classifier: `Labels`, or a list of them for a list of images."""
         return self._run(self._labels_call(model, image, top_k, timeout_ms, request_id))
 
-    def enhance_face(self, image: ImageLike | Sequence[ImageLike], *, output_format: str | None = None,
+    @overload
+    def enhance_face(self, image: ImageBatch, *, output_format: str | None = ..., jpeg_quality: int | None = ...,
+                     require_face: bool | None = ..., upscale: bool | None = ..., model: str = ...,
+                     timeout_ms: float | None = ..., request_id: str | None = ...) -> list[EnhancedFace]: ...
+    @overload
+    def enhance_face(self, image: ImageLike, *, output_format: str | None = ..., jpeg_quality: int | None = ...,
+                     require_face: bool | None = ..., upscale: bool | None = ..., model: str = ...,
+                     timeout_ms: float | None = ..., request_id: str | None = ...) -> EnhancedFace: ...
+
+    def enhance_face(self, image: ImageLike | ImageBatch, *, output_format: str | None = None,
                      jpeg_quality: int | None = None, require_face: bool | None = None,
                      upscale: bool | None = None, model: str = "face-enhancement",
                      timeout_ms: float | None = None, request_id: str | None = None) -> Any:
@@ -319,7 +345,15 @@ class Client(_Calls):
                       "upscale": upscale}
         return self._run(self._face_call(model, image, parameters, timeout_ms, request_id))
 
-    def entails(self, image: ImageLike | Sequence[ImageLike], hypothesis: str | Sequence[str],
+    @overload
+    def entails(self, image: ImageBatch, hypothesis: str | Sequence[str],
+                premise: str | Sequence[str] | None = ..., *, model: str = ..., timeout_ms: float | None = ...,
+                request_id: str | None = ...) -> list[Entailment]: ...
+    @overload
+    def entails(self, image: ImageLike, hypothesis: str, premise: str | None = ..., *, model: str = ...,
+                timeout_ms: float | None = ..., request_id: str | None = ...) -> Entailment: ...
+
+    def entails(self, image: ImageLike | ImageBatch, hypothesis: str | Sequence[str],
                 premise: str | Sequence[str] | None = None, *, model: str = "visual-entailment",
                 timeout_ms: float | None = None, request_id: str | None = None) -> Any:
         """Visual entailment: `Entailment`, or a list of them (one hypothesis for all, or one per image)."""
@@ -373,16 +407,39 @@ class AsyncClient(_Calls):
             await asyncio.sleep(self._next_delay(call, attempt, outcome, deadline))
             attempt += 1
 
-    async def recognize(self, image: ImageLike | Sequence[ImageLike], top_k: int = 5, *,
+    @overload
+    async def recognize(self, image: ImageBatch, top_k: int = ..., *, model: str = ..., timeout_ms: float | None = ...,
+                  request_id: str | None = ...) -> list[Labels]: ...
+    @overload
+    async def recognize(self, image: ImageLike, top_k: int = ..., *, model: str = ..., timeout_ms: float | None = ...,
+                  request_id: str | None = ...) -> Labels: ...
+
+    async def recognize(self, image: ImageLike | ImageBatch, top_k: int = 5, *,
                         model: str = "general-recognition", timeout_ms: float | None = None,
                         request_id: str | None = None) -> Any:
         return await self._run(self._labels_call(model, image, top_k, timeout_ms, request_id))
 
-    async def classify(self, image: ImageLike | Sequence[ImageLike], model: str = "image-classification",
+    @overload
+    async def classify(self, image: ImageBatch, model: str = ..., top_k: int = ..., *, timeout_ms: float | None = ...,
+                 request_id: str | None = ...) -> list[Labels]: ...
+    @overload
+    async def classify(self, image: ImageLike, model: str = ..., top_k: int = ..., *, timeout_ms: float | None = ...,
+                 request_id: str | None = ...) -> Labels: ...
+
+    async def classify(self, image: ImageLike | ImageBatch, model: str = "image-classification",
                        top_k: int = 5, *, timeout_ms: float | None = None, request_id: str | None = None) -> Any:
         return await self._run(self._labels_call(model, image, top_k, timeout_ms, request_id))
 
-    async def enhance_face(self, image: ImageLike | Sequence[ImageLike], *, output_format: str | None = None,
+    @overload
+    async def enhance_face(self, image: ImageBatch, *, output_format: str | None = ..., jpeg_quality: int | None = ...,
+                     require_face: bool | None = ..., upscale: bool | None = ..., model: str = ...,
+                     timeout_ms: float | None = ..., request_id: str | None = ...) -> list[EnhancedFace]: ...
+    @overload
+    async def enhance_face(self, image: ImageLike, *, output_format: str | None = ..., jpeg_quality: int | None = ...,
+                     require_face: bool | None = ..., upscale: bool | None = ..., model: str = ...,
+                     timeout_ms: float | None = ..., request_id: str | None = ...) -> EnhancedFace: ...
+
+    async def enhance_face(self, image: ImageLike | ImageBatch, *, output_format: str | None = None,
                            jpeg_quality: int | None = None, require_face: bool | None = None,
                            upscale: bool | None = None, model: str = "face-enhancement",
                            timeout_ms: float | None = None, request_id: str | None = None) -> Any:
@@ -390,7 +447,15 @@ class AsyncClient(_Calls):
                       "upscale": upscale}
         return await self._run(self._face_call(model, image, parameters, timeout_ms, request_id))
 
-    async def entails(self, image: ImageLike | Sequence[ImageLike], hypothesis: str | Sequence[str],
+    @overload
+    async def entails(self, image: ImageBatch, hypothesis: str | Sequence[str],
+                premise: str | Sequence[str] | None = ..., *, model: str = ..., timeout_ms: float | None = ...,
+                request_id: str | None = ...) -> list[Entailment]: ...
+    @overload
+    async def entails(self, image: ImageLike, hypothesis: str, premise: str | None = ..., *, model: str = ...,
+                timeout_ms: float | None = ..., request_id: str | None = ...) -> Entailment: ...
+
+    async def entails(self, image: ImageLike | ImageBatch, hypothesis: str | Sequence[str],
                       premise: str | Sequence[str] | None = None, *, model: str = "visual-entailment",
                       timeout_ms: float | None = None, request_id: str | None = None) -> Any:
         return await self._run(self._entailment_call(model, image, hypothesis, premise, timeout_ms, request_id))

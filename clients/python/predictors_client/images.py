@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
-ImageLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Any]
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+#: one image: a path, encoded bytes, a binary file object or a PIL image
+ImageLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], "PILImage"]
+#: a batch: one request, a list of results
+ImageBatch = list[ImageLike] | tuple[ImageLike, ...]
 
 
-def image_bytes(image: ImageLike) -> bytes:
+def image_bytes(image: Any) -> bytes:
     """The encoded image (JPEG, PNG, WebP, BMP ...) to send; the server decodes and validates it."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
@@ -32,7 +37,7 @@ def image_bytes(image: ImageLike) -> bytes:
     )
 
 
-def encode_images(image: ImageLike | Sequence[ImageLike]) -> tuple[list[bytes], bool]:
+def encode_images(image: ImageLike | ImageBatch) -> tuple[list[bytes], bool]:
     """The encoded images of a call, and whether it is a batch: a list or tuple of images is one batched
     request (its answer a list); anything else is one image."""
     if isinstance(image, (list, tuple)):
