@@ -329,12 +329,19 @@ def test_no_retry_on_4xx_or_500(server: ServerProcess) -> None:
             assert len(access_lines(server, request_id, count=2, timeout=1.0)) == 1, request_id
 
 
+class _PageOnly(http.server.SimpleHTTPRequestHandler):
+    """Python's file server: its answer to a POST is an HTML page (501)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def test_unknown_codes_and_non_json_answers(server: ServerProcess) -> None:
     # A code this client does not know (here the server's NOT_FOUND for an unknown route): the base class.
     with Client(server.url + "/not-a-prefix") as client:
         error = assert_raises(lambda: client.recognize(JPEG), PredictorError, "NOT_FOUND", 404)
     # A server that answers with a page of its own (a proxy, a wrong port): no crash, UnexpectedResponse.
-    page_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    page_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PageOnly)
     thread = threading.Thread(target=page_server.serve_forever, daemon=True)
     thread.start()
     try:
