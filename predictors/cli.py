@@ -13,15 +13,8 @@ from pydantic import ValidationError
 
 from predictors.client import add_arguments as add_infer_arguments
 from predictors.client import main as infer
+from predictors.models.catalog import HUB_MODELS
 from predictors.settings import Settings
-
-#: ModelScope hub ids of the published models
-HUB_MODELS = {
-    "general-recognition": "damo/cv_resnest101_general_recognition",
-    "face-enhancement": "damo/cv_gpen_image-portrait-enhancement",
-    "face-enhancement-hires": "damo/cv_gpen_image-portrait-enhancement-hires",
-    "visual-entailment": "damo/ofa_visual-entailment_snli-ve_large_en",
-}
 
 
 def _serve_parser(subparsers: Any) -> None:

@@ -12,15 +12,12 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from predictors.models.catalog import MODELS
+
 logger = logging.getLogger(__name__)
 
-#: model name -> module with a `write(directory)` function
-DEMO_WRITERS = {
-    "general-recognition": "predictors.demo.general_recognition",
-    "image-classification": "predictors.demo.image_classification",
-    "face-enhancement": "predictors.demo.face_enhancement",
-    "visual-entailment": "predictors.demo.visual_entailment",
-}
+#: model name -> "module:function" writing its demo directory (from the one registration per model)
+DEMO_WRITERS = {model.name: model.demo_writer for model in MODELS}
 
 
 def make_demo_repository(root: Path, models: Iterable[str] | None = None, overwrite: bool = False) -> list[Path]:
@@ -36,7 +33,8 @@ def make_demo_repository(root: Path, models: Iterable[str] | None = None, overwr
             logger.info("%s exists; keeping it", directory)
             written.append(directory)
             continue
-        importlib.import_module(DEMO_WRITERS[name]).write(directory)
+        module, _, function = DEMO_WRITERS[name].partition(":")
+        getattr(importlib.import_module(module), function)(directory)
         logger.info("wrote demo model %s", directory)
         written.append(directory)
     return written

@@ -40,12 +40,15 @@ import numpy as np
 import torch
 
 from predictors.demo.common import write_predictor_json
-
-GENERATOR_FILE = "pytorch_model.pt"
-SR_FILE = "super_resolution/realesrnet_x2.pth"
-DETECTOR_FILE = "face_detection/RetinaFace-R50.pth"
-QUALITY_BACKBONE_FILE = "face_quality/eqface_backbone.pth"
-QUALITY_HEAD_FILE = "face_quality/eqface_quality.pth"
+from predictors.models.face_enhancement import (
+    DETECTOR_FILE,
+    GENERATOR_FILE,
+    QUALITY_BACKBONE_FILE,
+    QUALITY_HEAD_FILE,
+    SR_FILE,
+    build_generator,
+    build_sr_network,
+)
 
 #: RetinaFace-R50 anchors per cell, and the anchor size of the stride-32 level (cfg_re50)
 ANCHORS_PER_CELL = 2
@@ -59,19 +62,6 @@ SR_WEIGHT_SCALE = 0.03
 SR_OUTPUT_BIAS = 0.5
 
 Detector = Literal["one-face", "none"]
-
-
-def build_generator(size: int = 512) -> torch.nn.Module:
-    """The generator exactly as ModelScope's pipeline builds it."""
-    from modelscope.models.cv.image_portrait_enhancement import gpen
-
-    return gpen.FullGenerator(size, 512, 8, 2, narrow=1)
-
-
-def build_sr_network() -> torch.nn.Module:
-    from modelscope.models.cv.super_resolution import rrdbnet_arch
-
-    return rrdbnet_arch.RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32, scale=2)
 
 
 def shared_buffer_state(

@@ -14,19 +14,9 @@ from pathlib import Path
 import torch
 
 from predictors.demo.common import write_predictor_json
+from predictors.models.general_recognition import LABELS_FILE, NUM_CLASSES, WEIGHTS_FILE, build_resnest101
 
-NUM_CLASSES = 54092
 FEATURES = 2048
-
-
-def build_resnest101() -> torch.nn.Module:
-    """The exact architecture ModelScope's GeneralRecognitionPipeline builds."""
-    from modelscope.models.cv.animal_recognition import resnet
-
-    return resnet.ResNet(
-        resnet.Bottleneck, [3, 4, 23, 3], radix=2, groups=1, bottleneck_width=64, deep_stem=True,
-        stem_width=64, avg_down=True, avd=True, avd_first=False, num_classes=NUM_CLASSES,
-    )
 
 
 def crafted_state_dict(seed: int = 0, favoured_class: int | None = None) -> dict[str, torch.Tensor]:
@@ -72,8 +62,8 @@ def write(directory: Path, seed: int = 0, favoured_class: int | None = None) -> 
         "pipeline": {"type": "resnet101-general-recognition"},
     }
     (directory / "configuration.json").write_text(json.dumps(configuration, indent=2))
-    torch.save(crafted_state_dict(seed, favoured_class), directory / "pytorch_model.pt")
+    torch.save(crafted_state_dict(seed, favoured_class), directory / WEIGHTS_FILE)
     labels = "".join(f"{i}\t演示类别{i}\n" for i in range(NUM_CLASSES))
-    (directory / "meta_info.txt").write_text(labels, encoding="utf-8")
+    (directory / LABELS_FILE).write_text(labels, encoding="utf-8")
     write_predictor_json(directory, "general-recognition")
     return directory

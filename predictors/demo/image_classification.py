@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 from predictors.demo.common import write_predictor_json
+from predictors.models.image_classification import CONFIG_FILE, EXPORTED_FILE, LABELS_FILE
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -23,10 +24,10 @@ def write(directory: Path, seed: int = 0) -> Path:
         network.classifier[-1].weight.data.mul_(300.0)
     batch = torch.export.Dim("batch", min=1, max=1024)
     exported = torch.export.export(network, (torch.zeros(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
-    torch.export.save(exported, str(directory / "model.pt2"))
-    (directory / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    torch.export.save(exported, str(directory / EXPORTED_FILE))
+    (directory / LABELS_FILE).write_text("\n".join(LABELS) + "\n", encoding="utf-8")
     config = {"input_size": 224, "resize": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
               "interpolation": "bilinear", "outputs": "logits"}
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     write_predictor_json(directory, "image-classification")
     return directory

@@ -77,6 +77,23 @@ FACE_QUALITY_THRESHOLD = 0.1
 IDENTITY_THRESHOLD = 0.15
 SR_SCALE = 2
 
+
+
+def build_generator(size: int = 512) -> torch.nn.Module:
+    """GPEN's generator exactly as ModelScope's pipeline builds it (also used by the demo writer)."""
+    from modelscope.models.cv.image_portrait_enhancement import gpen
+
+    return gpen.FullGenerator(size, 512, 8, 2, narrow=1)
+
+
+def build_sr_network() -> torch.nn.Module:
+    """The x2 RealESRNet background super-resolution network of the published directory."""
+    from modelscope.models.cv.super_resolution import rrdbnet_arch
+
+    return rrdbnet_arch.RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32,
+                                scale=SR_SCALE)
+
+
 DEFAULT_MAX_IMAGE_SIDE = 2000
 DEFAULT_MAX_FACES_PER_FORWARD = 4
 DEFAULT_MAX_FACES_PER_IMAGE = 20
@@ -198,10 +215,8 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
     # ---- loading -------------------------------------------------------------------------------
 
     def load_weights(self, device: torch.device) -> None:
-        from modelscope.models.cv.image_portrait_enhancement import gpen
         from modelscope.models.cv.image_portrait_enhancement.eqface import fqa
         from modelscope.models.cv.image_portrait_enhancement.retinaface import detection
-        from modelscope.models.cv.super_resolution import rrdbnet_arch
 
         options = self.options
         self.max_image_side = self.config.image_limits.max_side or options.max_image_side or DEFAULT_MAX_IMAGE_SIDE
@@ -213,7 +228,7 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         self.size = options.generator_size or (1024 if "hires" in str(self.model_dir) else 512)
         directory = self.model_dir
 
-        generator = gpen.FullGenerator(self.size, 512, 8, 2, narrow=1)
+        generator = build_generator(self.size)
         generator.load_state_dict(
             torch.load(directory / GENERATOR_FILE, map_location="cpu", weights_only=True), strict=True
         )
@@ -226,9 +241,7 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
             torch.backends.cudnn.benchmark = benchmark
         self._detector_cfg = detector.cfg
 
-        sr = rrdbnet_arch.RRDBNet(
-            num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32, scale=SR_SCALE
-        )
+        sr = build_sr_network()
         sr.load_state_dict(
             torch.load(directory / SR_FILE, map_location="cpu", weights_only=True)["params_ema"], strict=True
         )

@@ -24,6 +24,12 @@ from torchvision import transforms
 from predictors.device import DeviceReplicas
 from predictors.models.classification import ClassifierPredictor
 
+#: the directory's layout (the demo writer uses the same names)
+EXPORTED_FILE = "model.pt2"
+SCRIPTED_FILE = "model.pt"
+LABELS_FILE = "labels.txt"
+CONFIG_FILE = "config.json"
+
 INTERPOLATIONS = {
     "nearest": transforms.InterpolationMode.NEAREST,
     "bilinear": transforms.InterpolationMode.BILINEAR,
@@ -45,19 +51,19 @@ class ImageClassificationPredictor(ClassifierPredictor):
     predictor_name = "image-classification"
 
     def load_weights(self, device: torch.device) -> None:
-        config_path = self.model_dir / "config.json"
+        config_path = self.model_dir / CONFIG_FILE
         config = ClassifierConfig.model_validate(
             json.loads(config_path.read_text()) if config_path.exists() else {}
         )
-        exported = self.model_dir / "model.pt2"
+        exported = self.model_dir / EXPORTED_FILE
         if exported.exists():
             network = torch.export.load(str(exported)).module()
         else:
-            network = torch.jit.load(str(self.model_dir / "model.pt"), map_location="cpu")
+            network = torch.jit.load(str(self.model_dir / SCRIPTED_FILE), map_location="cpu")
             network.eval()
         self.replicas = DeviceReplicas({"network": network.to(device)}, device)
         self.labels = [
-            line.strip() for line in (self.model_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
+            line.strip() for line in (self.model_dir / LABELS_FILE).read_text(encoding="utf-8").splitlines()
             if line.strip()
         ]
         self.outputs_probabilities = config.outputs == "probabilities"

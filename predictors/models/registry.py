@@ -20,14 +20,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from predictors.models.base import VisionPredictor
+from predictors.models.catalog import MODELS
 from predictors.settings import ModelConfig, PredictorFile, Settings, model_config
 
-PREDICTOR_CLASSES = {
-    "general-recognition": "predictors.models.general_recognition:GeneralRecognitionPredictor",
-    "image-classification": "predictors.models.image_classification:ImageClassificationPredictor",
-    "face-enhancement": "predictors.models.face_enhancement:FaceEnhancementPredictor",
-    "visual-entailment": "predictors.models.visual_entailment:VisualEntailmentPredictor",
-}
+#: predictor name -> "module:Class" (from the one registration per model, `models/catalog.py`)
+PREDICTOR_CLASSES = {model.name: model.predictor_class for model in MODELS}
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,7 @@ def test_demo_sizes_are_configurable(tmp_path: Path) -> None:
 def test_make_demo_models_writes_the_directory(tmp_path: Path) -> None:
     from predictors.demo import DEMO_WRITERS, make_demo_repository
 
-    assert DEMO_WRITERS["visual-entailment"] == "predictors.demo.visual_entailment"
+    assert DEMO_WRITERS["visual-entailment"] == "predictors.demo.visual_entailment:write"
     (directory,) = make_demo_repository(tmp_path, ["visual-entailment"])
     assert directory.name == "visual-entailment"
     assert (directory / "pytorch_model.bin").exists()
