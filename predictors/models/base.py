@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +32,16 @@ from predictors.batching import Batcher, BatchingConfig
 from predictors.codecs import v1, v2
 from predictors.codecs.images import ImageLimits, decode_image
 from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
-from predictors.device import DeviceRunner, resolve_device
-from predictors.errors import InvalidInput, ModelNotReady
+from predictors.device import (
+    DeviceLost,
+    DeviceRunner,
+    Fallback,
+    resolve_device,
+    settle,
+    wait_for_fallbacks,
+    warmup_batch_sizes,
+)
+from predictors.errors import InvalidInput, ModelNotReady, RequestTimeout
 from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id
 from predictors.telemetry.metrics import Metrics
@@ -43,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 Prepared = TypeVar("Prepared")
 Raw = TypeVar("Raw")
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: request parameters every model understands
 COMMON_PARAMETERS = frozenset({"timeout_ms"})
@@ -105,9 +115,11 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         self._workers = workers
         self.device = torch.device("cpu")
         self._runner: DeviceRunner | None = None
-        self._batcher: Batcher[_Queued[Prepared], Raw] | None = None
+        self._batcher: Batcher[_Queued[Prepared], Raw | Fallback[Raw]] | None = None
         self._preparing = 0  # requests between preprocess() and their items being queued
         self.load_error: str | None = None
+        #: told the model's name when its device is lost (the server then exits for a restart)
+        self.on_device_lost: Callable[[str], None] = lambda name: None
 
     # ---- what subclasses implement -------------------------------------------------------------
 
@@ -130,7 +142,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def load(self) -> bool:
-        """Load weights and run one warm-up inference; blocking, called once off the event loop."""
+        """Load weights and warm up on the device thread; blocking, called once off the event loop."""
         started = time.perf_counter()
         try:
             self.device = resolve_device(self.config.device)
@@ -141,12 +153,11 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                                "its answers are meaningless", self.name)
             self.load_weights(self.device)
             self._runner = DeviceRunner(
-                self.device, on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc()
+                self.device,
+                on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc(),
+                on_device_lost=self._device_lost,
             )
-            params = self.parse_parameters({})
-            prepared = self.prepare(self.warmup_item(), params)
-            raw = self._runner.run(self.forward, [prepared])
-            self.finish(prepared, raw[0], params)
+            self._warm_up(self._runner)
         except Exception as error:
             self.load_error = f"{type(error).__name__}: {error}"
             logger.exception("model %s failed to load", self.name)
@@ -156,6 +167,41 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         logger.info("model %s ready on %s in %.2f s", self.name, self.device, elapsed)
         self.ready = True
         return True
+
+    def _warm_up(self, runner: DeviceRunner) -> None:
+        """The warm-up item through every step; its forward passes run on the device thread (where CUDA
+        handles, plans and allocator pools are per thread and per shape) at `warmup_batch_sizes`."""
+        started = time.perf_counter()
+        params = self.parse_parameters({})
+        prepared = self.prepare(self.warmup_item(), params)
+        sizes = warmup_batch_sizes(self.device, self.config.batching.max_batch_size)
+
+        def forward_each_size() -> list[Raw | Fallback[Raw]]:
+            results: list[Raw | Fallback[Raw]] = []
+            for size in sizes:
+                results = runner.run(self.forward, [prepared] * size)
+            return results[:1]
+
+        raw = wait_for_fallbacks(runner.executor.submit(forward_each_size).result())
+        self.finish(prepared, raw[0], params)
+        logger.info("model %s: warmed up on %s at batch sizes %s in %.2f s", self.name, self.device,
+                    sizes, time.perf_counter() - started)
+
+    def run_on_device(
+        self, forward: Callable[[Sequence[T], torch.device], Sequence[R]], batch: Sequence[T]
+    ) -> list[R]:
+        """Model work outside the batched `forward` (e.g. per-image detection in `prepare`) on the
+        device thread, with its out-of-memory policy; blocks the calling (worker) thread until done."""
+        if self._runner is None:
+            raise ModelNotReady(f"model '{self.name}' is not loaded")
+        return self._runner.call(forward, batch)
+
+    def _device_lost(self, error: DeviceLost) -> None:
+        """The runner found the device unusable: stop being ready and tell the server (any thread)."""
+        self.ready = False
+        self.load_error = str(error)
+        self.metrics.model_ready.labels(self.name).set(0)
+        self.on_device_lost(self.name)
 
     def stop(self) -> None:
         self.ready = False
@@ -167,7 +213,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         if self._runner is not None:
             self._runner.shutdown()
 
-    def _ensure_batcher(self) -> Batcher[_Queued[Prepared], Raw]:
+    def _ensure_batcher(self) -> Batcher[_Queued[Prepared], Raw | Fallback[Raw]]:
         if self._runner is None or not self.ready:
             raise ModelNotReady(f"model '{self.name}' is not ready")
         if self._batcher is None:
@@ -183,7 +229,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             )
         return self._batcher
 
-    def _run_batch(self, runner: DeviceRunner, batch: Sequence[_Queued[Prepared]]) -> list[Raw]:
+    def _run_batch(self, runner: DeviceRunner, batch: Sequence[_Queued[Prepared]]) -> list[Raw | Fallback[Raw]]:
         """One forward pass (device thread): times it and makes its span, linked to every request in it."""
         started_ns = time.time_ns()
         for queued in batch:
@@ -210,6 +256,15 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)
         self.metrics.items.labels(self.name).inc(size)
+
+    async def _settle(self, raw: Sequence[Raw | Fallback[Raw]], deadline: float | None) -> list[Raw]:
+        """Wait for the items of the request recomputed on the CPU after an out-of-memory error."""
+        if deadline is None or not any(isinstance(r, Fallback) for r in raw):
+            return await settle(raw)
+        try:
+            return await asyncio.wait_for(settle(raw), timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"the request's deadline passed before model '{self.name}' answered") from None
 
     @property
     def queue_depth(self) -> int:
@@ -273,7 +328,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         queued = [_Queued(item, record) for item in payload.prepared]
         self._preparing -= 1
         try:
-            payload.raw = await self._ensure_batcher().submit(queued, payload.deadline)
+            raw = await self._ensure_batcher().submit(queued, payload.deadline)
+            payload.raw = await self._settle(raw, payload.deadline)
         finally:
             _note_batches(record, queued)
         return payload

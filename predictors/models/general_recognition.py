@@ -65,7 +65,7 @@ class GeneralRecognitionPredictor(ClassifierPredictor):
         if len(self.labels) < NUM_CLASSES:
             raise ValueError(f"{LABELS_FILE} has {len(self.labels)} lines; the model has {NUM_CLASSES} classes")
         self.labels = self.labels[:NUM_CLASSES]
-        self.replicas = DeviceReplicas({"network": network.to(device).eval()}, device)
+        self.replicas = DeviceReplicas({"network": network.eval()}, device)
         self.transform = transforms.Compose([
             transforms.Resize(256),
             transforms.CenterCrop(224),

@@ -135,8 +135,7 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         #: for each class in CLASSES, the index of its answer
         self.class_order = [self.answer_classes.index(c) for c in CLASSES]
 
-        network = upstream.model.to(device).eval()
-        self.replicas = DeviceReplicas({"ofa": network}, device)
+        self.replicas = DeviceReplicas({"ofa": upstream.model.eval()}, device)
         self.upstream = upstream
 
     def warmup_item(self) -> Mapping[str, Any]:
