@@ -3,6 +3,8 @@
 Start-up order: bind REST and gRPC at once (liveness answers immediately), then load the models one by
 one on a background thread; each reports ready after its warm-up inference. A model that fails to load
 stops the process with a non-zero exit (fail fast: Kubernetes shows CrashLoopBackOff with the reason).
+A model whose device is lost (an unrecoverable CUDA error) stops being ready and the process exits
+with EXIT_DEVICE_LOST, for Kubernetes to restart it on a fresh CUDA context.
 On SIGTERM the REST server stops accepting connections and finishes in-flight requests within
 `shutdown_grace_seconds`; the gRPC server does the same.
 """
@@ -17,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
+import cv2
 import kserve
+import torch
 from fastapi import FastAPI
 from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
@@ -39,6 +43,9 @@ from predictors.telemetry.tracing import configure_tracing, limit_fastapi_teleme
 logger = logging.getLogger(__name__)
 
 MAX_GRPC_MESSAGE_BYTES = 64 * 1024 * 1024
+#: process exit codes (README "Health and lifecycle"); 2 (unusable configuration) is the CLI's
+EXIT_LOAD_FAILED = 1
+EXIT_DEVICE_LOST = 3
 
 
 class _DrainingUvicorn(_RefreshingServer):
@@ -124,6 +131,7 @@ class PredictorServer(kserve.ModelServer):
         self.workers_pool = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="prep")
         self.models: list[VisionPredictor[Any, Any]] = []
         self.load_failed = False
+        self.exit_code = 0
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._served: frozenset[str] = frozenset()
@@ -134,12 +142,17 @@ class PredictorServer(kserve.ModelServer):
             model = predictor_class(entry.predictor)(
                 entry.name, entry.directory, entry.config, self.metrics, self.workers_pool
             )
+            model.on_device_lost = self._device_lost
             self.register_model(model)
             self.models.append(model)
         self._served = frozenset(model.name for model in self.models)
 
     def serve(self, entries: list[ModelEntry]) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
+        # OpenCV sizes its thread pool from the node's cores, not the container's CPU limit; torch follows
+        # OMP_NUM_THREADS (which the chart sets from that limit): decoding and warps get the same number.
+        cv2.setNumThreads(torch.get_num_threads())
+        logger.info("torch intra-op threads: %d; OpenCV threads: %d", torch.get_num_threads(), cv2.getNumThreads())
         self.build_models(entries)
         # The one tracer provider of the process, from the OTEL_* environment (None: tracing off).
         tracer_provider = configure_tracing()
@@ -172,8 +185,7 @@ class PredictorServer(kserve.ModelServer):
         loader = asyncio.create_task(self._load_models(), name="load")
         await asyncio.wait([rest, loader], return_when=asyncio.FIRST_COMPLETED)
         if self.load_failed:
-            self._rest_server._server.should_exit = True
-            self._begin_drain()
+            self._stop_serving()
         elif not loader.done():
             loader.cancel()
         await asyncio.gather(rest, loader, return_exceptions=True)
@@ -183,7 +195,7 @@ class PredictorServer(kserve.ModelServer):
         for model in self.models:
             await model.aclose()
         self.workers_pool.shutdown(wait=False, cancel_futures=True)
-        return 1 if self.load_failed else 0
+        return self.exit_code
 
     async def _load_models(self) -> None:
         loop = asyncio.get_running_loop()
@@ -194,7 +206,30 @@ class PredictorServer(kserve.ModelServer):
                 logger.critical("model %s could not be loaded (%s); stopping the server", model.name,
                                 model.load_error)
                 self.load_failed = True
+                if self.exit_code == 0:  # a device lost during the warm-up keeps its own code
+                    self.exit_code = EXIT_LOAD_FAILED
                 return
+
+    def _device_lost(self, model_name: str) -> None:
+        """A model's device is unusable (any thread): exit with EXIT_DEVICE_LOST so Kubernetes restarts
+        the pod on a fresh CUDA context. The model already reports not ready, so readiness fails first."""
+        logger.critical("model %s lost its device; stopping the server (exit code %d) for a restart",
+                        model_name, EXIT_DEVICE_LOST)
+        loop = self._loop
+        if loop is None:
+            return
+
+        def stop() -> None:
+            self.exit_code = EXIT_DEVICE_LOST
+            self._stop_serving()
+        loop.call_soon_threadsafe(stop)
+
+    def _stop_serving(self) -> None:
+        """Make the REST server exit (which ends `_serve_all`) and drain gRPC; on the event loop."""
+        rest_server = getattr(self, "_rest_server", None)
+        if rest_server is not None:
+            rest_server._server.should_exit = True
+        self._begin_drain()
 
     def _begin_drain(self) -> None:
         """Stop the gRPC server gracefully; safe to call from a signal handler and more than once."""
