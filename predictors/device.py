@@ -127,7 +127,8 @@ def classify_failure(error: BaseException) -> Failure:
     """
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return Failure.OUT_OF_MEMORY
-    if not isinstance(error, RuntimeError):  # torch.AcceleratorError is a RuntimeError
+    # torch.AcceleratorError is a RuntimeError; a TorchScript model's errors may come as torch.jit.Error
+    if not isinstance(error, (RuntimeError, torch.jit.Error)):
         return Failure.OTHER
     message = str(error)
     if any(text in message for text in _ALLOCATION_FAILURES):
@@ -135,6 +136,13 @@ def classify_failure(error: BaseException) -> Failure:
     if any(text in message for text in _UNRECOVERABLE):
         return Failure.DEVICE_LOST
     return Failure.OTHER
+
+
+def _summary(error: BaseException) -> str:
+    """The line of the error's message that says what happened (TorchScript puts its own first)."""
+    lines = str(error).splitlines() or [type(error).__name__]
+    known = _ALLOCATION_FAILURES + _UNRECOVERABLE
+    return next((line for line in lines if any(text in line for text in known)), lines[0])
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -250,7 +258,7 @@ class DeviceRunner:
                 self._lose(error)
             if failure is not Failure.OUT_OF_MEMORY or (len(batch) == 1 and self.device == self.fallback_device):
                 raise
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            message = _summary(error)
         else:
             if len(results) != len(batch):
                 raise RuntimeError(f"forward returned {len(results)} results for {len(batch)} items")
@@ -277,7 +285,7 @@ class DeviceRunner:
         return results[0]
 
     def _lose(self, error: Exception) -> None:
-        lost = DeviceLost(f"unrecoverable error on {self.device}: {str(error).splitlines()[0]}")
+        lost = DeviceLost(f"unrecoverable error on {self.device}: {_summary(error)}")
         if self._lost is None:
             self._lost = lost
             logger.critical("device %s is lost (%s: %s); the model stops serving", self.device,

@@ -44,7 +44,8 @@ def baked_devices(script: torch.jit.ScriptModule) -> set[str]:
     """The devices written as constants into a TorchScript module's forward graph (submodules inlined)
     that create tensors there; a constant only used to move a result (`x.to("cpu")`) does no harm."""
     devices: set[str] = set()
-    blocks: list[Any] = [script.inlined_graph]
+    graph = script.inlined_graph  # referenced until the end: its nodes die with it
+    blocks: list[Any] = [graph]
     while blocks:
         for node in blocks.pop().nodes():
             if (node.kind() == "prim::Constant" and isinstance(node.output().type(), torch._C.DeviceObjType)

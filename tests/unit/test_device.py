@@ -174,6 +174,8 @@ def test_forward_must_answer_every_item() -> None:
         (RuntimeError("CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasSgemm( handle, opa, "
                       "opb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc)`"), Failure.DEVICE_LOST),
         (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), Failure.DEVICE_LOST),
+        (torch.jit.Error("The following operation failed in the TorchScript interpreter.\n"
+                         "builtins.RuntimeError: " + ILLEGAL_ADDRESS), Failure.DEVICE_LOST),
         # input-dependent library errors: the context stays usable, the request alone fails
         (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a "
                       "non-contiguous input."), Failure.OTHER),
