@@ -50,7 +50,7 @@ def test_a_lost_device_makes_the_server_exit_for_a_restart(tmp_path: Path) -> No
         url = f"{server.url}/v1/models/image-classification:predict"
         assert httpx.post(url, json={"instances": [{"image": {"b64": grey}}]}, timeout=30).status_code == 200
         failed = httpx.post(url, json={"instances": [{"image": {"b64": white}}]}, timeout=30)
-        assert failed.status_code == 500 and failed.json()["code"] == "INTERNAL_ERROR"
+        assert failed.status_code == 503 and failed.json()["code"] == "MODEL_NOT_READY"
         assert server.process.wait(60) == 3
     text = log.read_text()
     assert "image-classification lost its device" in text and ILLEGAL_ADDRESS in text
