@@ -32,7 +32,7 @@ from predictors.batching import Batcher, BatchingConfig
 from predictors.codecs import v1, v2
 from predictors.codecs.images import ImageLimits, decode_image
 from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
-from predictors.device import DeviceRunner, resolve_device
+from predictors.device import DeviceLost, DeviceRunner, is_out_of_memory, resolve_device
 from predictors.errors import InvalidInput, ModelNotReady
 from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id
@@ -180,6 +180,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                 on_batch=self._count_batch,
                 on_queue_change=lambda depth: self.metrics.queue_depth.labels(self.name).set(depth),
                 arrivals=lambda: self._preparing,
+                isolates=_is_item_failure,
+                on_poison_item=self.metrics.poison_items.labels(self.name).inc,
             )
         return self._batcher
 
@@ -187,7 +189,9 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         """One forward pass (device thread): times it and makes its span, linked to every request in it."""
         started_ns = time.time_ns()
         for queued in batch:
-            queued.started_ns, queued.batch_size = started_ns, len(batch)
+            # A retry of part of a failed batch keeps the first pass: the request's queue wait ended there.
+            if not queued.started_ns:
+                queued.started_ns, queued.batch_size = started_ns, len(batch)
         span = tracing.batch_span(
             (queued.record for queued in batch),
             {tracing.MODEL: self.name, tracing.DEVICE: str(self.device), tracing.BATCH_SIZE: len(batch)},
@@ -326,6 +330,12 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         if timeout_ms <= 0:
             raise InvalidInput("timeout_ms must be positive")
         return time.monotonic() + timeout_ms / 1000.0
+
+
+def _is_item_failure(error: BaseException) -> bool:
+    """Whether a failed forward pass may be retried in parts to find the item that fails: not when the
+    device failed (CUDA out-of-memory was already split by the device runner; a lost device fails all)."""
+    return not isinstance(error, DeviceLost) and not is_out_of_memory(error)
 
 
 def _note_batches(record: RequestRecord | None, queued: Sequence[_Queued[Any]]) -> None:

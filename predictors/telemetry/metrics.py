@@ -72,6 +72,13 @@ class Metrics:
             ["model", "action"],
             registry=registry,
         )
+        self.poison_items = Counter(
+            "predictors_poison_items_total",
+            "Items whose forward pass failed on their own after their failed batch was retried in halves "
+            "(their requests got INTERNAL_ERROR, their batch-mates their answers).",
+            ["model"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "predictors_batch_size_items",
             "Items per forward pass.",
