@@ -15,9 +15,10 @@ prepares items, ``predict`` queues them on the model's batcher, ``postprocess`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,32 @@ Raw = TypeVar("Raw")
 #: request parameters every model understands
 COMMON_PARAMETERS = frozenset({"timeout_ms"})
 TIMEOUT_HEADER = "x-request-timeout-ms"
+
+
+class ModelFileError(Exception):
+    """A file of the model directory is missing, unreadable or not what the predictor expects.
+
+    The server stops with one log line naming the file and the reason (the stack trace goes to DEBUG):
+    a broken model directory is an operator's problem, not a bug to debug."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[Path]:
+    """``with reading(path) as p: ...load p...``: any failure inside becomes a `ModelFileError` naming `path`."""
+    try:
+        yield path
+    except ModelFileError:
+        raise
+    except FileNotFoundError:
+        raise ModelFileError(path, "missing") from None
+    except Exception as error:  # noqa: BLE001 - whatever a loader raises, the file is the cause to report
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ModelFileError(path, f"cannot be read ({type(error).__name__}: {first_line})") from error
 
 
 class NoParameters(BaseModel):
@@ -147,9 +174,12 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             prepared = self.prepare(self.warmup_item(), params)
             raw = self._runner.run(self.forward, [prepared])
             self.finish(prepared, raw[0], params)
+        except ModelFileError as error:
+            self.load_error = str(error)
+            logger.debug("model %s: loading failed", self.name, exc_info=True)
+            raise
         except Exception as error:
             self.load_error = f"{type(error).__name__}: {error}"
-            logger.exception("model %s failed to load", self.name)
             raise
         elapsed = time.perf_counter() - started
         self.metrics.model_loaded(self.name, str(self.device), elapsed)

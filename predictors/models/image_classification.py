@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torchvision import transforms
 
 from predictors.device import DeviceReplicas
+from predictors.models.base import reading
 from predictors.models.classification import ClassifierPredictor
 
 INTERPOLATIONS = {
@@ -45,21 +46,19 @@ class ImageClassificationPredictor(ClassifierPredictor):
     predictor_name = "image-classification"
 
     def load_weights(self, device: torch.device) -> None:
-        config_path = self.model_dir / "config.json"
-        config = ClassifierConfig.model_validate(
-            json.loads(config_path.read_text()) if config_path.exists() else {}
-        )
+        with reading(self.model_dir / "config.json") as path:
+            config = ClassifierConfig.model_validate(json.loads(path.read_text()) if path.exists() else {})
         exported = self.model_dir / "model.pt2"
         if exported.exists():
-            network = torch.export.load(str(exported)).module()
+            with reading(exported):
+                network = torch.export.load(str(exported)).module()
         else:
-            network = torch.jit.load(str(self.model_dir / "model.pt"), map_location="cpu")
+            with reading(self.model_dir / "model.pt") as path:
+                network = torch.jit.load(str(path), map_location="cpu")
             network.eval()
         self.replicas = DeviceReplicas({"network": network.to(device)}, device)
-        self.labels = [
-            line.strip() for line in (self.model_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        with reading(self.model_dir / "labels.txt") as path:
+            self.labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         self.outputs_probabilities = config.outputs == "probabilities"
         self.input_size = config.input_size
         self.transform = transforms.Compose([
