@@ -50,7 +50,11 @@ COMMON_PARAMETERS = frozenset({"timeout_ms"})
 TIMEOUT_HEADER = "x-request-timeout-ms"
 
 
-class ModelFileError(Exception):
+#: a loader's error message is cut here in the one-line report (torch's run to several sentences)
+MAX_REASON_CHARS = 300
+
+
+class ModelFileError(ValueError):
     """A file of the model directory is missing, unreadable or not what the predictor expects.
 
     The server stops with one log line naming the file and the reason (the stack trace goes to DEBUG):
@@ -72,8 +76,10 @@ def reading(path: Path) -> Iterator[Path]:
     except FileNotFoundError:
         raise ModelFileError(path, "missing") from None
     except Exception as error:  # noqa: BLE001 - whatever a loader raises, the file is the cause to report
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise ModelFileError(path, f"cannot be read ({type(error).__name__}: {first_line})") from error
+        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if len(detail) > MAX_REASON_CHARS:
+            detail = detail[:MAX_REASON_CHARS] + " ..."
+        raise ModelFileError(path, f"cannot be read ({type(error).__name__}: {detail})") from error
 
 
 class NoParameters(BaseModel):
