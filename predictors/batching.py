@@ -75,7 +75,7 @@ class Batcher(Generic[P, R]):
         on_queue_change: Callable[[int], None] = lambda depth: None,
         arrivals: Callable[[], int] = lambda: 0,
         isolates: Callable[[BaseException], bool] = lambda error: True,
-        on_poison_item: Callable[[], None] = lambda: None,
+        on_poison_item: Callable[[BaseException], None] = lambda error: None,
     ) -> None:
         self.name = name
         self.config = config
@@ -204,7 +204,7 @@ class Batcher(Generic[P, R]):
             self._fail(failed, error)
             return
         if len(failed) == 1:
-            self._on_poison_item()
+            self._on_poison_item(error)
             self._fail(failed, error)
             return
         logger.debug("model %s: a batch of %d failed (%s); retrying it in halves", self.name, len(failed),

@@ -34,7 +34,7 @@ from predictors.codecs import v1, v2
 from predictors.codecs.images import ImageLimits, decode_image
 from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.device import DeviceLost, DeviceRunner, is_out_of_memory, resolve_device
-from predictors.errors import InvalidInput, ModelNotReady
+from predictors.errors import InvalidInput, ModelNotReady, PredictorError
 from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id
 from predictors.telemetry.metrics import Metrics
@@ -216,8 +216,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                 on_batch=self._count_batch,
                 on_queue_change=lambda depth: self.metrics.queue_depth.labels(self.name).set(depth),
                 arrivals=lambda: self._preparing,
-                isolates=_is_item_failure,
-                on_poison_item=self.metrics.poison_items.labels(self.name).inc,
+                isolates=is_item_failure,
+                on_poison_item=self._count_poison_item,
             )
         return self._batcher
 
@@ -246,6 +246,11 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             self.metrics.forward_duration.labels(self.name).observe((ended_ns - started_ns) / 1e9)
             if span is not None:
                 span.end(end_time=ended_ns)
+
+    def _count_poison_item(self, error: BaseException) -> None:
+        # A documented error (the item's own fault, e.g. its content) is an answer, not a poison item.
+        if not isinstance(error, PredictorError):
+            self.metrics.poison_items.labels(self.name).inc()
 
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)
@@ -376,7 +381,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         return time.monotonic() + timeout_ms / 1000.0
 
 
-def _is_item_failure(error: BaseException) -> bool:
+def is_item_failure(error: BaseException) -> bool:
     """Whether a failed forward pass may be retried in parts to find the item that fails: not when the
     device failed (CUDA out-of-memory was already split by the device runner; a lost device fails all)."""
     return not isinstance(error, DeviceLost) and not is_out_of_memory(error)

@@ -74,8 +74,8 @@ class Metrics:
         )
         self.poison_items = Counter(
             "predictors_poison_items_total",
-            "Items whose forward pass failed on their own after their failed batch was retried in halves "
-            "(their requests got INTERNAL_ERROR, their batch-mates their answers).",
+            "Items whose forward pass failed on their own with an unexpected error, found by retrying "
+            "their failed batch in halves (their requests got INTERNAL_ERROR, their batch-mates answers).",
             ["model"],
             registry=registry,
         )

@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from predictors.batching import Batcher, BatchingConfig
+from predictors.device import DeviceLost
 from predictors.errors import RequestTimeout, ServiceBusy
+from predictors.models.base import is_item_failure
 
 
 class RecordingModel:
@@ -222,7 +225,7 @@ class PoisonModel(RecordingModel):
 
 def poison_batcher(model, executor, poisoned: list[int], **config) -> Batcher:
     settings = {"max_batch_size": 8, "max_latency_ms": 200, "max_queue": 64} | config
-    return Batcher("m", model, executor, BatchingConfig(**settings), on_poison_item=lambda: poisoned.append(1))
+    return Batcher("m", model, executor, BatchingConfig(**settings), on_poison_item=lambda error: poisoned.append(1))
 
 
 async def test_a_poison_item_fails_only_its_request_and_costs_at_most_2_log2_n_extra_passes(executor) -> None:
@@ -277,7 +280,7 @@ async def test_device_errors_fail_the_whole_batch_without_retries(executor) -> N
     poisoned: list[int] = []
     batcher = Batcher("m", broken_device, executor, BatchingConfig(max_batch_size=8, max_latency_ms=200),
                       isolates=lambda error: not isinstance(error, DeviceGone),
-                      on_poison_item=lambda: poisoned.append(1))
+                      on_poison_item=lambda error: poisoned.append(1))
     outcomes = await asyncio.gather(*(batcher.submit([i]) for i in range(4)), return_exceptions=True)
     assert all(isinstance(o, DeviceGone) for o in outcomes)
     assert calls == [[0, 1, 2, 3]] and poisoned == []
@@ -298,4 +301,22 @@ async def test_a_deadline_that_passes_while_bisecting_ends_the_retries_for_that_
     assert isinstance(outcomes[0], ValueError) and outcomes[1:] == [[4], [6]]
     # after the deadline, item 1 ran in no further forward pass
     assert sum(1 in batch for batch in model.batches) <= 2
+    await batcher.stop()
+
+
+@pytest.mark.parametrize("device_error", [torch.cuda.OutOfMemoryError("CUDA out of memory"),
+                                          DeviceLost("illegal memory access")], ids=["oom", "device-lost"])
+async def test_the_models_policy_leaves_device_failures_to_the_device_runner(executor, device_error) -> None:
+    calls: list[list[int]] = []
+
+    def failing(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        raise device_error
+
+    batcher = Batcher("m", failing, executor, BatchingConfig(max_batch_size=4, max_latency_ms=200),
+                      isolates=is_item_failure)
+    outcomes = await asyncio.gather(*(batcher.submit([i]) for i in range(4)), return_exceptions=True)
+    assert all(outcome is device_error for outcome in outcomes)
+    assert calls == [[0, 1, 2, 3]]  # not retried in halves
+    assert is_item_failure(ValueError("a bug one input triggers"))
     await batcher.stop()
