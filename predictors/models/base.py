@@ -15,9 +15,10 @@ prepares items, ``predict`` queues them on the model's batcher, ``postprocess`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +37,13 @@ from predictors.device import (
     DeviceLost,
     DeviceRunner,
     Fallback,
+    is_out_of_memory,
     resolve_device,
     settle,
     wait_for_fallbacks,
     warmup_batch_sizes,
 )
-from predictors.errors import InvalidInput, ModelNotReady, RequestTimeout
+from predictors.errors import InvalidInput, ModelNotReady, PredictorError, RequestTimeout
 from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id
 from predictors.telemetry.metrics import Metrics
@@ -57,6 +59,38 @@ R = TypeVar("R")
 #: request parameters every model understands
 COMMON_PARAMETERS = frozenset({"timeout_ms"})
 TIMEOUT_HEADER = "x-request-timeout-ms"
+
+
+#: a loader's error message is cut here in the one-line report (torch's run to several sentences)
+MAX_REASON_CHARS = 300
+
+
+class ModelFileError(ValueError):
+    """A file of the model directory is missing, unreadable or not what the predictor expects.
+
+    The server stops with one log line naming the file and the reason (the stack trace goes to DEBUG):
+    a broken model directory is an operator's problem, not a bug to debug."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[Path]:
+    """``with reading(path) as p: ...load p...``: any failure inside becomes a `ModelFileError` naming `path`."""
+    try:
+        yield path
+    except ModelFileError:
+        raise
+    except FileNotFoundError:
+        raise ModelFileError(path, "missing") from None
+    except Exception as error:  # noqa: BLE001 - whatever a loader raises, the file is the cause to report
+        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if len(detail) > MAX_REASON_CHARS:
+            detail = detail[:MAX_REASON_CHARS] + " ..."
+        raise ModelFileError(path, f"cannot be read ({type(error).__name__}: {detail})") from error
 
 
 class NoParameters(BaseModel):
@@ -158,9 +192,12 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                 on_device_lost=self._device_lost,
             )
             self._warm_up(self._runner)
+        except ModelFileError as error:
+            self.load_error = str(error)
+            logger.debug("model %s: loading failed", self.name, exc_info=True)
+            raise
         except Exception as error:
             self.load_error = f"{type(error).__name__}: {error}"
-            logger.exception("model %s failed to load", self.name)
             raise
         elapsed = time.perf_counter() - started
         self.metrics.model_loaded(self.name, str(self.device), elapsed)
@@ -226,6 +263,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                 on_batch=self._count_batch,
                 on_queue_change=lambda depth: self.metrics.queue_depth.labels(self.name).set(depth),
                 arrivals=lambda: self._preparing,
+                isolates=is_item_failure,
+                on_poison_item=self._count_poison_item,
             )
         return self._batcher
 
@@ -233,7 +272,9 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         """One forward pass (device thread): times it and makes its span, linked to every request in it."""
         started_ns = time.time_ns()
         for queued in batch:
-            queued.started_ns, queued.batch_size = started_ns, len(batch)
+            # A retry of part of a failed batch keeps the first pass: the request's queue wait ended there.
+            if not queued.started_ns:
+                queued.started_ns, queued.batch_size = started_ns, len(batch)
         span = tracing.batch_span(
             (queued.record for queued in batch),
             {tracing.MODEL: self.name, tracing.DEVICE: str(self.device), tracing.BATCH_SIZE: len(batch)},
@@ -252,6 +293,11 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             self.metrics.forward_duration.labels(self.name).observe((ended_ns - started_ns) / 1e9)
             if span is not None:
                 span.end(end_time=ended_ns)
+
+    def _count_poison_item(self, error: BaseException) -> None:
+        # A documented error (the item's own fault, e.g. its content) is an answer, not a poison item.
+        if not isinstance(error, PredictorError):
+            self.metrics.poison_items.labels(self.name).inc()
 
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)
@@ -390,6 +436,12 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         if not 0 < timeout_ms < float("inf"):
             raise InvalidInput("timeout_ms must be a positive, finite number of milliseconds")
         return time.monotonic() + timeout_ms / 1000.0
+
+
+def is_item_failure(error: BaseException) -> bool:
+    """Whether a failed forward pass may be retried in parts to find the item that fails: not when the
+    device failed (CUDA out-of-memory was already split by the device runner; a lost device fails all)."""
+    return not isinstance(error, DeviceLost) and not is_out_of_memory(error)
 
 
 def _note_batches(record: RequestRecord | None, queued: Sequence[_Queued[Any]]) -> None:

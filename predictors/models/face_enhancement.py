@@ -60,7 +60,7 @@ from predictors.codecs.images import encode_image
 from predictors.codecs.types import OutputSpec
 from predictors.device import DeviceReplicas
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage
-from predictors.models.base import VisionPredictor
+from predictors.models.base import VisionPredictor, reading
 
 logger = logging.getLogger(__name__)
 
@@ -229,14 +229,14 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         directory = self.model_dir
 
         generator = gpen.FullGenerator(self.size, 512, 8, 2, narrow=1)
-        generator.load_state_dict(
-            torch.load(directory / GENERATOR_FILE, map_location="cpu", weights_only=True), strict=True
-        )
+        with reading(directory / GENERATOR_FILE) as path:
+            generator.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
 
         # RetinaFaceDetection sets the process-wide cudnn.benchmark; keep the process's own setting.
         benchmark = torch.backends.cudnn.benchmark
         try:
-            detector = detection.RetinaFaceDetection(str(directory / DETECTOR_FILE), "cpu")
+            with reading(directory / DETECTOR_FILE) as path:
+                detector = detection.RetinaFaceDetection(str(path), "cpu")
         finally:
             torch.backends.cudnn.benchmark = benchmark
         self._detector_cfg = detector.cfg
@@ -244,11 +244,10 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         sr = rrdbnet_arch.RRDBNet(
             num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32, scale=SR_SCALE
         )
-        sr.load_state_dict(
-            torch.load(directory / SR_FILE, map_location="cpu", weights_only=True)["params_ema"], strict=True
-        )
-
-        quality = fqa.FQA(str(directory / QUALITY_BACKBONE_FILE), str(directory / QUALITY_HEAD_FILE), "cpu")
+        with reading(directory / SR_FILE) as path:
+            sr.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["params_ema"], strict=True)
+        with reading(directory):  # FQA reads both of its files in one call: name the directory
+            quality = fqa.FQA(str(directory / QUALITY_BACKBONE_FILE), str(directory / QUALITY_HEAD_FILE), "cpu")
 
         modules = {
             "generator": generator,

@@ -28,6 +28,7 @@ from torch.export.passes import move_to_device_pass
 from torchvision import transforms
 
 from predictors.device import CPU, DeviceReplicas
+from predictors.models.base import reading
 from predictors.models.classification import ClassifierPredictor
 
 SCRIPTED_FILE = "model.pt"
@@ -69,16 +70,12 @@ class ImageClassificationPredictor(ClassifierPredictor):
     predictor_name = "image-classification"
 
     def load_weights(self, device: torch.device) -> None:
-        config_path = self.model_dir / "config.json"
-        config = ClassifierConfig.model_validate(
-            json.loads(config_path.read_text()) if config_path.exists() else {}
-        )
+        with reading(self.model_dir / "config.json") as path:
+            config = ClassifierConfig.model_validate(json.loads(path.read_text()) if path.exists() else {})
         self.replicas = DeviceReplicas({"network": self._load_network(CPU)}, device,
                                        to_device=lambda _cpu_module, target: self._load_network(target))
-        self.labels = [
-            line.strip() for line in (self.model_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        with reading(self.model_dir / "labels.txt") as path:
+            self.labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         self.outputs_probabilities = config.outputs == "probabilities"
         self.input_size = config.input_size
         self.transform = transforms.Compose([
@@ -93,11 +90,13 @@ class ImageClassificationPredictor(ClassifierPredictor):
         parameters and buffers but not the devices written into the graph (tensors the model creates)."""
         exported = self.model_dir / EXPORTED_FILE
         if exported.exists():
-            program = torch.export.load(str(exported))
+            with reading(exported):
+                program = torch.export.load(str(exported))
             if device != CPU:
                 program = move_to_device_pass(program, device)
             return program.module()
-        script = torch.jit.load(str(self.model_dir / SCRIPTED_FILE), map_location=device)
+        with reading(self.model_dir / SCRIPTED_FILE) as path:
+            script = torch.jit.load(str(path), map_location=device)
         baked = baked_devices(script) - {str(device)}
         if baked:
             raise ValueError(

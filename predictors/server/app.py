@@ -12,12 +12,14 @@ On SIGTERM the REST server stops accepting connections and finishes in-flight re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import kserve
@@ -29,7 +31,7 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer, _RefreshingServer
 
-from predictors.models.base import VisionPredictor
+from predictors.models.base import ModelFileError, VisionPredictor
 from predictors.models.registry import ModelEntry, predictor_class
 from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.errors import GrpcErrorInterceptor, install_rest_handlers
@@ -41,6 +43,8 @@ from predictors.telemetry.metrics import Metrics
 from predictors.telemetry.tracing import configure_tracing, limit_fastapi_telemetry
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Largest gRPC response (enhanced images can be large); requests are bounded by `max_body_bytes`.
 MAX_GRPC_SEND_BYTES = 64 * 1024 * 1024
@@ -204,13 +208,15 @@ class PredictorServer(kserve.ModelServer):
         return self.exit_code
 
     async def _load_models(self) -> None:
-        loop = asyncio.get_running_loop()
         for model in self.models:
             try:
-                await loop.run_in_executor(None, model.load)
-            except Exception:  # noqa: BLE001 - logged by the model; fail fast
-                logger.critical("model %s could not be loaded (%s); stopping the server", model.name,
-                                model.load_error)
+                await _on_daemon_thread(model.load, f"load-{model.name}")
+            except Exception as error:  # noqa: BLE001 - fail fast, with one line that says why
+                # A broken file is the operator's to fix: its name and the reason say it all. Anything
+                # else is a bug in a loader, whose stack trace is needed.
+                trace = None if isinstance(error, ModelFileError) else error
+                logger.critical("model %s could not be loaded: %s; stopping the server", model.name,
+                                model.load_error, exc_info=trace)
                 self.load_failed = True
                 if self.exit_code == 0:  # a device lost during the warm-up keeps its own code
                     self.exit_code = EXIT_LOAD_FAILED
@@ -246,3 +252,30 @@ class PredictorServer(kserve.ModelServer):
         loop = self._loop
         assert loop is not None
         loop.call_soon_threadsafe(lambda: loop.create_task(grpc_server.stop(signal.SIGTERM)))
+
+
+async def _on_daemon_thread(work: Callable[[], T], name: str) -> T:
+    """`work()` on a daemon thread of its own. Loading weights cannot be interrupted: when the server
+    stops while a model still loads (SIGTERM during start-up), the load is abandoned rather than
+    holding up the exit (an executor's threads are joined at exit; a daemon thread is not)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            outcome: tuple[T | None, BaseException | None] = (work(), None)
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting coroutine
+            outcome = (None, error)
+        with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future

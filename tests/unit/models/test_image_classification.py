@@ -12,7 +12,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from predictors.device import CPU, DeviceLost, copy_to_device, warmup_batch_sizes
-from predictors.models.base import ModelConfig
+from predictors.models.base import ModelConfig, ModelFileError
 from predictors.models.registry import predictor_class
 from predictors.telemetry.metrics import Metrics
 from tests.conftest import sample_image
@@ -198,3 +198,25 @@ def test_a_lost_device_makes_the_model_not_ready(tmp_path: Path, workers) -> Non
         predictor.run_on_device(predictor.forward, [white])
     assert told == ["image-classification"] and not predictor.ready
     assert predictor.metrics.model_ready.labels("image-classification")._value.get() == 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "file", "reason"),
+    [
+        (lambda d: (d / "labels.txt").unlink(), "labels.txt", "missing"),
+        (lambda d: (d / "model.pt2").write_bytes((d / "model.pt2").read_bytes()[:500]), "model.pt2",
+         "cannot be read ("),
+        (lambda d: (d / "config.json").write_text("[1, 2"), "config.json", "cannot be read (JSONDecodeError: "),
+    ],
+    ids=["missing-labels", "truncated-model", "config-not-json"],
+)
+def test_a_broken_file_is_reported_by_name(tmp_path: Path, workers, damage, file: str, reason: str) -> None:
+    directory, _ = write_dir(tmp_path / "d", "export")
+    damage(directory)
+    model = predictor_class("image-classification")(
+        "d", directory, ModelConfig(device="cpu"), Metrics(CollectorRegistry()), workers)
+    with pytest.raises(ModelFileError) as error:
+        model.load()
+    assert error.value.path == directory / file
+    assert str(error.value).startswith(f"{directory / file}: {reason}")
+    assert model.load_error == str(error.value) and "\n" not in model.load_error
