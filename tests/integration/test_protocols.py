@@ -11,59 +11,26 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.conftest import encode, sample_image
+from tests.support.protocols import classify_over_every_protocol, disagreements, v1_body
 
 IMAGES = [encode(sample_image(seed), "JPEG") for seed in range(3)] + [encode(sample_image(9), "PNG")]
 
 
 def v1_predict(server, model: str, images: list[bytes], **parameters) -> httpx.Response:
-    body = {"instances": [{"image": {"b64": base64.b64encode(i).decode()}} for i in images]}
-    if parameters:
-        body["parameters"] = parameters
-    return httpx.post(f"{server.url}/v1/models/{model}:predict", json=body, timeout=120)
+    return httpx.post(f"{server.url}/v1/models/{model}:predict", json=v1_body(images, **parameters), timeout=120)
 
 
 @pytest.mark.parametrize("model", ["general-recognition", "image-classification"])
 def test_all_protocols_agree(server, model: str) -> None:
-    v1 = v1_predict(server, model, IMAGES, top_k=3)
-    assert v1.status_code == 200, v1.text
-    predictions = v1.json()["predictions"]
-    assert len(predictions) == len(IMAGES)
-    for prediction in predictions:
+    answers = classify_over_every_protocol(server.url, server.grpc_target, model, IMAGES, top_k=3)
+    assert len(answers.v1) == len(IMAGES)
+    for prediction in answers.v1:
         assert len(prediction["labels"]) == len(prediction["scores"]) == 3
-
-    v2 = httpx.post(
-        f"{server.url}/v2/models/{model}/infer",
-        json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(IMAGES)],
-                          "data": [base64.b64encode(i).decode() for i in IMAGES]}],
-              "parameters": {"top_k": 3}},
-        timeout=120,
-    )
-    assert v2.status_code == 200, v2.text
-    outputs = {o["name"]: o for o in v2.json()["outputs"]}
-    assert outputs["labels"]["shape"] == [len(IMAGES), 3] and outputs["labels"]["datatype"] == "BYTES"
-    assert outputs["scores"]["shape"] == [len(IMAGES), 3] and outputs["scores"]["datatype"] == "FP32"
-    v2_labels = np.array(outputs["labels"]["data"]).reshape(len(IMAGES), 3)
-    v2_scores = np.array(outputs["scores"]["data"]).reshape(len(IMAGES), 3)
-
-    http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
-    tensor = httpclient.InferInput("image", [len(IMAGES)], "BYTES")
-    tensor.set_data_from_numpy(np.array(IMAGES, dtype=object), binary_data=True)
-    binary = http.infer(model, [tensor], parameters={"top_k": 3},
-                        outputs=[httpclient.InferRequestedOutput("labels", binary_data=True),
-                                 httpclient.InferRequestedOutput("scores", binary_data=True)])
-
-    grpc = grpcclient.InferenceServerClient(server.grpc_target)
-    grpc_tensor = grpcclient.InferInput("image", [len(IMAGES)], "BYTES")
-    grpc_tensor.set_data_from_numpy(np.array(IMAGES, dtype=object))
-    via_grpc = grpc.infer(model, [grpc_tensor], parameters={"top_k": 3})
-
-    for i, prediction in enumerate(predictions):
-        assert list(v2_labels[i]) == prediction["labels"]
-        assert [label.decode() for label in binary.as_numpy("labels")[i]] == prediction["labels"]
-        assert [label.decode() for label in via_grpc.as_numpy("labels")[i]] == prediction["labels"]
-        np.testing.assert_allclose(v2_scores[i], prediction["scores"], rtol=1e-5)
-        np.testing.assert_allclose(binary.as_numpy("scores")[i], prediction["scores"], rtol=1e-5)
-        np.testing.assert_allclose(via_grpc.as_numpy("scores")[i], prediction["scores"], rtol=1e-5)
+    labels, scores = answers.v2_outputs["labels"], answers.v2_outputs["scores"]
+    assert labels["shape"] == [len(IMAGES), 3] and labels["datatype"] == "BYTES"
+    assert scores["shape"] == [len(IMAGES), 3] and scores["datatype"] == "FP32"
+    assert set(answers.others) == {"v2", "tritonclient-http", "tritonclient-grpc"}
+    assert disagreements(answers) == []
 
 
 def test_default_top_k_is_five(server) -> None:

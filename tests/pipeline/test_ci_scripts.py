@@ -4,18 +4,15 @@ real chart), and the pod-spec -> podman translation of the container smoke test.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.pipeline.conftest import REPO
 
 sys.path.insert(0, str(REPO / "ci"))
-import smoke_client  # noqa: E402
 
 CPU_VALUES = "charts/vision-predictors/ci/cpu-values.yaml"
 
@@ -127,74 +124,6 @@ def test_review_deploys_the_demo_image_with_baked_weights(helm4: str) -> None:
     assert "kind: Deployment" in rendered
 
 
-@pytest.fixture(scope="module")
-def smoke_pod(helm4: str, tmp_path_factory: pytest.TempPathFactory) -> smoke_client.PodContainer:
-    out = tmp_path_factory.mktemp("render") / "rendered.yaml"
-    result = subprocess.run(
-        [
-            helm4,
-            "template",
-            "smoke",
-            "charts/vision-predictors",
-            "--namespace",
-            "smoke",
-            "-f",
-            "tests/pipeline/smoke-values.yaml",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    out.write_text(result.stdout)
-    return smoke_client.PodContainer.load(out, "smoke-general-recognition", None)
-
-
-def test_podman_arguments_follow_the_rendered_pod_spec(
-    smoke_pod: smoke_client.PodContainer, tmp_path: Path
-) -> None:
-    (tmp_path / "pvc" / "general-recognition").mkdir(parents=True)
-    args = smoke_pod.podman_run_args(
-        "ctr", {"smoke-models": tmp_path / "pvc"}, tmp_path / "scratch", {8080: 18080, 8081: 18081}, "bridge"
-    )
-    joined = shlex.join(args)
-    assert "--user 1001:1001" in joined and "--group-add 1001" in joined
-    assert "--read-only --read-only-tmpfs=false" in joined
-    assert "--cap-drop ALL" in joined and "--security-opt no-new-privileges" in joined
-    assert f"--volume {tmp_path}/scratch/emptydir-tmp:/tmp:rw" in joined
-    assert f"--volume {tmp_path}/pvc/general-recognition:/mnt/models:ro" in joined
-    assert "--env PREDICTORS_SHUTDOWN_GRACE_SECONDS=30" in joined and re.search(r"--env HOME=/tmp\b", joined)
-    assert "--memory 3221225472" in joined
-    # downward-API resourceFieldRef limits.cpu (limit "2", divisor 1) as the kubelet resolves it
-    assert "--env OMP_NUM_THREADS=2" in joined and "--env MKL_NUM_THREADS=2" in joined
-    assert args[-4:] == [
-        "localhost/vision-predictors:smoke",
-        "serve",
-        "--model-dir",
-        "general-recognition=/mnt/models",
-    ]
-    probes = smoke_pod.probes()
-    assert probes["startupProbe"].path == "/v2/models/general-recognition/ready"
-    assert probes["livenessProbe"].path == "/v2/health/live"
-    assert smoke_pod.grace_seconds == 40 and smoke_pod.pre_stop_sleep == 5
-
-
-def test_resource_field_ref_rounds_up_like_the_kubelet() -> None:
-    container = {"name": "c", "resources": {"limits": {"cpu": "1500m", "memory": "3Gi"}}}
-    pod = smoke_client.PodContainer("d", "ns", {"containers": [container]}, container)
-    assert pod.resource_field("X", {"resource": "limits.cpu", "divisor": "1"}) == "2"
-    assert pod.resource_field("X", {"resource": "limits.memory", "divisor": "1Mi"}) == "3072"
-    with pytest.raises(smoke_client.SmokeFailure):
-        pod.resource_field("X", {"containerName": "other", "resource": "limits.cpu"})
-
-
-def test_kubernetes_env_expansion() -> None:
-    env = {"A": "1", "B": "x"}
-    assert smoke_client.expand("$(A)-$(B)-$(C)-$$(A)", env) == "1-x-$(C)-$(A)"
-    assert smoke_client.quantity_bytes("3Gi") == 3 * 2**30 and smoke_client.quantity_cpus("500m") == 0.5
-
-
 def test_gpu_smoke_stops_at_once_without_a_gpu() -> None:
     import torch
 
@@ -205,3 +134,12 @@ def test_gpu_smoke_stops_at_once_without_a_gpu() -> None:
     assert result.returncode == 2, result.stderr
     assert "no usable CUDA GPU" in result.stderr and "runs on a GPU machine only (docs/gpu.md)" in result.stderr
     assert "runner checks" not in result.stderr  # nothing else was attempted
+
+
+def test_smoke_client_runs_from_its_own_directory() -> None:
+    """As the pipeline runs it: `python ci/smoke_client.py` finds the kubelet module and the test-support
+    protocol client."""
+    result = subprocess.run([sys.executable, "ci/smoke_client.py", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "kubelet" in result.stdout
