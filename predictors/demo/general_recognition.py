@@ -14,7 +14,10 @@ from pathlib import Path
 import torch
 
 from predictors.demo.common import write_predictor_json
-from predictors.models.general_recognition import LABELS_FILE, NUM_CLASSES, WEIGHTS_FILE, build_resnest101
+from predictors.models.layouts import GENERAL_RECOGNITION_CLASSES as NUM_CLASSES
+from predictors.models.layouts import GENERAL_RECOGNITION_LABELS_FILE as LABELS_FILE
+from predictors.models.layouts import GENERAL_RECOGNITION_WEIGHTS_FILE as WEIGHTS_FILE
+from predictors.models.layouts import build_resnest101
 
 FEATURES = 2048
 

@@ -61,6 +61,7 @@ from predictors.codecs.images import encode_image
 from predictors.codecs.types import OutputSpec
 from predictors.device import DeviceReplicas
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage
+from predictors.models import layouts
 from predictors.models.base import VisionPredictor, reading
 from predictors.settings import ModelOptions
 
@@ -68,33 +69,19 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-GENERATOR_FILE = "pytorch_model.pt"
-SR_FILE = "super_resolution/realesrnet_x2.pth"
-DETECTOR_FILE = "face_detection/RetinaFace-R50.pth"
-QUALITY_BACKBONE_FILE = "face_quality/eqface_backbone.pth"
-QUALITY_HEAD_FILE = "face_quality/eqface_quality.pth"
+GENERATOR_FILE = layouts.GPEN_GENERATOR_FILE
+SR_FILE = layouts.GPEN_SR_FILE
+DETECTOR_FILE = layouts.GPEN_DETECTOR_FILE
+QUALITY_BACKBONE_FILE = layouts.GPEN_QUALITY_BACKBONE_FILE
+QUALITY_HEAD_FILE = layouts.GPEN_QUALITY_HEAD_FILE
 
 # upstream's constants (ImagePortraitEnhancementPipeline.__init__)
 DETECTION_THRESHOLD = 0.9
 FACE_QUALITY_THRESHOLD = 0.1
 IDENTITY_THRESHOLD = 0.15
-SR_SCALE = 2
-
-
-
-def build_generator(size: int = 512) -> torch.nn.Module:
-    """GPEN's generator exactly as ModelScope's pipeline builds it (also used by the demo writer)."""
-    from modelscope.models.cv.image_portrait_enhancement import gpen
-
-    return gpen.FullGenerator(size, 512, 8, 2, narrow=1)
-
-
-def build_sr_network() -> torch.nn.Module:
-    """The x2 RealESRNet background super-resolution network of the published directory."""
-    from modelscope.models.cv.super_resolution import rrdbnet_arch
-
-    return rrdbnet_arch.RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32,
-                                scale=SR_SCALE)
+SR_SCALE = layouts.GPEN_SR_SCALE
+build_generator = layouts.build_gpen_generator
+build_sr_network = layouts.build_gpen_sr_network
 
 
 DEFAULT_MAX_IMAGE_SIDE = 2000

@@ -18,24 +18,16 @@ from PIL import Image
 from torchvision import transforms
 
 from predictors.device import DeviceReplicas
+from predictors.models import layouts
 from predictors.models.base import ModelFileError, reading
 from predictors.models.classification import ClassifierPredictor
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "pytorch_model.pt"
-LABELS_FILE = "meta_info.txt"
-NUM_CLASSES = 54092
-
-
-def build_resnest101() -> torch.nn.Module:
-    """The exact architecture ModelScope's GeneralRecognitionPipeline builds (also used by the demo writer)."""
-    from modelscope.models.cv.animal_recognition import resnet
-
-    return resnet.ResNet(
-        resnet.Bottleneck, [3, 4, 23, 3], radix=2, groups=1, bottleneck_width=64, deep_stem=True,
-        stem_width=64, avg_down=True, avd=True, avd_first=False, num_classes=NUM_CLASSES,
-    )
+WEIGHTS_FILE = layouts.GENERAL_RECOGNITION_WEIGHTS_FILE
+LABELS_FILE = layouts.GENERAL_RECOGNITION_LABELS_FILE
+NUM_CLASSES = layouts.GENERAL_RECOGNITION_CLASSES
+build_resnest101 = layouts.build_resnest101
 
 
 def read_labels(path: Path) -> list[str]:

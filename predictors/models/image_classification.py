@@ -28,14 +28,14 @@ from torch.export.passes import move_to_device_pass
 from torchvision import transforms
 
 from predictors.device import CPU, DeviceReplicas
+from predictors.models import layouts
 from predictors.models.base import reading
 from predictors.models.classification import ClassifierPredictor
 
-#: the directory's layout (the demo writer uses the same names)
-SCRIPTED_FILE = "model.pt"
-EXPORTED_FILE = "model.pt2"
-LABELS_FILE = "labels.txt"
-CONFIG_FILE = "config.json"
+SCRIPTED_FILE = layouts.CLASSIFIER_SCRIPTED_FILE
+EXPORTED_FILE = layouts.CLASSIFIER_EXPORTED_FILE
+LABELS_FILE = layouts.CLASSIFIER_LABELS_FILE
+CONFIG_FILE = layouts.CLASSIFIER_CONFIG_FILE
 
 INTERPOLATIONS = {
     "nearest": transforms.InterpolationMode.NEAREST,

@@ -44,3 +44,12 @@ def test_the_cli_imports_no_torch_for_status_and_infer() -> None:
     done = subprocess.run([sys.executable, "-c", "import sys, predictors.cli; print('torch' in sys.modules)"],
                           capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_demo_writers_import_no_kserve() -> None:
+    """The integration tests write demo directories in their own process, where KServe must not be imported
+    (its protobufs clash with tritonclient's): a model's layout (`models/layouts.py`) imports no serving code."""
+    writers = "; ".join(f"import {m.demo_writer.partition(':')[0]}" for m in MODELS)
+    code = f"import sys; {writers}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'kserve'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "[]"
