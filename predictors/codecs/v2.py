@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import orjson
@@ -97,7 +97,7 @@ def parse_binary_request(body: bytes, json_length: int, model_name: str) -> Infe
     )
 
 
-def _is_shape(value: Any) -> bool:
+def _is_shape(value: Any) -> TypeGuard[list[int]]:
     return isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
 
 
