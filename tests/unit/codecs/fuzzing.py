@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
+from hypothesis import event
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -50,10 +51,12 @@ def _check(error: BaseException, original: BaseException) -> None:
         raise AssertionError(f"{type(original).__name__} escaped the codec: {original!r}") from original
     assert mapped.code in DOCUMENTED, f"{mapped.code} is not in the README's error table"
     assert 400 <= int(mapped.status) < 500 and DOCUMENTED[mapped.code] == int(mapped.status), mapped
+    event(f"rejected: {mapped.code}")  # `pytest --hypothesis-show-statistics` shows the mix
 
 
 def check_wire(wire: WireRequest, inputs: tuple[InputSpec, ...], max_items: int) -> None:
     """A decoded request is what the predictors are promised: 1..max_items items of the declared kinds."""
+    event("decoded")
     assert 1 <= len(wire.items) <= max_items
     names = {spec.name: spec for spec in inputs}
     for item in wire.items:
@@ -90,13 +93,19 @@ contracts = st.sampled_from(sorted(CONTRACTS)).map(lambda name: CONTRACTS[name])
 
 # ---- strategies ---------------------------------------------------------------------------------
 
+
+def mostly(likely: st.SearchStrategy[Any], other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """`likely` three times out of four: keeps enough near-valid requests that decoding succeeds."""
+    return st.one_of(likely, likely, likely, other)
+
+
 #: any text, lone surrogates included (what json.loads makes of "\ud800")
-texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=40) | st.sampled_from(
-    ["", " ", "\ud800", "a\udfffb", "\x00", "é" * 600, "x" * 2100, "\n\t"]
+texts = mostly(st.text(st.characters(codec=None, exclude_categories=()), max_size=40), st.sampled_from(
+    ["", " ", "\ud800", "a\udfffb", "\x00", "é" * 600, "x" * 2100, "\n\t"])
 )
 #: names: the real ones most of the time, anything else sometimes
 def names_for(specs: tuple[Any, ...]) -> st.SearchStrategy[str]:
-    return st.sampled_from([spec.name for spec in specs]) | texts
+    return mostly(st.sampled_from([spec.name for spec in specs]), texts)
 
 
 scalars = (
@@ -122,4 +131,4 @@ image_bytes = st.one_of(
 def base64_texts() -> st.SearchStrategy[str]:
     import base64
 
-    return image_bytes.map(lambda data: base64.b64encode(data).decode("ascii")) | texts
+    return mostly(image_bytes.map(lambda data: base64.b64encode(data).decode("ascii")), texts)

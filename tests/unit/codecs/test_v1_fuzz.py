@@ -15,6 +15,7 @@ from tests.unit.codecs.fuzzing import (
     check_wire,
     contracts,
     json_values,
+    mostly,
     names_for,
     only_documented_errors,
     texts,
@@ -29,7 +30,7 @@ def instances(inputs: tuple[InputSpec, ...]) -> st.SearchStrategy[Any]:
     def good(spec: InputSpec) -> st.SearchStrategy[Any]:
         if spec.kind == "image":
             return base64_texts().map(lambda b: {"b64": b}) | base64_texts()
-        return texts
+        return mostly(texts, json_values)
 
     kinds = {spec.name: spec for spec in inputs}
     well_formed = st.fixed_dictionaries(
@@ -41,18 +42,19 @@ def instances(inputs: tuple[InputSpec, ...]) -> st.SearchStrategy[Any]:
             {key: (good(kinds[key]) if key in kinds else st.nothing()) | json_values for key in keys}
         )
     )
-    return well_formed | loose | json_values
+    return mostly(well_formed, loose | json_values)
 
 
 def bodies(inputs: tuple[InputSpec, ...]) -> st.SearchStrategy[Any]:
     top = st.fixed_dictionaries(
-        {"instances": st.lists(instances(inputs), max_size=MAX_ITEMS + 1) | json_values},
-        optional={
-            "parameters": st.dictionaries(texts, json_values, max_size=3) | json_values,
-            "signature_name": json_values,
-        },
+        {"instances": mostly(st.lists(instances(inputs), min_size=1, max_size=MAX_ITEMS), json_values)},
+        optional={"parameters": mostly(st.dictionaries(texts, json_values, max_size=3), json_values)},
     )
-    return top | json_values
+    # too many instances; an unknown top-level field
+    top = mostly(top, st.tuples(top, st.sampled_from([
+        ("instances", [{}] * (MAX_ITEMS + 1)), ("signature_name", "serving_default"), ("inputs", [])
+    ])).map(lambda pair: {**pair[0], pair[1][0]: pair[1][1]} if isinstance(pair[0], dict) else pair[0]))
+    return mostly(top, json_values)
 
 
 @example((CONTRACTS["visual-entailment"][0], {"instances": [{"image": "", "hypothesis": "\ud800"}]}))

@@ -30,6 +30,7 @@ from tests.unit.codecs.fuzzing import (
     contracts,
     image_bytes,
     json_values,
+    mostly,
     names_for,
     only_documented_errors,
     texts,
@@ -40,14 +41,15 @@ DATATYPES = st.sampled_from(["BYTES", "FP32", "INT32", "INT64", "BOOL", "UINT8",
 Contract = tuple[tuple[InputSpec, ...], tuple[OutputSpec, ...]]
 
 
-def shapes() -> st.SearchStrategy[Any]:
-    return st.lists(st.integers(-2, MAX_ITEMS + 2), max_size=3) | json_values
+def shapes(count: int | None = None) -> st.SearchStrategy[Any]:
+    wrong = st.lists(st.integers(-2, MAX_ITEMS + 2), max_size=3) | json_values
+    return wrong if count is None else mostly(st.just([count]), wrong)
 
 
 def element(spec: InputSpec | None) -> st.SearchStrategy[Any]:
     if spec is not None and spec.kind == "image":
         return base64_texts()
-    return texts | json_values
+    return mostly(texts, json_values)
 
 
 def json_tensor(inputs: tuple[InputSpec, ...]) -> st.SearchStrategy[dict[str, Any]]:
@@ -55,12 +57,12 @@ def json_tensor(inputs: tuple[InputSpec, ...]) -> st.SearchStrategy[dict[str, An
     return names_for(inputs).flatmap(
         lambda name: st.fixed_dictionaries(
             {
-                "name": st.just(name) | json_values,
-                "datatype": st.just("BYTES") | DATATYPES,
+                "name": mostly(st.just(name), json_values),
+                "datatype": mostly(st.just("BYTES"), DATATYPES),
                 "shape": shapes(),
-                "data": st.lists(element(specs.get(name)), max_size=MAX_ITEMS + 1) | json_values,
+                "data": mostly(st.lists(element(specs.get(name)), max_size=MAX_ITEMS + 1), json_values),
             },
-            optional={"parameters": st.dictionaries(texts, json_values, max_size=2) | json_values},
+            optional={"parameters": mostly(st.dictionaries(texts, json_values, max_size=2), json_values)},
         )
     )
 
@@ -68,22 +70,22 @@ def json_tensor(inputs: tuple[InputSpec, ...]) -> st.SearchStrategy[dict[str, An
 def requested_outputs(outputs: tuple[OutputSpec, ...]) -> st.SearchStrategy[Any]:
     output = st.fixed_dictionaries(
         {"name": names_for(outputs)},
-        optional={"parameters": st.fixed_dictionaries({}, optional={"binary_data": json_values}) | json_values},
+        optional={"parameters": mostly(st.fixed_dictionaries({}, optional={"binary_data": json_values}), json_values)},
     )
-    return st.lists(output | json_values, max_size=3) | json_values
+    return mostly(st.lists(mostly(output, json_values), max_size=3), json_values)
 
 
 def json_bodies(contract: Contract) -> st.SearchStrategy[Any]:
     inputs, outputs = contract
     body = st.fixed_dictionaries(
-        {"inputs": st.lists(json_tensor(inputs), max_size=4) | json_values},
+        {"inputs": mostly(st.lists(json_tensor(inputs), max_size=4), json_values)},
         optional={
             "id": texts | json_values,
-            "parameters": st.dictionaries(texts, json_values, max_size=3) | json_values,
+            "parameters": mostly(st.dictionaries(texts, json_values, max_size=3), json_values),
             "outputs": requested_outputs(outputs),
         },
     )
-    return body | json_values
+    return mostly(body, json_values)
 
 
 def with_contract(strategy: Any) -> st.SearchStrategy[tuple[Contract, Any]]:
@@ -136,14 +138,14 @@ def binary_bodies(draw: st.DrawFn, contract: Contract) -> tuple[bytes, int]:
                 lambda t: t.encode("utf-8", "surrogatepass")) | st.binary(max_size=16))
             for _ in range(count)
         ]
-        lies = draw(st.lists(st.sampled_from([0, 0, 0, -1, 1, -4, 7, 2**31]), max_size=count))
+        lies = draw(mostly(st.just([]), st.lists(st.sampled_from([0, -1, 1, -4, 7, 2**31]), max_size=count)))
         tensor = bytes_tensor(elements, lies)
-        size = len(tensor) + draw(st.sampled_from([0, 0, 0, -1, 1, -len(tensor), 10**6, -(10**6)]))
+        size = len(tensor) + draw(mostly(st.just(0), st.sampled_from([-1, 1, -len(tensor), 10**6, -(10**6)])))
         entry: dict[str, Any] = {
             "name": name,
-            "datatype": draw(st.just("BYTES") | DATATYPES),
-            "shape": draw(st.just([count]) | shapes()),
-            "parameters": {"binary_data_size": draw(st.just(size) | json_values)},
+            "datatype": draw(mostly(st.just("BYTES"), DATATYPES)),
+            "shape": draw(shapes(count)),
+            "parameters": {"binary_data_size": draw(mostly(st.just(size), json_values))},
         }
         if draw(st.booleans().map(lambda b: b and draw(st.integers(0, 9)) == 0)):
             entry["data"] = draw(json_values)
@@ -154,8 +156,10 @@ def binary_bodies(draw: st.DrawFn, contract: Contract) -> tuple[bytes, int]:
     if draw(st.booleans()):
         header["parameters"] = draw(st.dictionaries(texts, json_values, max_size=3))
     encoded = json.dumps(header, allow_nan=True).encode()
-    stated_length = len(encoded) + draw(st.sampled_from([0, 0, 0, -1, 1, -len(encoded), len(payload) + 1, -(2**40)]))
-    return encoded + payload + draw(st.binary(max_size=8)), stated_length
+    stated_length = len(encoded) + draw(
+        mostly(st.just(0), st.sampled_from([-1, 1, -len(encoded), len(payload) + 1, -(2**40)]))
+    )
+    return encoded + payload + draw(mostly(st.just(b""), st.binary(min_size=1, max_size=8))), stated_length
 
 
 @example((CONTRACTS["classifier"], (b"", 0)))
