@@ -12,6 +12,11 @@ from http import HTTPStatus
 
 import grpc
 
+#: What the edge records (status label and ``code``) for a request whose client hung up before its answer:
+#: nginx's 499 "client closed request". No response is sent (nobody is there to read it).
+CLIENT_CLOSED = "CLIENT_CLOSED"
+CLIENT_CLOSED_STATUS = 499
+
 
 class PredictorError(Exception):
     """Base class: subclasses set `status`, `code` and `grpc_status`."""
@@ -83,6 +88,20 @@ class RequestTimeout(PredictorError):
     status = HTTPStatus.GATEWAY_TIMEOUT
     code = "TIMEOUT"
     grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class RouteNotFound(PredictorError):
+    """No such route (a wrong path, not an unknown model)."""
+
+    status = HTTPStatus.NOT_FOUND
+    code = "NOT_FOUND"
+    grpc_status = grpc.StatusCode.UNIMPLEMENTED
+
+
+class MethodNotAllowed(PredictorError):
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+    code = "METHOD_NOT_ALLOWED"
+    grpc_status = grpc.StatusCode.UNIMPLEMENTED
 
 
 class InternalError(PredictorError):

@@ -2,6 +2,11 @@
 
 Decoding reads only the header before checking the pixel count, so a decompression bomb (a tiny file
 that claims 100000x100000 pixels) is rejected before any pixel memory is allocated.
+
+Truncated data is always refused. Pillow decides that from a process-wide flag,
+``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``, which dependencies flip (ModelScope's OFA preprocessor module sets
+it to True at import), so the decision here does not read it: a decoder that asks for bytes past the end
+of the data had data missing, which is exactly when strict Pillow raises "image file is truncated".
 """
 
 from __future__ import annotations
@@ -24,6 +29,18 @@ class ImageLimits:
     max_side: int = 0
 
 
+class _EndAwareStream(io.BytesIO):
+    """The encoded bytes, remembering whether a decoder asked for more after the last one was read."""
+
+    read_past_end = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if not data and size is not None and size > 0:
+            self.read_past_end = True
+        return data
+
+
 @dataclass(frozen=True)
 class EncodedImage:
     """An encoded image result; the wire codecs send it as base64 (JSON) or raw bytes (binary, gRPC)."""
@@ -38,8 +55,9 @@ def decode_image(data: bytes, limits: ImageLimits, field: str = "image") -> Imag
         raise InvalidImage(f"'{field}' is empty")
     # Pillow warns (and beyond twice its own limit raises) about huge images before we can check them;
     # our own limit (below, from the header only) is the one that answers.
+    stream = _EndAwareStream(data)
     try:
-        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        image = Image.open(stream, formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"'{field}' is too large: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
@@ -56,7 +74,10 @@ def decode_image(data: bytes, limits: ImageLimits, field: str = "image") -> Imag
             f"'{field}' is {width}x{height}; the longest side may be at most {limits.max_side} px"
         )
     try:
+        stream.read_past_end = False  # a format's header parser may probe past the end; pixels may not
         image.load()
+        if stream.read_past_end:
+            raise InvalidImage(f"'{field}' could not be decoded (truncated: the data ends before the image)")
         return ImageOps.exif_transpose(image).convert("RGB")
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"'{field}' is too large: {exc}") from None

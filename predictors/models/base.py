@@ -293,8 +293,9 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
     # ---- helpers -------------------------------------------------------------------------------
 
     def parse_parameters(self, raw: Mapping[str, Any]) -> Any:
+        # strict: a JSON `true` is not the integer 1 and "3" is not a number
         try:
-            return self.Parameters.model_validate(dict(raw))
+            return self.Parameters.model_validate(dict(raw), strict=True)
         except ValidationError as error:
             problems = "; ".join(
                 f"parameters.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
@@ -316,15 +317,22 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
 
     @staticmethod
     def _deadline(parameters: Mapping[str, Any], headers: Mapping[str, str]) -> float | None:
-        value: Any = parameters.get("timeout_ms", headers.get(TIMEOUT_HEADER))
-        if value is None:
-            return None
-        try:
+        if "timeout_ms" in parameters:
+            value = parameters["timeout_ms"]
+            # typed like every other parameter: a number, not a boolean or a string
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidInput(f"parameters.timeout_ms must be a number of milliseconds, got {value!r}")
             timeout_ms = float(value)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"timeout_ms must be a number of milliseconds, got {value!r}") from None
-        if timeout_ms <= 0:
-            raise InvalidInput("timeout_ms must be positive")
+        elif TIMEOUT_HEADER in headers:
+            try:
+                timeout_ms = float(headers[TIMEOUT_HEADER])
+            except ValueError:
+                raise InvalidInput(f"X-Request-Timeout-Ms must be a number of milliseconds, got "
+                                   f"{headers[TIMEOUT_HEADER]!r}") from None
+        else:
+            return None
+        if not 0 < timeout_ms < float("inf"):
+            raise InvalidInput("timeout_ms must be a positive, finite number of milliseconds")
         return time.monotonic() + timeout_ms / 1000.0
 
 

@@ -38,7 +38,8 @@ from predictors.telemetry.tracing import configure_tracing, limit_fastapi_teleme
 
 logger = logging.getLogger(__name__)
 
-MAX_GRPC_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Largest gRPC response (enhanced images can be large); requests are bounded by `max_body_bytes`.
+MAX_GRPC_SEND_BYTES = 64 * 1024 * 1024
 
 
 class _DrainingUvicorn(_RefreshingServer):
@@ -88,14 +89,18 @@ def _kserve_app() -> FastAPI:
 
 class _GrpcServer(GRPCServer):
     telemetry: EdgeTelemetry | None = None
+    max_body_bytes: int  # set by PredictorServer from its settings
 
     async def start(self, max_workers: int) -> None:
+        # One limit for both transports: the interceptor answers PAYLOAD_TOO_LARGE above `max_body_bytes`
+        # (with our error code, as REST does); grpc's own bound, twice that, only stops absurd messages
+        # before they are even parsed.
         self._server = aio.server(
             ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(GrpcErrorInterceptor(self.telemetry),),
+            interceptors=(GrpcErrorInterceptor(self.telemetry, self.max_body_bytes),),
             options=[
-                ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_GRPC_SEND_BYTES),
+                ("grpc.max_receive_message_length", 2 * self.max_body_bytes),
             ],
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -168,6 +173,7 @@ class PredictorServer(kserve.ModelServer):
                 grace_period=self.grace_period,
             )
             self._grpc_server.telemetry = self.telemetry
+            self._grpc_server.max_body_bytes = self.settings.max_body_bytes
             grpc_task = asyncio.create_task(self._grpc_server.start(self.max_threads), name="grpc")
         loader = asyncio.create_task(self._load_models(), name="load")
         await asyncio.wait([rest, loader], return_when=asyncio.FIRST_COMPLETED)

@@ -1,10 +1,13 @@
-"""KServe's DataPlane with three changes: binary v2 bodies keep raw bytes, a request never triggers a
-model load, and server readiness means every model is ready."""
+"""KServe's DataPlane with four changes: a v1 body is JSON whatever its Content-Type says, binary v2 bodies
+keep raw bytes, a request never triggers a model load, and server readiness means every model is ready."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from cloudevents.sdk.converters.util import has_binary_headers
+from kserve.constants.constants import PredictorProtocol
 from kserve.model import BaseKServeModel
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
@@ -30,6 +33,22 @@ class PredictorDataPlane(DataPlane):
         if model is None:
             raise ModelNotFound(f"model '{name}' is not served here; see GET /v2/models")
         return model
+
+    def decode(self, body: Any, headers: dict[str, Any], protocol_version: str = PredictorProtocol.REST_V1.value,
+               model_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """v1: parse the body as JSON whatever its Content-Type claims.
+
+        KServe hands a body whose Content-Type is not JSON to the model undecoded, so `curl -d '{...}'`
+        (form-urlencoded) failed although KServe's own examples send exactly that; v2 parses such bodies
+        already. CloudEvents in binary mode keep KServe's header-driven decoding.
+        """
+        if (isinstance(body, bytes) and protocol_version.lower() == PredictorProtocol.REST_V1.value
+                and not has_binary_headers(headers)):
+            try:
+                body = orjson.loads(body)
+            except orjson.JSONDecodeError as error:
+                raise InvalidInput(f"the request body is not valid JSON: {error}") from None
+        return super().decode(body, headers, protocol_version, model_name)
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models().values()

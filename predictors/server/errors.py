@@ -6,6 +6,7 @@ one consistent contract whichever layer noticed the problem.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -71,12 +72,30 @@ async def _handle(_: Request, error: Exception) -> JSONResponse:
     return error_response(error)
 
 
+def error_for_status(status: int, message: str) -> errors.PredictorError:
+    """The documented error for an HTTP error the framework produced itself (no such route, wrong method)."""
+    if status == 404:
+        return errors.RouteNotFound(f"{message}: no such route (see the README for the API)")
+    if status == 405:
+        return errors.MethodNotAllowed(message)
+    if status == 413:
+        return errors.PayloadTooLarge(message)
+    if 400 <= status < 500:
+        return errors.InvalidInput(message)
+    return errors.InternalError("internal error; the server log has the details under this request_id")
+
+
+def code_for_status(status: int) -> str:
+    """The documented code of an error response that no handler above labelled."""
+    return error_for_status(status, "").code
+
+
 async def _handle_http(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
-    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
-    tracing.note_exception(current_request.get(), code, None)
-    body = {"error": str(error.detail), "code": code, "request_id": current_request_id.get()}
-    return JSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
+    mapped = error_for_status(error.status_code, str(error.detail))
+    response = error_response(mapped)
+    response.headers.update(getattr(error, "headers", None) or {})
+    return response
 
 
 def install_rest_handlers(app: FastAPI) -> None:
@@ -106,9 +125,11 @@ class GrpcErrorInterceptor(ExceptionToStatusInterceptor):
     back in the trailing metadata with ``x-trace-id``), request metrics and an access-log line.
     """
 
-    def __init__(self, telemetry: EdgeTelemetry | None = None) -> None:
+    def __init__(self, telemetry: EdgeTelemetry | None = None, max_message_bytes: int | None = None) -> None:
         super().__init__()
         self.telemetry = telemetry or EdgeTelemetry()
+        #: the REST body limit, applied to ModelInfer messages (grpc's own bound is a safety net above it)
+        self.max_message_bytes = max_message_bytes
 
     async def intercept(self, method: Any, request_or_iterator: Any, context: grpc.aio.ServicerContext,
                         method_name: str) -> Any:
@@ -141,7 +162,19 @@ class GrpcErrorInterceptor(ExceptionToStatusInterceptor):
     async def _call(self, method: Any, request_or_iterator: Any, context: grpc.aio.ServicerContext,
                     method_name: str, record: RequestRecord) -> Any:
         try:
+            if record.kind == "infer" and self.max_message_bytes is not None:
+                size = request_or_iterator.ByteSize()
+                if size > self.max_message_bytes:
+                    await self.handle_exception(errors.PayloadTooLarge(
+                        f"request message of {size} bytes exceeds the limit of {self.max_message_bytes} bytes"
+                    ), request_or_iterator, context, method_name)
             response = await super().intercept(method, request_or_iterator, context, method_name)
+        except asyncio.CancelledError:
+            # The client cancelled or hung up: not a server error (nginx's 499 convention, as over REST).
+            record.status, record.code = "CANCELLED", errors.CLIENT_CLOSED
+            tracing.note_exception(record, errors.CLIENT_CLOSED, None)
+            logger.info("gRPC request %s: the client cancelled it", record.request_id)
+            raise
         except BaseException:
             if not record.status:
                 code = context.code() if hasattr(context, "code") else None

@@ -1,15 +1,17 @@
 """ASGI middleware at the edge: request id, tracing, request metrics and access log, request-body limit,
-and the last-resort 500."""
+clients that hang up, and the last-resort 500."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from predictors.errors import PayloadTooLarge
-from predictors.server.errors import error_response
+from predictors.errors import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, ModelNotFound, PayloadTooLarge
+from predictors.server.errors import code_for_status, error_response
 from predictors.telemetry import tracing
 from predictors.telemetry.context import REQUEST_ID_HEADER, accept_request_id, current_request_id
 from predictors.telemetry.edge import EdgeTelemetry
@@ -82,7 +84,6 @@ class RequestContextMiddleware:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord,
                      extra_headers: list[tuple[bytes, bytes]]) -> None:
-        request_id = record.request_id
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -91,42 +92,103 @@ class RequestContextMiddleware:
                 started = True
                 record.status = int(message.get("status", 0))
                 if record.status >= 400 and record.code == "OK":
-                    record.code = "HTTP_ERROR"
+                    record.code = code_for_status(record.status)
                 message = {**message, "headers": [*message.get("headers", []), *extra_headers]}
             await send(message)
 
         try:
-            declared = int(dict(scope["headers"]).get(b"content-length", b"0") or 0)
-        except ValueError:
-            declared = 0
-        try:
-            if declared > self.max_body_bytes:
-                raise PayloadTooLarge(self._too_large(declared))
-            await self.app(scope, self._limited(receive), send_with_id)
+            body = await self._read_body(scope, receive)
+            if body is None:
+                _client_closed(record, "while sending the request body")
+                return
+            if record.kind == "infer" and record.version:
+                # KServe answers versioned routes with NotImplementedError (a 500); no version is served here.
+                raise ModelNotFound(f"model '{record.model}' has no version '{record.version}': this server "
+                                    f"serves unversioned models (POST /v2/models/{record.model}/infer)")
+            replay = _BodyReplay(body)
+            if record.kind != "infer":
+                await self.app(scope, replay.receive, send_with_id)
+            elif not await _until_client_leaves(self.app(scope, replay.receive, send_with_id), receive, replay):
+                _client_closed(record, "while the request was being served")
         except Exception as error:  # noqa: BLE001 - the edge answers for everything
             if started:
                 tracing.note_exception(record, "INTERNAL_ERROR", error)
-                logger.error("request %s failed after the response started", request_id, exc_info=error)
+                logger.error("request %s failed after the response started", record.request_id, exc_info=error)
                 return
             response = error_response(error)
             await response(scope, receive, send_with_id)
 
-    def _limited(self, receive: Receive) -> Receive:
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole request body, at most `max_body_bytes` (chunked or not); None if the client hung up.
+
+        Read here rather than by the framework so that an oversized body is a 413 however it is sent
+        (FastAPI turns any error while it reads a body into a generic 400) and a client that gives up
+        half-way is told apart from a server error.
+        """
+        try:
+            declared = int(dict(scope["headers"]).get(b"content-length", b"0") or 0)
+        except ValueError:
+            declared = 0
+        if declared > self.max_body_bytes:
+            raise PayloadTooLarge(self._too_large(declared))
+        chunks: list[bytes] = []
         received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise PayloadTooLarge(self._too_large(received))
-            return message
-
-        return limited_receive
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body_bytes:
+                raise PayloadTooLarge(self._too_large(f"at least {received}"))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _too_large(self, size: Any) -> str:
         return f"request body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes"
+
+
+class _BodyReplay:
+    """Hands the buffered body to the application, then reports the client's disconnect when it comes."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+        self.disconnected = asyncio.Event()
+
+    async def receive(self) -> Message:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+
+async def _until_client_leaves(serving: Awaitable[None], receive: Receive, replay: _BodyReplay) -> bool:
+    """Run `serving`; if the client disconnects first, cancel it (its queued items are then dropped, never
+    run) and return False. True when the application finished (answered or raised)."""
+    task = asyncio.ensure_future(serving)
+    watcher = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and watcher.result()["type"] == "http.disconnect":
+            replay.disconnected.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        await task
+        return True
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+
+
+def _client_closed(record: RequestRecord, when: str) -> None:
+    """The client went away: not a server error (no traceback, no error log); nginx's 499 convention."""
+    record.status, record.code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
+    tracing.note_exception(record, CLIENT_CLOSED, None)
+    logger.info("request %s: the client closed the connection %s", record.request_id, when)
 
 
 def _route(protocol: str, version: str) -> str:

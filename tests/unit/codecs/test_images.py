@@ -74,8 +74,53 @@ def test_undecodable_bytes(data: bytes) -> None:
 
 def test_truncated_jpeg() -> None:
     data = encode(sample_image(3, (200, 200)), "JPEG")
-    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+    with pytest.raises(InvalidImage, match="truncated"):
         decode_image(data[: len(data) // 2], LIMITS)
+
+
+TRUNCATABLE = [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}), ("WEBP", {}),
+               ("WEBP", {"lossless": True}), ("BMP", {})]
+
+
+@pytest.fixture
+def lenient_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIL's process-wide flag as ModelScope's OFA preprocessor module leaves it after its import."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+
+
+@pytest.mark.parametrize(("fmt", "options"), TRUNCATABLE, ids=lambda v: str(v))
+@pytest.mark.parametrize("kept", [0.5, 0.9])
+def test_truncated_images_are_refused_even_when_pillow_is_lenient(
+    lenient_pillow: None, fmt: str, options: dict, kept: float
+) -> None:
+    data = encode(sample_image(3, (200, 160)), fmt, **options)
+    with pytest.raises(InvalidImage):  # WebP's decoder refuses a cut file at open, the others at load
+        decode_image(data[: int(len(data) * kept)], LIMITS)
+    # the whole file still decodes, to the same pixels as with a strict Pillow
+    assert decode_image(data, LIMITS).size == (200, 160)
+
+
+def test_every_predictor_module_imported_leaves_decoding_strict() -> None:
+    """The real trigger: importing the predictors' dependencies (OFA's preprocessor flips PIL's flag)."""
+    from PIL import ImageFile
+
+    from predictors.models.registry import PREDICTOR_CLASSES, predictor_class
+
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        for name in PREDICTOR_CLASSES:
+            predictor_class(name)
+        import modelscope.preprocessors.ofa  # noqa: F401 - what visual-entailment's load_weights imports
+
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True, "the dependency no longer flips the flag: update this test"
+        for fmt in ("JPEG", "PNG"):
+            data = encode(sample_image(3, (200, 160)), fmt)
+            with pytest.raises(InvalidImage, match="truncated"):
+                decode_image(data[: len(data) // 2], LIMITS)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def test_unsupported_format_is_refused() -> None:
