@@ -136,6 +136,8 @@ def decode_request(
         for output in request.request_outputs:
             if output.name not in known_outputs:
                 raise InvalidInput(f"unknown output '{output.name}'; this model has {sorted(known_outputs)}")
+            if output.name in requested:
+                raise InvalidInput(f"output '{output.name}' is requested twice")
             requested[output.name] = bool(output.binary_data)
     return WireRequest(
         items=items,

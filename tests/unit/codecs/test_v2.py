@@ -179,3 +179,12 @@ def test_bytes_left_over_after_the_binary_inputs_are_invalid_input() -> None:
     body, length = binary_body()
     with pytest.raises(InvalidInput, match="after the last binary input"):
         v2.parse_binary_request(body + b"\x00\x00", length, "m")
+
+
+def test_an_output_requested_twice_is_invalid_input() -> None:
+    # found by the hostile corpus: the second request silently overwrote the first (binary or not)
+    outputs = [RequestedOutput("labels", {"binary_data": True}), RequestedOutput("labels")]
+    image = InferInput("image", [1], "BYTES", data=[base64.b64encode(RAW[0]).decode()])
+    request = InferRequest("m", [image], request_outputs=outputs)
+    with pytest.raises(InvalidInput, match="requested twice"):
+        v2.decode_request(request, INPUTS, OUTPUTS, max_items=64)
