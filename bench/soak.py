@@ -55,8 +55,8 @@ class Kind:
     headers: dict[str, str]
     expected: int
     weight: float = 1.0
-    #: the client gives up after this many seconds (a client that disconnects mid-request)
-    hang_up_after: float | None = None
+    #: a client that disconnects: "mid-body" or "before-answer"
+    hang_up: str | None = None
 
 
 def _bomb_png() -> bytes:
@@ -96,7 +96,8 @@ def request_kinds(models: tuple[str, ...]) -> list[Kind]:
             Kind("v1-truncated-image", model, v1, v1_body(sample_jpeg(3, (96, 96))[:1500]), json_type, 400),
             Kind("v1-bomb", model, v1, v1_body(_bomb_png()), json_type, 413),
             Kind("v1-malformed-json", model, v1, b'{"instances": [', json_type, 400),
-            Kind("v1-hang-up", model, v1, v1_body(image), json_type, 0, weight, hang_up_after=0.01),
+            Kind("v1-hang-up-mid-body", model, v1, v1_body(image), json_type, 0, hang_up="mid-body"),
+            Kind("v1-hang-up-before-answer", model, v1, v1_body(image), json_type, 0, weight, hang_up="before-answer"),
             Kind("v2-wrong-shape", model, v2, json.dumps({"inputs": [
                 {"name": "image", "datatype": "BYTES", "shape": [3], "data": ["AAAA"]}]}).encode(), json_type, 400),
         ]
@@ -111,7 +112,8 @@ def request_kinds(models: tuple[str, ...]) -> list[Kind]:
                 Kind("v2-binary", model, v2, body, binary, 200, weight),
                 Kind("v2-binary-lying-header", model, v2, body, lying, 400),
             ]
-    kinds.append(Kind("unknown-model", "-", "/v2/models/no-such-model/infer", b"{}", json_type, 404))
+    unknown = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["AAAA"]}]})
+    kinds.append(Kind("unknown-model", "-", "/v2/models/no-such-model/infer", unknown.encode(), json_type, 404))
     return kinds
 
 
@@ -157,8 +159,7 @@ async def traffic(url: str, kinds: list[Kind], concurrency: int, seconds: float,
                 sent += 1
                 status = await _send(client, kind)
                 tally[(kind.model, kind.name, status)] += 1
-                hung_up = kind.hang_up_after is not None and status in (0, -1)
-                if status != kind.expected and not hung_up and len(unexpected) < 50:
+                if status != kind.expected and len(unexpected) < 50:
                     unexpected.append({"model": kind.model, "kind": kind.name, "status": status,
                                        "expected": kind.expected})
 
@@ -167,16 +168,29 @@ async def traffic(url: str, kinds: list[Kind], concurrency: int, seconds: float,
 
 
 async def _send(client: httpx.AsyncClient, kind: Kind) -> int:
-    """The answer's status; 0 for a request the client gave up on (as intended for hang-up kinds)."""
+    """The answer's status; 0 for a request the client hung up on (as intended for hang-up kinds)."""
+    if kind.hang_up is not None:
+        await _hang_up(client, kind)
+        return 0
     try:
-        if kind.hang_up_after is not None:
-            await asyncio.wait_for(client.post(kind.path, content=kind.body, headers=kind.headers),
-                                   kind.hang_up_after)
-            return -1  # answered faster than the client gave up: fine, but not a hang-up
         response = await client.post(kind.path, content=kind.body, headers=kind.headers)
         return response.status_code
-    except (asyncio.TimeoutError, httpx.HTTPError):
-        return 0
+    except httpx.HTTPError:
+        return -1
+
+
+async def _hang_up(client: httpx.AsyncClient, kind: Kind) -> None:
+    """A raw connection that sends the head and part of the body ("mid-body") or all of it ("before-answer"),
+    then closes. (Cancelling an httpx request instead can leave its connection pool waiting forever.)"""
+    url = httpx.URL(str(client.base_url))
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = "".join(f"{name}: {value}\r\n" for name, value in kind.headers.items())
+    writer.write(f"POST {kind.path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Length: {len(kind.body)}\r\n"
+                 f"{head}\r\n".encode())
+    writer.write(kind.body[: len(kind.body) // 2] if kind.hang_up == "mid-body" else kind.body)
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
 
 
 def metrics_values(url: str, name: str) -> dict[str, float]:
@@ -283,6 +297,7 @@ def main(argv: list[str]) -> int:
             answers=[{"model": m, "kind": k, "status": s, "count": c} for (m, k, s), c in sorted(tally.items())],
             unexpected=unexpected,
             server_errors_5xx=sum(c for (_, _, s), c in tally.items() if s >= 500),
+            # warm-up included
             requests_total_by_code=_by_code(metrics_values(server.url, "predictors_requests_total")),
         )
     finally:
