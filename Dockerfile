@@ -7,12 +7,17 @@
 # The default (last) stage is the runtime image.
 #
 # Build args:
-#   BASE_IMAGE           GPU nodes: an NVIDIA CUDA runtime image (the pipeline default);
+#   BASE_IMAGE           GPU nodes: an NVIDIA CUDA runtime image; the pipeline builds two variants,
+#                        <tag>-cu13 (nvidia/cuda 13.0 base, driver >= 580, sm_75+) and <tag>-cu12
+#                        (nvidia/cuda 12.2 base, driver >= 535, still sm_70/V100), see .gitlab-ci.yml;
 #                        CPU nodes: a plain Python/Debian image, e.g. python:3.11-slim-bookworm.
 #                        Needs a Debian/Ubuntu userland (apt-get) unless it already has python3 + venv.
 #   TORCH_INDEX_URL      extra index for torch/torchvision: "" = PyPI (CUDA build),
-#                        https://download.pytorch.org/whl/cpu (CPU build), or a file:// index of a wheel
-#                        directory bind-mounted at build time (podman build -v DIR:DIR:ro).
+#                        https://download.pytorch.org/whl/cu130 or .../cu126 (the CUDA 13 / 12 variants:
+#                        match the base image's CUDA major), https://download.pytorch.org/whl/cpu (CPU
+#                        build), or a file:// index of a wheel directory bind-mounted at build time
+#                        (podman build -v DIR:DIR:ro). A local-version wheel (2.14.1+cu126) satisfies
+#                        the torch==TORCH_VERSION pin and sorts above PyPI's, so the index decides.
 #   PIP_EXTRA_INDEX_URL  further indexes for all other dependencies (optional, e.g. a local mirror).
 #   TORCH_VERSION / TORCHVISION_VERSION  pinned so an image never picks up an untested torch.
 #   WITH_OFA             1 = install the OFA (visual-entailment) extras; compiles fairseq (~5 min).

@@ -4,6 +4,8 @@
 #   stop-review helm uninstall the review release and delete its namespace (environment on_stop)
 #   staging     helm upgrade --install --atomic --wait the commit's image on the staging cluster
 #   canary      production: the commit's image as canary of every model in $MODELS, CANARY_PERCENT (10) %
+#               (KServe Standard mode: the production values need kserve.gatewayApi.enabled and weights with a
+#               storage URI, or the chart refuses the canary before anything reaches the cluster)
 #   promote     production: the canary image becomes the stable image of every model, canary off (100 %)
 #   rollback    production: canary live -> traffic 0 % then canary off; else helm rollback to the previous revision
 # Environment (GitLab CI/CD variables):
@@ -11,6 +13,8 @@
 #   RELEASE, NAMESPACE  Helm release and namespace
 #   VALUES_FILES      space-separated values files of the environment (file-type CI variables)
 #   IMAGE_REPOSITORY, IMAGE_TAG, IMAGE_DIGEST  the image to roll out (digest from the build job's dotenv)
+#   CU13_DIGEST, CU12_DIGEST  digests of <tag>-cu13 / <tag>-cu12 (dotenv of build:cu13 / build:cu12): the
+#                     chart pins cuda models with cuda.variants.<variant>.digest (staging, promote)
 #   MODELS            space-separated model keys of the release (canary/promote/rollback)
 #   HELM_TIMEOUT      default 20m (model loads are slow; the startup probe budget is 15 min)
 #   DRY_RUN=1         print the helm/kubectl commands instead of running them
@@ -34,6 +38,11 @@ values_args=()
 for file in ${VALUES_FILES:-}; do values_args+=(--values "$file"); done
 image_args=(--set-string "image.repository=${IMAGE_REPOSITORY:?}" --set-string "image.tag=${IMAGE_TAG:?}")
 if [ -n "${IMAGE_DIGEST:-}" ]; then image_args+=(--set-string "image.digest=$IMAGE_DIGEST"); fi
+cuda_args=()
+for variant in cu13 cu12; do
+    digest_var="$(printf '%s' "$variant" | tr '[:lower:]' '[:upper:]')_DIGEST"
+    if [ -n "${!digest_var:-}" ]; then cuda_args+=(--set-string "cuda.variants.$variant.digest=${!digest_var}"); fi
+done
 
 if [ -n "${KUBE_CONTEXT:-}" ]; then run "$kubectl" config use-context "$KUBE_CONTEXT"; fi
 
@@ -60,7 +69,7 @@ case $action in
         run "$kubectl" delete namespace "$namespace" --ignore-not-found --wait=false
         ;;
     staging)
-        upgrade "${values_args[@]}" "${image_args[@]}"
+        upgrade "${values_args[@]}" "${image_args[@]}" "${cuda_args[@]}"
         ;;
     canary)
         percent=${CANARY_PERCENT:-10}
@@ -81,7 +90,7 @@ case $action in
                    --set-string "models.$model.image.tag=$IMAGE_TAG")
             if [ -n "${IMAGE_DIGEST:-}" ]; then args+=(--set-string "models.$model.image.digest=$IMAGE_DIGEST"); fi
         done
-        upgrade --reuse-values "${values_args[@]}" "${args[@]}"
+        upgrade --reuse-values "${values_args[@]}" "${args[@]}" "${cuda_args[@]}"
         ;;
     rollback)
         if [ "${DRY_RUN:-0}" = 1 ] || canary_enabled; then

@@ -6,7 +6,7 @@ Subcommands
           tritonclient HTTP (binary) and gRPC; all protocols must agree. Used by the pipeline's `smoke`
           job against the image running as a job service, and by `pod`.
   pod     Run one container of a rendered chart manifest with podman the way the kubelet runs it
-          (args, env incl. $(VAR) expansion and downward-API fieldRefs, ports, user/group/fsGroup,
+          (args, env incl. $(VAR) expansion and downward-API fieldRefs/resourceFieldRefs, ports, user/group/fsGroup,
           read-only root, dropped capabilities, no-new-privileges, emptyDir/PVC volumes, resource
           limits), poll its startup/readiness/liveness probes with their periods, thresholds and
           timeouts, run `check`, then terminate it as the kubelet does (preStop, SIGTERM, SIGKILL after
@@ -22,6 +22,7 @@ import argparse
 import base64
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -308,12 +309,29 @@ class PodContainer:
                 path = item["valueFrom"]["fieldRef"]["fieldPath"]
                 expect(path in field_values, f"env {item['name']}: unsupported fieldRef {path}")
                 value = field_values[path]
+            elif "resourceFieldRef" in item.get("valueFrom", {}):
+                value = self.resource_field(item["name"], item["valueFrom"]["resourceFieldRef"])
             else:
                 raise SmokeFailure(f"env {item['name']}: unsupported valueFrom {item.get('valueFrom')}")
             resolved[item["name"]] = value
             result.append((item["name"], value))
         expect(not self.container.get("envFrom"), "envFrom is not emulated")
         return result
+
+    def resource_field(self, env_name: str, ref: dict[str, Any]) -> str:
+        """Downward-API resourceFieldRef as the kubelet resolves it: the container's request or limit
+        divided by `divisor`, rounded up; without a limit, the node's capacity (this machine's)."""
+        name = self.container["name"]
+        expect(ref.get("containerName", name) == name, f"env {env_name}: another container's resources")
+        kind, _, resource = ref["resource"].partition(".")
+        expect(kind in ("limits", "requests") and resource in ("cpu", "memory"), f"env {env_name}: {ref}")
+        amount = self.container.get("resources", {}).get(kind, {}).get(resource)
+        if resource == "cpu":
+            cpus = quantity_cpus(amount) if amount is not None else float(os.cpu_count() or 1)
+            return str(math.ceil(cpus / quantity_cpus(ref.get("divisor", "1"))))
+        node_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = quantity_bytes(amount) if amount is not None else node_memory
+        return str(math.ceil(memory / quantity_bytes(ref.get("divisor", "1"))))
 
     def podman_run_args(
         self, name: str, volumes: dict[str, Path], scratch: Path, host_ports: dict[int, int], network: str

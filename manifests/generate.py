@@ -58,8 +58,10 @@ SETS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "canary-standard": (
-        "Standard-mode canary (KServe >= 0.20): spec.canary[] sends 10 % of general-recognition to 0.2.0.",
+        "Standard-mode canary: spec.canary[] sends 10 % of general-recognition to 0.2.0 on the Gateway API\n"
+        "# HTTPRoutes of KServe >= 0.21 (ingress.enableGatewayApi); Ingress and <isvc>-predictor stay 100 % stable.",
         {
+            "kserve": {"gatewayApi": {"enabled": True, "dataPlaneNamespace": "envoy-gateway-system"}},
             "image": {"tag": "0.1.0"},
             "models": _models(
                 ["general-recognition"],
@@ -68,7 +70,8 @@ SETS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
     "canary-knative": (
-        "Knative canary: the new revision (image 0.2.0) gets canaryTrafficPercent 10, the previous one 90 %.",
+        "Knative canary, an upgrade of manifests/knative/: the new revision (image 0.2.0) gets\n"
+        "# canaryTrafficPercent 10, the previously rolled-out one 90 % (on a first install: 100 % new).",
         {
             "kserve": {"deploymentMode": "Knative"},
             "autoscaling": {"metric": "concurrency", "target": 8},
@@ -126,10 +129,7 @@ def generate(target: Path) -> list[Path]:
             if unit:
                 per_unit.setdefault(unit, []).append(d)
         if name.startswith("canary-"):
-            files = {
-                f"canary/{name.removeprefix('canary-')}.yaml": common
-                + [d for u in per_unit.values() for d in u]
-            }
+            files = {f"canary/{name.removeprefix('canary-')}.yaml": common + [d for u in per_unit.values() for d in u]}
         else:
             files = {f"{name}/00-common.yaml": common}
             files.update({f"{name}/{unit}.yaml": unit_docs for unit, unit_docs in sorted(per_unit.items())})

@@ -25,6 +25,7 @@ EXPECTED_SCENARIOS = {
     "canary-knative-values.yaml",
     "deployment-values.yaml",
     "keda-values.yaml",
+    "restricted-storage-values.yaml",
 }
 # Kinds of the Prometheus Operator: no schema available offline, checked by hand below.
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor"}
@@ -544,12 +545,50 @@ def test_gpu_pool_and_cpu_fallback_are_separate_services(helm4: Helm) -> None:
         "nodeSelectorTerms"
     ]
     assert terms[0]["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"
-    # two GPUs when asked
-    docs = helm4.render(scenario("gpu-values.yaml"), sets=("models.face-enhancement-gpu.gpuCount=2",))
-    isvc = next(
-        i for i in by_kind(docs, "InferenceService") if i["metadata"]["name"].endswith("face-enhancement-gpu")
+    # ... and the CUDA driver requirement joins that term (terms are ORed, expressions ANDed)
+    driver = {"key": "nvidia.com/cuda.driver-version.major", "operator": "Gt"}
+    assert terms[0]["matchExpressions"][1] == {**driver, "values": ["534"]}  # cu12 build: driver >= 535
+    fe = isvcs[f"{RELEASE}-face-enhancement-gpu"]["spec"]["predictor"]
+    fe_terms = fe["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert fe_terms == [{"matchExpressions": [{**driver, "values": ["579"]}]}]  # cu13 build: driver >= 580
+    assert "affinity" not in isvcs[f"{RELEASE}-face-enhancement-cpu"]["spec"]["predictor"]
+    # CUDA builds by variant; CPU models keep the plain tag
+    assert gpu["image"].endswith(":0.1.0-cu13") and cpu["image"].endswith(":0.1.0")
+    assert server_container(gr)["image"].endswith(":0.1.0-cu12")
+    # the allocator setting only where there is a GPU; BLAS threads from the CPU limit everywhere
+    assert env_of(gpu)["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in env_of(cpu)
+    cpu_limit = {"resourceFieldRef": {"containerName": "kserve-container", "resource": "limits.cpu", "divisor": "1"}}
+    for container in (gpu, cpu):
+        assert env_of(container)["OMP_NUM_THREADS"] == env_of(container)["MKL_NUM_THREADS"] == cpu_limit
+    # the GPU pool scales on its own queue (KEDA), found through the pool label the PodMonitor copies
+    fe_pred = isvcs[f"{RELEASE}-face-enhancement-gpu"]["spec"]["predictor"]
+    (queue,) = [m["external"] for m in fe_pred["autoScaling"]["metrics"]]
+    assert queue["metric"]["query"] == (
+        f'sum(predictors_queue_depth_items{{namespace="{NAMESPACE}",vision_predictors_io_unit="face-enhancement-gpu"}})'
     )
-    assert server_container(isvc["spec"]["predictor"])["resources"]["limits"]["nvidia.com/gpu"] == 2
+    (monitor,) = by_kind(docs, "PodMonitor")
+    promql_labels = {re.sub(r"[^a-zA-Z0-9_]", "_", label) for label in monitor["spec"]["podTargetLabels"]}
+    assert "vision_predictors_io_unit" in promql_labels
+    assert fe_pred["labels"]["vision-predictors.io/unit"] == "face-enhancement-gpu"
+    # GPU pods hold the CPU fallback copy of the model on top of the CPU load peak
+    assert gpu["resources"]["limits"]["memory"] == "9Gi"
+    # digests: each CUDA build has its own; image.digest pins the plain tag (CPU models)
+    cu13, plain = "sha256:" + "3" * 64, "sha256:" + "4" * 64
+    docs = helm4.render(
+        scenario("gpu-values.yaml"), sets=(f"cuda.variants.cu13.digest={cu13}", f"image.digest={plain}")
+    )
+    images = {
+        i["metadata"]["name"]: server_container(i["spec"]["predictor"])["image"]
+        for i in by_kind(docs, "InferenceService")
+    }
+    assert images[f"{RELEASE}-face-enhancement-gpu"].endswith(f":0.1.0-cu13@{cu13}")
+    assert images[f"{RELEASE}-face-enhancement-cpu"].endswith(f":0.1.0@{plain}")
+    assert images[f"{RELEASE}-general-recognition-gpu"].endswith(":0.1.0-cu12")  # no cu12 digest given
+    # no driver affinity when switched off
+    docs = helm4.render(scenario("gpu-values.yaml"), sets=("cuda.driverAffinity=false",))
+    isvcs = {i["metadata"]["name"]: i for i in by_kind(docs, "InferenceService")}
+    assert "affinity" not in isvcs[f"{RELEASE}-face-enhancement-gpu"]["spec"]["predictor"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,6 +723,8 @@ def test_deployment_mode_hpa(helm4: Helm) -> None:
     assert set(hpas) == {f"{RELEASE}-general-recognition"}
     assert deploys[f"{RELEASE}-face-enhancement"]["spec"]["replicas"] == 2
     assert "replicas" not in deploys[f"{RELEASE}-general-recognition"]["spec"]
+    # a slow load is not ProgressDeadlineExceeded while the startup probe (10 s x 90) still waits
+    assert {d["spec"]["progressDeadlineSeconds"] for d in deploys.values()} == {10 * 90 + 300}
     metrics = hpas[f"{RELEASE}-general-recognition"]["spec"]["metrics"]
     assert metrics[0] == {
         "type": "Resource",

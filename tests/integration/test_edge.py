@@ -196,3 +196,25 @@ def test_a_client_that_hangs_up_mid_request_has_its_queued_items_dropped(server)
     assert metric(server, "predictors_queue_depth_items", model="general-recognition") == 0
     assert metric(server, "predictors_requests_in_flight", model="general-recognition") == 0
     assert "Traceback" not in server.log()
+
+
+def test_a_grpc_client_that_gives_up_is_client_closed(server) -> None:
+    def closed() -> float:
+        return metric(server, "predictors_requests_total", model="general-recognition", protocol="grpc",
+                      code="CLIENT_CLOSED")
+
+    before = closed()
+    grpc = grpcclient.InferenceServerClient(server.grpc_target)
+    tensor = grpcclient.InferInput("image", [16], "BYTES")
+    tensor.set_data_from_numpy(np.array([JPEG] * 16, dtype=object))
+    with pytest.raises(InferenceServerException) as error:
+        grpc.infer("general-recognition", [tensor], client_timeout=0.5)
+    assert error.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    deadline = time.monotonic() + 30
+    while closed() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert closed() == before + 1
+    assert metric(server, "predictors_requests_total", model="general-recognition", protocol="grpc",
+                  code="INTERNAL_ERROR") == 0
+    assert metric(server, "predictors_requests_in_flight", model="general-recognition") == 0
+    assert "Traceback" not in server.log()

@@ -76,8 +76,31 @@ def test_staging_is_atomic_and_waits(helm4: str) -> None:
     assert "image: reg/vp:abc123@sha256:" + "1" * 64 in rendered
 
 
+def test_cuda_models_get_their_variant_digests(helm4: str) -> None:
+    cu13, cu12 = "sha256:" + "3" * 64, "sha256:" + "4" * 64
+    for action in ("staging", "promote"):
+        (upgrade,) = deploy(
+            action,
+            VALUES_FILES="charts/vision-predictors/ci/gpu-values.yaml",
+            CU13_DIGEST=cu13,
+            CU12_DIGEST=cu12,
+            MODELS="face-enhancement-gpu general-recognition-gpu",
+        )
+        rendered = render(helm4, upgrade)
+        assert f"image: reg/vp:abc123-cu13@{cu13}" in rendered, action
+        assert f"image: reg/vp:abc123-cu12@{cu12}" in rendered, action
+        if action == "staging":  # the CPU fallback pool: the plain tag and its digest
+            assert "image: reg/vp:abc123@sha256:" + "1" * 64 in rendered
+
+
 def test_canary_sends_ten_percent_to_the_new_image(helm4: str) -> None:
-    (upgrade,) = deploy("canary", CANARY_PERCENT="10")
+    # A Standard-mode canary needs Gateway API and stable weights with a storage URI (s3://, pvc://).
+    (upgrade,) = deploy(
+        "canary",
+        CANARY_PERCENT="10",
+        VALUES_FILES=f"{CPU_VALUES} tests/pipeline/gateway-api-values.yaml",
+        MODELS="general-recognition visual-entailment",
+    )
     assert "--reuse-values" in upgrade and "--atomic" in upgrade
     rendered = render(helm4, upgrade)  # the chart's schema accepts exactly these values
     assert rendered.count("trafficPercent: 10") == 2  # both models, KServe Standard spec.canary
@@ -143,6 +166,8 @@ def test_podman_arguments_follow_the_rendered_pod_spec(
     assert f"--volume {tmp_path}/pvc/general-recognition:/mnt/models:ro" in joined
     assert "--env PREDICTORS_SHUTDOWN_GRACE_SECONDS=30" in joined and re.search(r"--env HOME=/tmp\b", joined)
     assert "--memory 3221225472" in joined
+    # downward-API resourceFieldRef limits.cpu (limit "2", divisor 1) as the kubelet resolves it
+    assert "--env OMP_NUM_THREADS=2" in joined and "--env MKL_NUM_THREADS=2" in joined
     assert args[-4:] == [
         "localhost/vision-predictors:smoke",
         "serve",
@@ -153,6 +178,15 @@ def test_podman_arguments_follow_the_rendered_pod_spec(
     assert probes["startupProbe"].path == "/v2/models/general-recognition/ready"
     assert probes["livenessProbe"].path == "/v2/health/live"
     assert smoke_pod.grace_seconds == 40 and smoke_pod.pre_stop_sleep == 5
+
+
+def test_resource_field_ref_rounds_up_like_the_kubelet() -> None:
+    container = {"name": "c", "resources": {"limits": {"cpu": "1500m", "memory": "3Gi"}}}
+    pod = smoke_client.PodContainer("d", "ns", {"containers": [container]}, container)
+    assert pod.resource_field("X", {"resource": "limits.cpu", "divisor": "1"}) == "2"
+    assert pod.resource_field("X", {"resource": "limits.memory", "divisor": "1Mi"}) == "3072"
+    with pytest.raises(smoke_client.SmokeFailure):
+        pod.resource_field("X", {"containerName": "other", "resource": "limits.cpu"})
 
 
 def test_kubernetes_env_expansion() -> None:

@@ -69,10 +69,12 @@ def test_list_default_branch_is_schema_valid_and_complete(gitlab_ci_local: str) 
         "lint:shell",
         "lint:chart",
         "test",
-        "build:gpu",
+        "build:cu13",
+        "build:cu12",
         "build:cpu",
         "build:demo",
-        "scan:image:gpu",
+        "scan:image:cu13",
+        "scan:image:cu12",
         "scan:image:cpu",
         "scan:config",
         "smoke",
@@ -113,15 +115,30 @@ def test_preview_needs_resolve_and_structure(preview: dict) -> None:
         name = job["image"]["name"] if isinstance(job["image"], dict) else job["image"]
         return preview["variables"].get(name.lstrip("$"), name)
 
-    for variant in ("gpu", "cpu", "demo"):
+    for variant in ("cu13", "cu12", "cpu", "demo"):
         build = jobs[f"build:{variant}"]
         assert "buildah" in image(build)
         assert build["script"] == ['ci/pipeline-build.sh "$IMAGE" "$TARGET"']
         tag = preview["variables"][build["variables"]["IMAGE"].lstrip("$")]
-        assert tag.startswith("$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA")
-    assert "cuda" in preview["variables"]["GPU_BASE_IMAGE"]
+        assert tag == f"$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA-{variant}"  # the variant is in the tag
+        assert build["variables"]["VARIANT"] == variant  # -> <VARIANT>_DIGEST in the dotenv report
+    # two CUDA builds: a CUDA 13.x and a CUDA 12.x runtime base, torch from the matching wheel index
+    for variant, major in (("cu13", "13"), ("cu12", "12")):
+        variables = jobs[f"build:{variant}"]["variables"]
+        base = preview["variables"][variables["BASE_IMAGE"].lstrip("$")]
+        index = preview["variables"][variables["TORCH_INDEX_URL"].lstrip("$")]
+        assert re.fullmatch(rf"nvcr\.io/nvidia/cuda:{major}\.\d+\.\d+-runtime-ubuntu\d+\.\d+", base), base
+        assert re.fullmatch(rf"https://download\.pytorch\.org/whl/cu{major}\d", index), index
+    # the plain <sha> tag (CPU models in the chart) is the CUDA 13 build, pushed from the same job
+    assert preview["variables"][jobs["build:cu13"]["variables"]["ALSO_TAG"].lstrip("$")] == (
+        "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA"
+    )
+    # deploy jobs wait for both CUDA builds (their digests come from the builds' dotenv reports)
+    for name in ("staging", "canary", "promote"):
+        needs = {n if isinstance(n, str) else n["job"] for n in jobs[name]["needs"]}
+        assert {"build:cu13", "build:cu12"} <= needs, name
     # scan: Trivy image scans with GitLab reports; config scan
-    for name in ("scan:image:gpu", "scan:image:cpu"):
+    for name in ("scan:image:cu13", "scan:image:cu12", "scan:image:cpu"):
         assert "trivy" in image(jobs[name])
         assert "container_scanning" in jobs[name]["artifacts"]["reports"]
     assert "codequality" in jobs["scan:config"]["artifacts"]["reports"]

@@ -61,9 +61,11 @@ def run_server(
     env: dict[str, str] | None = None,
     wait_for: Sequence[str] = (),
     timeout: float = 180.0,
+    ports: tuple[int, int] | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start `predictors serve ARGS` on free ports; wait until `wait_for` models are ready."""
-    http_port, grpc_port = free_port(), free_port()
+    """Start `predictors serve ARGS` on `ports` (REST, gRPC; default: free ones); wait until `wait_for` models
+    are ready."""
+    http_port, grpc_port = ports or (free_port(), free_port())
     command = [sys.executable, "-m", "predictors", "serve", "--http-port", str(http_port),
                "--grpc-port", str(grpc_port), *args]
     full_env = {**os.environ, **(env or {})}

@@ -1,9 +1,10 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from predictors.models.registry import ModelSetupError, discover, predictor_class
+from predictors.models.registry import ModelSetupError, PredictorFile, discover, predictor_class
 from predictors.settings import Settings
 
 
@@ -73,3 +74,14 @@ def test_every_registered_predictor_class_imports() -> None:
         assert predictor_class(name).predictor_name == name
     with pytest.raises(ModelSetupError, match="unknown predictor"):
         predictor_class("speech")
+
+
+def test_the_readme_predictor_json_example_is_valid() -> None:
+    """The README's predictor.json example, exactly as written, is accepted by the loader's schema."""
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("overrides settings for that model"):]
+    example = re.search(r"```json\n(.*?)```", section, re.S)
+    assert example is not None
+    parsed = PredictorFile.model_validate(json.loads(example.group(1)))
+    assert parsed.predictor == "image-classification"

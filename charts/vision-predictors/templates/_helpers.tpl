@@ -98,8 +98,10 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- end }}
 {{- $device := default "cpu" $m.device }}
 {{- $gpuCount := default 1 $m.gpuCount }}
+{{- $knative := and (eq $v.mode "kserve") (eq $kmode "Knative") }}
 {{- $image := mergeOverwrite (deepCopy $v.image) (default dict $m.image) }}
-{{- $resources := deepCopy (default (index $v.resourcePresets $m.predictor) $m.resources) }}
+{{- $presets := ternary $v.cudaResourcePresets $v.resourcePresets (eq $device "cuda") }}
+{{- $resources := deepCopy (default (index $presets $m.predictor) $m.resources) }}
 {{- if eq $device "cuda" }}
 {{- $limits := default dict $resources.limits }}
 {{- $_ := set $limits "nvidia.com/gpu" $gpuCount }}
@@ -111,8 +113,85 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- $probes := mergeOverwrite (deepCopy $v.probes) (default dict $m.probes) }}
 {{- $canaryIn := default dict $m.canary }}
 {{- $canaryImage := mergeOverwrite (deepCopy $image) (default dict $canaryIn.image) }}
+{{- /* cuda models run the CUDA build chosen by cuda.variant: <tag><tagSuffix>, pinned by that
+     variant's digest (image.digest pins the plain tag, another build). */}}
+{{- $variantName := default $v.cuda.variant $m.cudaVariant }}
+{{- $variant := index $v.cuda.variants $variantName }}
+{{- if eq $device "cuda" }}
+{{- /* image digests (global, model, canary) pin the plain tag, another build: a cuda canary with its
+     own tag is referenced by tag; one on the stable tag shares the variant's digest */}}
+{{- $sameTag := eq (default $root.Chart.AppVersion $canaryImage.tag) (default $root.Chart.AppVersion $image.tag) }}
+{{- $_ := set $image "tag" (printf "%s%s" (default $root.Chart.AppVersion $image.tag) $variant.tagSuffix) }}
+{{- $_ := set $image "digest" $variant.digest }}
+{{- $_ := set $canaryImage "tag" (printf "%s%s" (default $root.Chart.AppVersion $canaryImage.tag) $variant.tagSuffix) }}
+{{- $_ := set $canaryImage "digest" (ternary $variant.digest "" $sameTag) }}
+{{- end }}
+{{- $affinity := deepCopy (default dict (ternary $m.affinity $pool.affinity (hasKey $m "affinity"))) }}
+{{- if and (eq $device "cuda") $v.cuda.driverAffinity }}
+{{- /* nodeSelectorTerms are ORed: the driver requirement joins every term (Gt takes one integer). */}}
+{{- $driverExpr := dict "key" "nvidia.com/cuda.driver-version.major" "operator" "Gt" "values" (list (toString (sub (int $variant.minDriverMajor) 1))) }}
+{{- $nodeAffinity := default dict $affinity.nodeAffinity }}
+{{- $required := default dict (index $nodeAffinity "requiredDuringSchedulingIgnoredDuringExecution") }}
+{{- $terms := default (list dict) $required.nodeSelectorTerms }}
+{{- $withDriver := list }}
+{{- range $term := $terms }}
+{{- $withDriver = append $withDriver (set (deepCopy $term) "matchExpressions" (append (default list $term.matchExpressions) $driverExpr)) }}
+{{- end }}
+{{- $_ := set $required "nodeSelectorTerms" $withDriver }}
+{{- $_ := set $nodeAffinity "requiredDuringSchedulingIgnoredDuringExecution" $required }}
+{{- $_ := set $affinity "nodeAffinity" $nodeAffinity }}
+{{- end }}
+{{- /* per-mode scaling defaults: KServe's KPA takes concurrency/rps only, its HPA cpu/memory only */}}
+{{- if not $autoscaling.metric }}
+{{- $_ := set $autoscaling "metric" (ternary "concurrency" "cpu" $knative) }}
+{{- end }}
+{{- if kindIs "invalid" $autoscaling.target }}
+{{- $_ := set $autoscaling "target" (ternary 8 70 (has $autoscaling.metric (list "concurrency" "rps"))) }}
+{{- end }}
 {{- $canary := dict "enabled" (default false $canaryIn.enabled) "trafficPercent" (ternary $canaryIn.trafficPercent $v.canary.trafficPercent (hasKey $canaryIn "trafficPercent")) "imageRef" (include "vision-predictors.imageRef" (dict "image" $canaryImage "defaultTag" $root.Chart.AppVersion)) "weights" (default $m.weights $canaryIn.weights) "settings" (mergeOverwrite (deepCopy $settings) (default dict $canaryIn.settings)) }}
 {{- /* cross-field rules */}}
+{{- if gt (int $gpuCount) 1 }}
+{{- fail (printf "models.%s: gpuCount %d: the server drives one device per pod; run more replicas (or more model keys) instead of more GPUs per pod" $key (int $gpuCount)) }}
+{{- end }}
+{{- if and $knative (has $autoscaling.metric (list "cpu" "memory")) }}
+{{- fail (printf "models.%s: autoscaling.metric %s is not a Knative metric: KServe refuses it in Knative mode (\"[%s] is not a supported metric\"); use concurrency or rps (or leave metric empty)" $key $autoscaling.metric $autoscaling.metric) }}
+{{- end }}
+{{- if and (eq $v.mode "kserve") (eq $kmode "Standard") (not $autoscaling.keda.enabled) (gt (int $autoscaling.target) 100) }}
+{{- fail (printf "models.%s: autoscaling.target %d: KServe's HPA validation accepts a utilization target of 1-100" $key (int $autoscaling.target)) }}
+{{- end }}
+{{- if and (eq $device "cuda") (not $knative) (gt (int $autoscaling.maxReplicas) (int $autoscaling.minReplicas)) (not $autoscaling.keda.enabled) (not $autoscaling.customMetric.enabled) }}
+{{- fail (printf "models.%s: a GPU pool scales on queue depth, not CPU: enable autoscaling.keda (kserve Standard) or autoscaling.customMetric (deployment mode) with predictors_queue_depth_items, or set minReplicas = maxReplicas" $key) }}
+{{- end }}
+{{- range $w := list $m.weights $canary.weights }}
+{{- $hubPath := trimPrefix "modelscope://" (default "" $w.storageUri) }}
+{{- if hasPrefix "modelscope://" (default "" $w.storageUri) }}
+{{- if and $v.kserve.modelscopeStorageContainer (contains ":" $hubPath) }}
+{{- fail (printf "models.%s: %s: the %s ClusterStorageContainer reads modelscope://owner/model@revision (owner/model:revision is the syntax of KServe's built-in downloader, kserve.modelscopeStorageContainer=\"\")" $key $w.storageUri $v.kserve.modelscopeStorageContainer) }}
+{{- end }}
+{{- if and (not $v.kserve.modelscopeStorageContainer) (contains "@" $hubPath) }}
+{{- fail (printf "models.%s: %s: with kserve.modelscopeStorageContainer=\"\" KServe's built-in downloader may run, and it reads modelscope://owner/model:revision" $key $w.storageUri) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $canary.enabled (eq $v.mode "kserve") (eq $kmode "Standard") }}
+{{- if not $v.kserve.gatewayApi.enabled }}
+{{- fail (printf "models.%s: a Standard-mode canary only receives traffic through Gateway API HTTPRoutes (KServe >= 0.21, ingress.enableGatewayApi): set kserve.gatewayApi.enabled=true; an Ingress and the <isvc>-predictor Service send 100 %% to stable" $key) }}
+{{- end }}
+{{- if $m.weights.path }}
+{{- fail (printf "models.%s: a Standard-mode canary needs stable weights with a storage URI (weights.storageUri or weights.pvc): KServe refuses a canary whose stable predictor has none, and weights.path has none" $key) }}
+{{- end }}
+{{- if $autoscaling.keda.enabled }}
+{{- fail (printf "models.%s: KEDA and a Standard-mode canary do not mix: KServe builds the canary's autoscaler from the same class with no metrics (a ScaledObject without triggers); scale the stable predictor with the HPA while the canary runs" $key) }}
+{{- end }}
+{{- if gt (len $name) 41 }}
+{{- fail (printf "models.%s: unit name %q is %d characters; with a Standard-mode canary the limit is 41 (KServe labels the canary pods app: isvc.<name>-canary-predictor, at most 63 characters)" $key $name (len $name)) }}
+{{- end }}
+{{- $stableUri := default "" $m.weights.storageUri }}
+{{- $canaryUri := default "" $canary.weights.storageUri }}
+{{- if and $v.kserve.modelscopeStorageContainer (hasPrefix "modelscope://" $stableUri) (not (hasPrefix "modelscope://" $canaryUri)) }}
+{{- fail (printf "models.%s: the canary inherits spec.predictor.storageContainerName %q (KServe merges the canary over the stable predictor), which only downloads modelscope://: give the canary modelscope:// weights too, or set kserve.modelscopeStorageContainer=\"\"" $key $v.kserve.modelscopeStorageContainer) }}
+{{- end }}
+{{- end }}
 {{- if eq $v.mode "deployment" }}
 {{- if $m.weights.storageUri }}
 {{- fail (printf "models.%s: weights.storageUri needs KServe's storage initializer; in deployment mode use weights.pvc or weights.path" $key) }}
@@ -155,7 +234,7 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
     "probes" $probes
     "nodeSelector" (ternary $m.nodeSelector $pool.nodeSelector (hasKey $m "nodeSelector"))
     "tolerations" (ternary $m.tolerations $pool.tolerations (hasKey $m "tolerations"))
-    "affinity" (ternary $m.affinity $pool.affinity (hasKey $m "affinity"))
+    "affinity" $affinity
     "canary" $canary
     "track" (ternary "" "stable" (eq (include "vision-predictors.isKnative" $root) "true"))) }}
 {{- end }}
@@ -220,6 +299,24 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 - name: {{ index $envNames.settings $key }}
   value: {{ $val | toString | quote }}
 {{- end }}
+{{- end }}
+# BLAS/OpenMP pools sized to the CPU limit (rounded up), not to the node's cores.
+- name: OMP_NUM_THREADS
+  valueFrom:
+    resourceFieldRef:
+      containerName: kserve-container
+      resource: limits.cpu
+      divisor: "1"
+- name: MKL_NUM_THREADS
+  valueFrom:
+    resourceFieldRef:
+      containerName: kserve-container
+      resource: limits.cpu
+      divisor: "1"
+{{- if eq $u.device "cuda" }}
+# Fewer fragmentation OOMs with variable batch and image sizes.
+- name: PYTORCH_CUDA_ALLOC_CONF
+  value: expandable_segments:True
 {{- end }}
 - name: TMPDIR
   value: /tmp
@@ -396,9 +493,9 @@ sidecar.opentelemetry.io/inject: {{ . | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Replace {{ unit }} / {{ model }} / {{ namespace }} placeholders. Args: dict s unit root. */}}
+{{/* Replace {{ unit }} / {{ key }} / {{ model }} / {{ namespace }} placeholders. Args: dict s unit root. */}}
 {{- define "vision-predictors.placeholders" -}}
-{{- .s | replace "{{ unit }}" .unit.name | replace "{{ model }}" .unit.predictor | replace "{{ namespace }}" .root.Release.Namespace }}
+{{- .s | replace "{{ unit }}" .unit.name | replace "{{ key }}" .unit.key | replace "{{ model }}" .unit.predictor | replace "{{ namespace }}" .root.Release.Namespace }}
 {{- end }}
 
 {{/* NetworkPolicy egress rule to cluster DNS (one list item). Args: root. */}}

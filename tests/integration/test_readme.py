@@ -1,0 +1,115 @@
+"""Every request example of the README's "Calling it" section, run exactly as written.
+
+The examples call `localhost:8080` (REST) and `localhost:8081` (gRPC) and read `cat.jpg` (and `face.jpg`) from
+the working directory, as a user who just ran `make serve` would: so the server here serves all four demo models
+on those ports, and the examples run in a directory holding those pictures and a `.venv` link to this checkout's
+virtualenv. Shell blocks run in one bash process, command by command; a curl command passes when it printed a
+JSON answer without an error. Python blocks run with the virtualenv's interpreter and must exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import encode, sample_image
+from tests.support.server import ServerProcess, run_server
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+PORTS = (8080, 8081)
+SEPARATOR = "=====README-EXAMPLE-BOUNDARY====="
+
+
+def readme_examples(section: str = "Calling it") -> list[tuple[str, str]]:
+    """(language, code) of every fenced block of the README section `section`."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"## {section}\n")
+    end = text.find("\n## ", start + 1)
+    body = text[start:end if end != -1 else None]
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w+)\n(.*?)```", body, re.S)]
+
+
+def shell_commands(block: str) -> list[str]:
+    """The block's commands: continuation lines joined, comments and blank lines dropped."""
+    commands, current = [], ""
+    for line in block.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current += line + "\n"
+        if not line.endswith("\\"):
+            commands.append(current)
+            current = ""
+    return commands
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def readme_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    busy = [port for port in PORTS if not port_is_free(port)]
+    if busy:
+        pytest.fail(f"the README's examples call localhost:8080/8081, but port(s) {busy} are in use here: "
+                    "stop what listens there and run again")
+    repository = tmp_path_factory.mktemp("readme-models")
+    subprocess.run([sys.executable, "-m", "predictors", "make-demo-models", str(repository)], check=True,
+                   capture_output=True, timeout=600)
+    log = tmp_path_factory.mktemp("readme-server") / "server.log"
+    with run_server(["--model-repository", str(repository)], log, ports=PORTS,
+                    wait_for=["general-recognition", "image-classification", "face-enhancement",
+                              "visual-entailment"], timeout=600) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def user_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("readme-user")
+    (directory / "cat.jpg").write_bytes(encode(sample_image(7, (320, 240)), "JPEG"))
+    (directory / "face.jpg").write_bytes(encode(sample_image(8, (48, 48)), "JPEG"))
+    (directory / ".venv").symlink_to(REPO / ".venv")
+    return directory
+
+
+def test_the_section_has_examples() -> None:
+    languages = [language for language, _ in readme_examples()]
+    assert "bash" in languages and "python" in languages
+
+
+@pytest.mark.parametrize("index", [i for i, (lang, _) in enumerate(readme_examples()) if lang == "bash"])
+def test_shell_example(readme_server: ServerProcess, user_directory: Path, index: int) -> None:
+    commands = shell_commands(readme_examples()[index][1])
+    script = "set -e\n" + "".join(f"{command}echo '{SEPARATOR}'\n" for command in commands)
+    result = subprocess.run(["bash", "-c", script], cwd=user_directory, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    outputs = result.stdout.split(SEPARATOR + "\n")[:-1]
+    assert len(outputs) == len(commands)
+    for command, output in zip(commands, outputs, strict=True):
+        if command.lstrip().startswith("curl"):
+            answer = json.loads(output)
+            assert "error" not in answer, f"{command}\n-> {output}"
+            assert "predictions" in answer or "outputs" in answer
+        elif "predictors infer" in command:
+            assert output.strip(), f"{command} printed nothing"
+
+
+@pytest.mark.parametrize("index", [i for i, (lang, _) in enumerate(readme_examples()) if lang == "python"])
+def test_python_example(readme_server: ServerProcess, user_directory: Path, index: int) -> None:
+    code = readme_examples()[index][1]
+    result = subprocess.run([str(user_directory / ".venv" / "bin" / "python"), "-c", code], cwd=user_directory,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{code}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.strip(), "the example prints its result"
