@@ -16,14 +16,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import socket
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import httpx
@@ -32,6 +30,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.conftest import encode, sample_image
 from tests.integration import hostile_corpus as corpus
+from tests.integration.test_documented_codes import documented_codes
 from tests.integration.test_edge import metric
 from tests.integration.test_errors import assert_error
 from tests.support.server import ServerProcess, run_server
@@ -474,10 +473,5 @@ def test_afterwards_the_server_is_healthy_and_unchanged(server, reference_answer
     log = server.log()
     assert "Traceback" not in log
     assert "\nFORGED LINE" not in log
-    documented = set(corpus_codes())
+    documented = documented_codes()
     assert SEEN_CODES and documented >= SEEN_CODES, SEEN_CODES - documented
-
-
-def corpus_codes() -> list[str]:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    return re.findall(r"^\| \d{3} \| `([A-Z_0-9]+)` \|", readme, re.MULTILINE)
