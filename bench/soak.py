@@ -3,11 +3,12 @@
     .venv/bin/python -m bench soak --minutes 5                 # the four demo models (make-demo-models)
     .venv/bin/python -m bench soak --minutes 0.2 --models tiny # seconds-long smoke run on tiny classifiers
 
-The server runs as a child process on a free loopback port. After a warm-up of the same traffic, the
-resident memory (RSS), open file descriptors and threads of the server process are read from /proc;
-the traffic goes on for the given minutes at bounded concurrency, then, once the server is idle again,
-they are read a second time. The growth in % of each is reported (target: < 5 %), with a timeline, the
-answers per request kind and status, and any answer other than the documented one (a 5xx included).
+The server runs as a child process on a free loopback port. After a warm-up (every valid request kind at
+each batch size once, then the same mixed traffic for a while), the resident memory (RSS), open file
+descriptors and threads of the server process are read from /proc; the traffic goes on for the given
+minutes at bounded concurrency, then, once the server is idle again, they are read a second time. The
+growth in % of each is reported (target: < 5 %), with a timeline, the answers per request kind and
+status, and any answer other than the documented one (a 5xx included).
 The results go to ``bench/results/soak-<time>.json``. This process must not import KServe or the
 server's model code.
 """
@@ -193,6 +194,18 @@ async def _hang_up(client: httpx.AsyncClient, kind: Kind) -> None:
     await writer.wait_closed()
 
 
+async def prime(url: str, kinds: list[Kind], concurrency: int) -> None:
+    """Every valid kind at 1, 2, 4 ... `concurrency` requests at once, so that every batch size each model
+    will see has run (and allocated its buffers) before the first reading. Face enhancement stops at 4."""
+    sizes = [size for size in (1, 2, 4, 8, 16, 32, 64) if size <= concurrency]
+    async with make_client(url, concurrency, timeout=600.0) as client:
+        for kind in kinds:
+            if kind.expected != 200:
+                continue
+            for size in sizes if kind.model != "face-enhancement" else [s for s in sizes if s <= 4]:
+                await asyncio.gather(*(_send(client, kind) for _ in range(size)))
+
+
 def metrics_values(url: str, name: str) -> dict[str, float]:
     """label set -> value of one metric family from /metrics."""
     values = {}
@@ -225,7 +238,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="demo: the four demo models (default); tiny: two tiny classifiers (smoke runs)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
     parser.add_argument("--warmup-seconds", type=float, default=None,
-                        help="traffic before the first reading (default: 20 %% of the run, 10..60 s)")
+                        help="mixed traffic before the first reading, after every valid request kind ran at "
+                             "each batch size (default: 25 %% of the run, 10..90 s)")
     parser.add_argument("--sample-seconds", type=float, default=15.0, help="timeline resolution")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the server")
@@ -259,7 +273,7 @@ def main(argv: list[str]) -> int:
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "MODELSCOPE_CACHE": str(args.work_dir / "modelscope-cache"), "PYTHONUNBUFFERED": "1"}
     seconds = args.minutes * 60
-    warmup = args.warmup_seconds if args.warmup_seconds is not None else min(60.0, max(10.0, 0.2 * seconds))
+    warmup = args.warmup_seconds if args.warmup_seconds is not None else min(90.0, max(10.0, 0.25 * seconds))
     repository, models = _repository(args, env)
     kinds = request_kinds(models)
     port = free_port()
@@ -278,6 +292,7 @@ def main(argv: list[str]) -> int:
     try:
         results["startup_s"] = round(server.wait_ready([f"/v2/models/{m}/ready" for m in models],
                                                        args.start_timeout), 1)
+        asyncio.run(prime(server.url, kinds, args.concurrency))
         asyncio.run(traffic(server.url, kinds, args.concurrency, warmup, rng, Counter(), []))
         wait_idle(server.url, 120)
         start_reading = process_resources(server.process.pid)
