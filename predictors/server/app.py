@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any, TypeVar
@@ -56,6 +56,7 @@ T = TypeVar("T")
 MAX_GRPC_SEND_BYTES = 64 * 1024 * 1024
 #: process exit codes (README "Health and lifecycle"); 2 (unusable configuration) is the CLI's
 EXIT_LOAD_FAILED = 1
+EXIT_CANNOT_LISTEN = 2  # a port cannot be bound: configuration, like the CLI's other exit-2 cases
 EXIT_DEVICE_LOST = 3
 
 
@@ -181,7 +182,7 @@ class PredictorServer(kserve.ModelServer):
             grace_period=self.grace_period, settings=self.settings, on_exit=self._begin_drain,
             telemetry=self.telemetry, status=self._status,
         )
-        rest = asyncio.create_task(self._rest_server.start(), name="rest")
+        rest = asyncio.create_task(self._listen("REST", self.http_port, self._rest_server.start()), name="rest")
         grpc_task = None
         if self.enable_grpc:
             self._grpc_server = _GrpcServer(
@@ -190,10 +191,11 @@ class PredictorServer(kserve.ModelServer):
             )
             self._grpc_server.telemetry = self.telemetry
             self._grpc_server.max_body_bytes = self.settings.max_body_bytes
-            grpc_task = asyncio.create_task(self._grpc_server.start(self.max_threads), name="grpc")
+            grpc_task = asyncio.create_task(
+                self._listen("gRPC", self.grpc_port, self._grpc_server.start(self.max_threads)), name="grpc")
         loader = asyncio.create_task(self._load_models(), name="load")
-        await asyncio.wait([rest, loader], return_when=asyncio.FIRST_COMPLETED)
-        if self.load_failed:
+        await asyncio.wait([rest, loader, *([grpc_task] if grpc_task else [])], return_when=asyncio.FIRST_COMPLETED)
+        if self.load_failed or self.exit_code == EXIT_CANNOT_LISTEN:
             self._stop_serving()
         elif not loader.done():
             loader.cancel()
@@ -209,6 +211,19 @@ class PredictorServer(kserve.ModelServer):
     def _status(self) -> dict[str, Any]:
         return server_status(self.models, self.metrics,
                              in_flight=lambda name: int(metric_value(self.metrics.in_flight.labels(name))))
+
+    async def _listen(self, transport: str, port: int, serving: Coroutine[Any, Any, None]) -> None:
+        """Serve `transport` until it stops; a port that cannot be bound stops the server at once with
+        EXIT_CANNOT_LISTEN and one line saying so (uvicorn would exit with its own code 3, which here
+        means a lost device, and gRPC would fail on its own while REST went on serving)."""
+        try:
+            await serving
+        except (SystemExit, OSError, RuntimeError) as error:
+            if self._draining or self.exit_code:
+                raise
+            logger.critical("cannot serve %s on port %d (%s); stopping the server", transport, port,
+                            error if not isinstance(error, SystemExit) else "address in use or not allowed")
+            self.exit_code = EXIT_CANNOT_LISTEN
 
     async def _load_models(self) -> None:
         for model in self.models:
