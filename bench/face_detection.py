@@ -40,7 +40,8 @@ def main() -> None:
     from predictors.demo import face_enhancement as demo
     from predictors.device import CPU
     from predictors.models.base import ModelConfig
-    from predictors.models.face_enhancement import DETECTOR_FILE, FaceEnhancementPredictor, prior_boxes
+    from predictors.models.face_enhancement import FaceEnhancementPredictor, prior_boxes
+    from predictors.models.layouts import GPEN_DETECTOR_FILE as DETECTOR_FILE
     from predictors.telemetry.metrics import Metrics
 
     parser = argparse.ArgumentParser(description=__doc__)

@@ -69,19 +69,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-GENERATOR_FILE = layouts.GPEN_GENERATOR_FILE
-SR_FILE = layouts.GPEN_SR_FILE
-DETECTOR_FILE = layouts.GPEN_DETECTOR_FILE
-QUALITY_BACKBONE_FILE = layouts.GPEN_QUALITY_BACKBONE_FILE
-QUALITY_HEAD_FILE = layouts.GPEN_QUALITY_HEAD_FILE
-
 # upstream's constants (ImagePortraitEnhancementPipeline.__init__)
 DETECTION_THRESHOLD = 0.9
 FACE_QUALITY_THRESHOLD = 0.1
 IDENTITY_THRESHOLD = 0.15
 SR_SCALE = layouts.GPEN_SR_SCALE
-build_generator = layouts.build_gpen_generator
-build_sr_network = layouts.build_gpen_sr_network
 
 
 DEFAULT_MAX_IMAGE_SIDE = 2000
@@ -243,24 +235,25 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         self.size = options.generator_size or (1024 if "hires" in str(self.model_dir) else 512)
         directory = self.model_dir
 
-        generator = build_generator(self.size)
-        with reading(directory / GENERATOR_FILE) as path:
+        generator = layouts.build_gpen_generator(self.size)
+        with reading(directory / layouts.GPEN_GENERATOR_FILE) as path:
             generator.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
 
         # RetinaFaceDetection sets the process-wide cudnn.benchmark; keep the process's own setting.
         benchmark = torch.backends.cudnn.benchmark
         try:
-            with reading(directory / DETECTOR_FILE) as path:
+            with reading(directory / layouts.GPEN_DETECTOR_FILE) as path:
                 detector = detection.RetinaFaceDetection(str(path), "cpu")
         finally:
             torch.backends.cudnn.benchmark = benchmark
         self._detector_cfg = detector.cfg
 
-        sr = build_sr_network()
-        with reading(directory / SR_FILE) as path:
+        sr = layouts.build_gpen_sr_network()
+        with reading(directory / layouts.GPEN_SR_FILE) as path:
             sr.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["params_ema"], strict=True)
         with reading(directory):  # FQA reads both of its files in one call: name the directory
-            quality = fqa.FQA(str(directory / QUALITY_BACKBONE_FILE), str(directory / QUALITY_HEAD_FILE), "cpu")
+            quality = fqa.FQA(str(directory / layouts.GPEN_QUALITY_BACKBONE_FILE),
+                              str(directory / layouts.GPEN_QUALITY_HEAD_FILE), "cpu")
 
         modules = {
             "generator": generator,
