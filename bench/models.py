@@ -1,8 +1,10 @@
 """The model directories the benchmark serves, written under the work directory.
 
 - the source directory: for ``general-recognition`` (default) the demo directory written by
-  `predictors make-demo-models` (real ResNeSt-101); ``image-classification`` (demo MobileNetV3-Small)
-  and ``tiny`` make cheap runs possible (the smoke test).
+  `predictors make-demo-models` (real ResNeSt-101); ``image-classification`` (demo MobileNetV3-Small),
+  ``face-enhancement`` (demo GPEN-512 + RetinaFace + RRDBNet + EQFace, the real architectures) and
+  ``visual-entailment`` (a small OFA configuration, see predictors/demo) likewise; ``tiny`` makes
+  cheap runs possible (the smoke test).
 - ``model-batch`` / ``model-nobatch`` / ``model-overload``: its files (symlinks) with a ``predictor.json``
   that sets the batching of each contender, so one server process hosts all three and the modelscope
   import and start-up are paid once. Idle models cost memory, not CPU.
@@ -20,7 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
-MODEL_KINDS = ("general-recognition", "image-classification", "tiny")
+MODEL_KINDS = ("general-recognition", "image-classification", "face-enhancement", "visual-entailment", "tiny")
 
 
 def _variant(source: Path, target: Path, predictor: str, demo: bool, **settings: object) -> None:
@@ -31,7 +33,11 @@ def _variant(source: Path, target: Path, predictor: str, demo: bool, **settings:
     for path in source.iterdir():
         if path.name != "predictor.json":
             (target / path.name).symlink_to(path)
-    content = {"predictor": predictor, "demo_weights": demo, **settings}
+    # the source's own model options (e.g. a demo's answer mapping) stay; batching is the variant's
+    source_file = source / "predictor.json"
+    kept = json.loads(source_file.read_text()) if source_file.exists() else {}
+    content = {**{k: v for k, v in kept.items() if k in ("options", "precision")},
+               "predictor": predictor, "demo_weights": demo, **settings}
     (target / "predictor.json").write_text(json.dumps(content, indent=2) + "\n")
 
 

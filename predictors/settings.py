@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC v2 port.")
     enable_grpc: bool = Field(True, description="Serve the gRPC v2 API.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="Forward-pass precision: fp32, fp16 (CUDA only) or bf16 (autocast)."
+    )
 
     max_batch_size: int = Field(8, ge=1, le=1024, description="Items per forward pass; 1 disables batching.")
     max_latency_ms: float = Field(

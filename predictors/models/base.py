@@ -32,7 +32,13 @@ from predictors.batching import Batcher, BatchingConfig
 from predictors.codecs import v1, v2
 from predictors.codecs.images import ImageLimits, decode_image
 from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
-from predictors.device import DeviceRunner, resolve_device
+from predictors.device import (
+    DeviceRunner,
+    check_precision,
+    enable_cudnn_autotuner,
+    precision_context,
+    resolve_device,
+)
 from predictors.errors import InvalidInput, ModelNotReady
 from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id
@@ -64,6 +70,8 @@ class ModelConfig:
     #: model-specific options from predictor.json "options"
     options: Mapping[str, Any] = field(default_factory=dict)
     demo_weights: bool = False
+    #: fp32 | fp16 (CUDA only) | bf16: the forward pass runs under autocast to the reduced precision
+    precision: str = "fp32"
 
 
 @dataclass
@@ -134,18 +142,21 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         started = time.perf_counter()
         try:
             self.device = resolve_device(self.config.device)
+            check_precision(self.device, self.config.precision)
             logger.info("model %s: loading %s from %s on %s", self.name, self.predictor_name,
                         self.model_dir, self.device)
             if self.config.demo_weights:
                 logger.warning("model %s: serving DEMO weights (random/crafted, not the published model); "
                                "its answers are meaningless", self.name)
             self.load_weights(self.device)
+            weights_s = time.perf_counter() - started
+            enable_cudnn_autotuner(self.device)
             self._runner = DeviceRunner(
                 self.device, on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc()
             )
             params = self.parse_parameters({})
             prepared = self.prepare(self.warmup_item(), params)
-            raw = self._runner.run(self.forward, [prepared])
+            raw = self._runner.run(self._forward, [prepared])
             self.finish(prepared, raw[0], params)
         except Exception as error:
             self.load_error = f"{type(error).__name__}: {error}"
@@ -153,7 +164,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             raise
         elapsed = time.perf_counter() - started
         self.metrics.model_loaded(self.name, str(self.device), elapsed)
-        logger.info("model %s ready on %s in %.2f s", self.name, self.device, elapsed)
+        logger.info("model %s ready on %s in %.2f s (weights %.2f s, warm-up %.2f s)", self.name, self.device,
+                    elapsed, weights_s, elapsed - weights_s)
         self.ready = True
         return True
 
@@ -193,7 +205,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             {tracing.MODEL: self.name, tracing.DEVICE: str(self.device), tracing.BATCH_SIZE: len(batch)},
         )
         try:
-            return runner.run(self.forward, [queued.item for queued in batch])
+            return runner.run(self._forward, [queued.item for queued in batch])
         except BaseException as error:
             if span is not None:
                 span.record_exception(error)
@@ -206,6 +218,10 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             self.metrics.forward_duration.labels(self.name).observe((ended_ns - started_ns) / 1e9)
             if span is not None:
                 span.end(end_time=ended_ns)
+
+    def _forward(self, batch: Sequence[Prepared], device: torch.device) -> Sequence[Raw]:
+        with precision_context(device, self.config.precision):
+            return self.forward(batch, device)
 
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)

@@ -5,7 +5,7 @@ chosen by the optional ``predictor.json`` in the directory (``{"predictor": "gen
 or else by the directory's name. ``predictor.json`` may also override batching and device and carry
 model-specific ``options``::
 
-    {"predictor": "face-enhancement", "device": "cpu", "max_batch_size": 4, "max_latency_ms": 10,
+    {"predictor": "face-enhancement", "device": "cpu", "precision": "fp32", "max_batch_size": 4, "max_latency_ms": 10,
      "max_queue": 32, "max_queue_delay_ms": 2000, "options": {"max_faces_per_forward": 8}, "demo_weights": false}
 """
 
@@ -15,7 +15,7 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,6 +38,7 @@ class PredictorFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     predictor: str | None = None
     device: str | None = None
+    precision: Literal["fp32", "fp16", "bf16"] | None = None
     max_batch_size: int | None = Field(default=None, ge=1, le=1024)
     max_latency_ms: float | None = Field(default=None, ge=0, le=10_000)
     max_queue: int | None = Field(default=None, ge=1)
@@ -112,6 +113,7 @@ def model_entry(name: str, directory: Path, settings: Settings) -> ModelEntry:
         max_items_per_request=settings.max_items_per_request,
         options=overrides.options,
         demo_weights=overrides.demo_weights,
+        precision=overrides.precision or settings.precision,
     )
     return ModelEntry(name, directory, predictor, config)
 

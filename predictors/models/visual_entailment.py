@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from predictors.codecs.types import InputSpec, OutputSpec
-from predictors.device import DeviceReplicas
+from predictors.device import DeviceReplicas, stack_to_device
 from predictors.models.base import VisionPredictor
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         pad = self.pad_id
         encoder_out = network.encoder(
             input_ids=collate_tokens([item.source for item in batch], pad_idx=pad).to(device),
-            patch_images=torch.stack([item.patch_image for item in batch]).to(device),
+            patch_images=stack_to_device([item.patch_image for item in batch], device),
             patch_masks=torch.cat([item.patch_mask for item in batch]).to(device),
         )
         prompts = [item.decoder_prompt for item in batch]
