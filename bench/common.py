@@ -172,11 +172,13 @@ def model_instance(predictor: str, seed: int) -> dict[str, Any]:
     return {"image": sample_jpeg(seed, payload["image_size"]), **payload["texts"]}
 
 
-def v1_instance_request(model: str, instance: dict[str, Any]) -> Request:
+def v1_instance_request(model: str, instance: dict[str, Any], parameters: dict[str, Any] | None = None) -> Request:
     """v1 JSON with one instance: bytes fields as ``{"b64": ...}``, text fields as they are."""
     fields = {
         name: {"b64": base64.b64encode(value).decode("ascii")} if isinstance(value, bytes) else value
         for name, value in instance.items()
     }
-    body = {"instances": [fields]}
+    body: dict[str, Any] = {"instances": [fields]}
+    if parameters:
+        body["parameters"] = parameters
     return f"/v1/models/{model}:predict", json.dumps(body).encode(), {"content-type": "application/json"}

@@ -86,6 +86,7 @@ def raw(
     flops: bool = False,
     device: str = "cpu",
     precision: str = "fp32",
+    parameters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from predictors.models.registry import predictor_class, read_predictor_file
 
@@ -97,7 +98,7 @@ def raw(
     model = _load(cls, directory.name, directory, workers, device, precision)
     load_s = time.perf_counter() - started
     rss_after = rss_mb()
-    params = model.parse_parameters({})
+    params = model.parse_parameters(parameters or {})
     payload_kind = predictor if predictor in PAYLOADS else "image-classification"
     # the face model's prepare runs a detector: fewer distinct pictures keep the preparation bounded
     instances = [model_instance(payload_kind, seed) for seed in range(8 if predictor != "face-enhancement" else 2)]
@@ -113,7 +114,7 @@ def raw(
     runner = model._runner
     batches = {size: [prepared[i % len(prepared)] for i in range(size)] for size in batch_sizes}
     for batch in batches.values():
-        runner.run(model.forward, batch)  # warm every shape
+        runner.run(model.forward_in_precision, batch)  # warm every shape
     # Round-robin over the batch sizes, so that a noisy neighbour slows all of them alike.
     times: dict[int, list[float]] = {size: [] for size in batch_sizes}
     begin = time.perf_counter()
@@ -121,7 +122,7 @@ def raw(
     while rounds < min_iterations or time.perf_counter() - begin < seconds * len(batch_sizes):
         for size, batch in batches.items():
             t0 = time.perf_counter()
-            results = runner.run(model.forward, batch)
+            results = runner.run(model.forward_in_precision, batch)
             times[size].append(time.perf_counter() - t0)
             assert len(results) == size
         rounds += 1
@@ -129,7 +130,7 @@ def raw(
     if flops:  # after the timing: the counter slows the ops it watches
         one = _decoded(instances[0])
         prepare_flops, prepare_ops = count_flops(lambda: model.prepare(one, params))
-        forward_flops, forward_ops = count_flops(lambda: runner.run(model.forward, prepared[:1]))
+        forward_flops, forward_ops = count_flops(lambda: runner.run(model.forward_in_precision, prepared[:1]))
         counted = {
             "prepare_per_item": prepare_flops,
             "forward_per_item": forward_flops,
@@ -220,6 +221,7 @@ def main() -> None:
     parser.add_argument("--flops", action="store_true", help="count FLOPs per item of prepare and forward")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--parameters", type=json.loads, default={}, help="request parameters (JSON)")
     args = parser.parse_args()
     out: dict[str, Any] = {"environment": environment()}
     if args.raw_dir:
@@ -232,6 +234,7 @@ def main() -> None:
             args.flops,
             args.device,
             args.precision,
+            args.parameters,
         )
     if args.path_dirs:
         out["path"] = [

@@ -73,8 +73,10 @@ def write_all(
     max_queue: int,
     overload_max_queue: int,
     overload_max_queue_delay_ms: float = 0.0,
+    options: dict[str, object] | None = None,
 ) -> dict[str, str]:
-    """Write (or keep) the source directory of `kind` and the repository the server serves."""
+    """Write (or keep) the source directory of `kind` and the repository the server serves; `options`
+    (predictor.json "options") replace the source's in the model-* variants."""
     workdir = workdir.resolve()
     demo = workdir / "demo"
     if kind == "tiny":
@@ -88,7 +90,8 @@ def write_all(
         predictor, is_demo = kind, True
     repo = workdir / f"repository-{kind}"
     batching = {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
-    _variant(source, repo / "model-batch", predictor, is_demo, **batching, max_queue=max_queue)
+    own = {"options": options} if options is not None else {}
+    _variant(source, repo / "model-batch", predictor, is_demo, **batching, max_queue=max_queue, **own)
     _variant(
         source,
         repo / "model-nobatch",
@@ -97,9 +100,10 @@ def write_all(
         max_batch_size=1,
         max_latency_ms=max_latency_ms,
         max_queue=max_queue,
+        **own,
     )
     _variant(source, repo / "model-overload", predictor, is_demo, **batching, max_queue=overload_max_queue,
-             max_queue_delay_ms=overload_max_queue_delay_ms)
+             max_queue_delay_ms=overload_max_queue_delay_ms, **own)
     # The overhead model: batching off (one request per forward, no wait), and on.
     tiny = demo / "tiny"
     if not (tiny / "model.pt2").exists():
@@ -126,6 +130,7 @@ def main() -> None:
     parser.add_argument("--max-queue", type=int, required=True)
     parser.add_argument("--overload-max-queue", type=int, required=True)
     parser.add_argument("--overload-max-queue-delay-ms", type=float, default=0.0)
+    parser.add_argument("--options", type=json.loads, default=None, help="predictor.json options (JSON)")
     args = parser.parse_args()
     print(
         json.dumps(
@@ -137,6 +142,7 @@ def main() -> None:
                 args.max_queue,
                 args.overload_max_queue,
                 args.overload_max_queue_delay_ms,
+                args.options,
             )
         )
     )

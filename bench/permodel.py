@@ -24,6 +24,7 @@ a child process with the run's thread settings.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 import time
@@ -153,6 +154,8 @@ def measure_model(
 ) -> dict[str, Any]:
     plan = PLANS[kind]
     max_batch = plan["max_batch_size"]
+    options = p.get("model_options", {}).get(kind)
+    parameters = p.get("model_parameters", {}).get(kind) or {}
     say(f"{kind}: model directories")
     written = run_child_json(
         [
@@ -162,6 +165,7 @@ def measure_model(
             "--max-latency-ms", str(args.max_latency_ms),
             "--max-queue", str(args.max_queue),
             "--overload-max-queue", str(2 * max_batch),
+            *(["--options", json.dumps(options)] if options is not None else []),
         ],
         env,
         args.log_dir / f"models-{kind}.log",
@@ -178,6 +182,7 @@ def measure_model(
             "--seconds", str(p["raw_seconds"]),
             "--min-iterations", str(p["raw_min_iterations"]),
             "--flops",
+            "--parameters", json.dumps(parameters),
         ],
         env,
         args.log_dir / f"inprocess-{kind}.log",
@@ -192,7 +197,7 @@ def measure_model(
         server = _serve(repository, model, args.log_dir, env, f"{kind}-{mode}")
         try:
             startup = _startup(server, model, args.start_timeout)
-            requests = [v1_instance_request(model, instance) for instance in instances]
+            requests = [v1_instance_request(model, instance, parameters) for instance in instances]
             rows = asyncio.run(_load_levels(server.url, requests, p["model_levels"], p, min(warm, p["model_warm"])))
             memory_end = rss_mb(server.process.pid)
             alive = server.alive()
@@ -208,7 +213,8 @@ def measure_model(
             "exit_code": exit_code,
             "rows": rows,
         }
-    return {**derive(inprocess, servers, idle, peak_gflops), "environment": child["environment"]}
+    return {**derive(inprocess, servers, idle, peak_gflops), "options": options, "parameters": parameters,
+            "environment": child["environment"]}
 
 
 def derive(inprocess: dict[str, Any], servers: dict[str, Any], idle: dict[str, Any],

@@ -165,6 +165,11 @@ def render_study(r: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _rate(value: float | None) -> str:
+    """items/s or req/s with 3 significant digits (face enhancement runs at hundredths per second)."""
+    return "-" if value is None else f"{value:.3g}"
+
+
 def _gflop(flops: float | None) -> str:
     return "-" if not flops else f"{flops / 1e9:.2f}"
 
@@ -185,12 +190,15 @@ def render_models(m: dict[str, Any]) -> str:
     for name, model in m["models"].items():
         payload = model["payload"]
         size = "x".join(str(v) for v in payload["image_size"])
-        parts.append(f"\n6.{name}  ({model['predictor']}, {size} JPEG{' + text' if payload['texts'] else ''})")
+        options = f", options {model['options']}" if model.get("options") is not None else ""
+        parts.append(
+            f"\n6.{name}  ({model['predictor']}, {size} JPEG{' + text' if payload['texts'] else ''}{options})"
+        )
         parts.append(
             _table(
                 ["batch", "items/s", "batch p50 ms", "ms/item"],
                 [
-                    [b["batch_size"], b["items_per_s"], b["batch_p50_ms"], b["per_item_ms"]]
+                    [b["batch_size"], _rate(b["items_per_s"]), b["batch_p50_ms"], b["per_item_ms"]]
                     for b in model["raw"]["batches"]
                 ],
             )
@@ -202,7 +210,7 @@ def render_models(m: dict[str, Any]) -> str:
                     [
                         mode.replace("batching_", "batch "),
                         row["concurrency"],
-                        row["throughput_rps"],
+                        _rate(row["throughput_rps"]),
                         row["p50_ms"],
                         row["p99_ms"],
                         row["errors"],
@@ -235,8 +243,8 @@ def render_models(m: dict[str, Any]) -> str:
             [
                 [
                     name,
-                    s["raw_items_per_s"],
-                    s["server_best_rps"],
+                    _rate(s["raw_items_per_s"]),
+                    _rate(s["server_best_rps"]),
                     _f(s["saturation_vs_raw"], 2),
                     "yes" if s["saturation_met"] else "NO",
                     _f(s["batching_on_off_throughput"], 2),
@@ -264,7 +272,7 @@ def render_gpu(g: dict[str, Any]) -> str:
         rows = []
         for precision, raw in model["precisions"].items():
             for b in raw["batches"]:
-                rows.append([precision, b["batch_size"], b["items_per_s"], b["batch_p50_ms"], b["gflops"],
+                rows.append([precision, b["batch_size"], _rate(b["items_per_s"]), b["batch_p50_ms"], b["gflops"],
                              _percent(b["fraction_of_peak"])])
         parts.append(_table(["precision", "batch", "items/s", "batch p50 ms", "GFLOP/s", "%peak"], rows))
     return "\n".join(parts)

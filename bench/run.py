@@ -96,6 +96,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "model_warm": 1,
         "peak_size": 256,
         "peak_repeats": 2,
+        # plumbing only: the face model detects, super-resolves and encodes but enhances no face (one
+        # 512 px GPEN pass costs seconds on a CPU; tests/unit/models cover GPEN)
+        "model_options": {"face-enhancement": {"max_faces_per_image": 0}},
+        "model_parameters": {"face-enhancement": {"require_face": False}},
     },
 }
 

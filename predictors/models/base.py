@@ -156,7 +156,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             )
             params = self.parse_parameters({})
             prepared = self.prepare(self.warmup_item(), params)
-            raw = self._runner.run(self._forward, [prepared])
+            raw = self._runner.run(self.forward_in_precision, [prepared])
             self.finish(prepared, raw[0], params)
         except Exception as error:
             self.load_error = f"{type(error).__name__}: {error}"
@@ -205,7 +205,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             {tracing.MODEL: self.name, tracing.DEVICE: str(self.device), tracing.BATCH_SIZE: len(batch)},
         )
         try:
-            return runner.run(self._forward, [queued.item for queued in batch])
+            return runner.run(self.forward_in_precision, [queued.item for queued in batch])
         except BaseException as error:
             if span is not None:
                 span.record_exception(error)
@@ -219,7 +219,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             if span is not None:
                 span.end(end_time=ended_ns)
 
-    def _forward(self, batch: Sequence[Prepared], device: torch.device) -> Sequence[Raw]:
+    def forward_in_precision(self, batch: Sequence[Prepared], device: torch.device) -> Sequence[Raw]:
+        """`forward` under the model's `precision` (autocast for fp16/bf16): what the device thread runs."""
         with precision_context(device, self.config.precision):
             return self.forward(batch, device)
 
