@@ -23,7 +23,9 @@ from bench.procs import run_child_json, say
 
 SECONDS_PER_BATCH_SIZE = 1.0
 MIN_ITERATIONS = 2
-PEAK_SIZE = 4096
+#: matrix side of the peak measurement: 4096 saturates a GPU; on a CPU (the profile's plumbing check)
+#: 512 keeps it to seconds
+PEAK_SIZE = {"cuda": 4096, "cpu": 512}
 
 
 def reduced_precision(device: str) -> str:
@@ -38,7 +40,7 @@ def measure(kinds: list[str], args: Any, env: dict[str, str]) -> dict[str, Any]:
     for precision in precisions:
         say(f"gpu profile: {device} peak, {precision}")
         peaks[precision] = run_child_json(
-            [sys.executable, "-m", "bench.hardware", "--size", str(PEAK_SIZE), "--repeats", "10",
+            [sys.executable, "-m", "bench.hardware", "--size", str(PEAK_SIZE[device.split(":")[0]]), "--repeats", "10",
              "--device", device, "--dtype", precision],
             env,
             args.log_dir / f"hardware-{precision}.log",
@@ -46,6 +48,7 @@ def measure(kinds: list[str], args: Any, env: dict[str, str]) -> dict[str, Any]:
         )
     sizes = batch_sizes(args.gpu_max_batch)
     models: dict[str, Any] = {}
+    environment: dict[str, Any] = {}
     for kind in kinds:
         plan = PLANS[kind]
         written = run_child_json(
@@ -61,7 +64,7 @@ def measure(kinds: list[str], args: Any, env: dict[str, str]) -> dict[str, Any]:
         flops_per_item = None
         for precision in precisions:
             say(f"gpu profile: {kind} {precision}, batch sizes {sizes}")
-            raw = run_child_json(
+            child = run_child_json(
                 [sys.executable, "-m", "bench.inprocess", "--raw-dir", str(directory),
                  "--batch-sizes", ",".join(map(str, sizes)), "--seconds", str(SECONDS_PER_BATCH_SIZE),
                  "--min-iterations", str(MIN_ITERATIONS), "--device", device, "--precision", precision,
@@ -69,11 +72,13 @@ def measure(kinds: list[str], args: Any, env: dict[str, str]) -> dict[str, Any]:
                 env,
                 args.log_dir / f"inprocess-{kind}-{precision}.log",
                 args.start_timeout,
-            )["raw"]
+            )
+            raw, environment = child["raw"], child["environment"]
             if precision == "fp32":
                 flops_per_item = raw["flops"].get("forward_per_item")
             for row in raw["batches"]:
                 row.update(efficiency(flops_per_item, row["items_per_s"], peaks[precision]["peak_gflops"]))
             runs[precision] = raw
         models[kind] = {"forward_flops_per_item": flops_per_item, "precisions": runs}
-    return {"device": device, "precisions": precisions, "peaks": peaks, "batch_sizes": sizes, "models": models}
+    return {"device": device, "precisions": precisions, "peaks": peaks, "batch_sizes": sizes, "models": models,
+            "environment": environment}

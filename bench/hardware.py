@@ -88,9 +88,9 @@ def efficiency(flops_per_item: float | None, items_per_s: float | None, peak_gfl
     if not flops_per_item or not items_per_s:
         return {"gflops": None, "fraction_of_peak": None}
     achieved = flops_per_item * items_per_s / 1e9
-    return {
-        "gflops": round(achieved, 3),
-        "fraction_of_peak": round(achieved / peak_gflops, 4) if peak_gflops else None,
+    return {  # 4 significant digits: the tiny model's GFLOP/s are millionths
+        "gflops": float(f"{achieved:.4g}"),
+        "fraction_of_peak": float(f"{achieved / peak_gflops:.4g}") if peak_gflops else None,
     }
 
 

@@ -549,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM (e.g. a test's timeout) unwinds through the `finally` that stops our child processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    p = dict(PROFILES[args.profile])
+    # the GPU profile has its own sizes (bench/gpu.py); the quick numbers only fill the settings record
+    p = dict(PROFILES["quick" if args.profile == "gpu" else args.profile])
     if args.levels:
         p["levels"] = [int(x) for x in args.levels.split(",") if x]
     if args.baseline_levels:
@@ -585,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import gpu
 
         results["gpu"] = gpu.measure(gpu_kinds(args.model), args, env)
+        results["environment"] = results["gpu"]["environment"]
     else:
         if args.study_model in STUDY_MODELS and not args.per_model_only:
             _server_study(args, p, env, results)

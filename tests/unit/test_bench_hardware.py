@@ -46,16 +46,17 @@ def test_peak_arithmetic() -> None:
     assert hardware.mm_flops(2, 3, 4) == 48
     assert hardware.mm_flops(2048, 2048, 2048) == 2 * 2048**3
     assert hardware.gflops_per_s(2 * 2048**3, 0.1) == pytest.approx(171.79869184)
-    assert hardware.efficiency(20.6e9, 5.2, 200.0) == {"gflops": 107.12, "fraction_of_peak": 0.5356}
+    assert hardware.efficiency(20.6e9, 5.2, 200.0) == {"gflops": 107.1, "fraction_of_peak": 0.5356}
     assert hardware.efficiency(None, 5.2, 200.0) == {"gflops": None, "fraction_of_peak": None}
     assert hardware.efficiency(1e9, 1.0, None) == {"gflops": 1.0, "fraction_of_peak": None}
 
 
 def test_measure_peak_reports_the_best_repeat() -> None:
-    peak = hardware.measure_peak(size=64, repeats=3)
-    assert peak["flops_per_call"] == 2 * 64**3 and peak["repeats"] == 3
+    peak = hardware.measure_peak(size=256, repeats=3)
+    assert peak["flops_per_call"] == 2 * 256**3 and peak["repeats"] == 3
     assert 0 < peak["best_s"] <= peak["median_s"]
-    assert peak["peak_gflops"] == pytest.approx(2 * 64**3 / peak["best_s"] / 1e9, rel=1e-3, abs=0.01)
+    # both numbers are rounded in the report (best_s to the microsecond)
+    assert peak["peak_gflops"] == pytest.approx(2 * 256**3 / peak["best_s"] / 1e9, rel=0.02)
     assert peak["device"] == "cpu" and peak["torch_num_threads"] == torch.get_num_threads()
 
 
