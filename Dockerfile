@@ -76,12 +76,15 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
     fi
 
 # Layer 3: the package itself (no dependency resolution: everything is installed above).
+# The client SDK too (httpx only, already installed): `predictors infer` runs through it.
 COPY README.md ./
 COPY predictors ./predictors
-RUN pip install --no-deps . \
+COPY clients/python ./clients/python
+RUN pip install --no-deps . ./clients/python \
     && pip uninstall -y pip \
     && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} + \
-    && /opt/venv/bin/predictors --help >/dev/null
+    && /opt/venv/bin/predictors --help >/dev/null \
+    && /opt/venv/bin/python -c "import predictors_client"
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

@@ -22,6 +22,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import torch
@@ -30,13 +31,25 @@ from torch.utils.flop_counter import FlopCounterMode
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
-    """(total FLOPs, FLOPs per aten op name) of one call of `fn` on this thread."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    per_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    return int(counter.get_total_flops()), per_op
+def count_flops(fn: Callable[[], Any], helper: Executor | None = None) -> tuple[int, dict[str, int]]:
+    """(total FLOPs, FLOPs per aten op name) of one call of `fn` on this thread, plus, with `helper` (a
+    one-thread executor such as a model's device thread), what `fn` has that thread do meanwhile: a
+    dispatch mode is per thread, so a counter is entered there too for the duration."""
+    counters = [FlopCounterMode(display=False)]
+    if helper is not None:
+        counters.append(FlopCounterMode(display=False))
+        helper.submit(counters[1].__enter__).result()
+    try:
+        with counters[0]:
+            fn()
+    finally:
+        if helper is not None:
+            helper.submit(counters[1].__exit__, None, None, None).result()
+    per_op: dict[str, int] = {}
+    for counter in counters:
+        for op, n in counter.get_flop_counts().get("Global", {}).items():
+            per_op[str(op)] = per_op.get(str(op), 0) + int(n)
+    return sum(int(counter.get_total_flops()) for counter in counters), per_op
 
 
 def mm_flops(n: int, m: int, k: int) -> int:

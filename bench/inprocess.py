@@ -129,7 +129,8 @@ def raw(
     counted: dict[str, Any] = {}
     if flops:  # after the timing: the counter slows the ops it watches
         one = _decoded(instances[0])
-        prepare_flops, prepare_ops = count_flops(lambda: model.prepare(one, params))
+        # prepare may run model work on the device thread (face detection): counted there too
+        prepare_flops, prepare_ops = count_flops(lambda: model.prepare(one, params), runner.executor)
         forward_flops, forward_ops = count_flops(lambda: runner.run(model.forward_in_precision, prepared[:1]))
         counted = {
             "prepare_per_item": prepare_flops,

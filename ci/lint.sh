@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lint jobs of the pipeline's `lint` stage (thin jobs call this). Usage: ci/lint.sh [python|yaml|dockerfile|shell|all]...
-#   python      ruff (predictors, tests, ci) and mypy (predictors)       - project venv (ci/setup-python.sh)
+#   python      ruff (predictors, clients, tests, ci), mypy (predictors, the client SDK) - project venv
 #   yaml        yamllint (.yamllint.yaml)                               - .tools/lint-venv
 #   dockerfile  hadolint (.hadolint.yaml) and checkov on the Dockerfile - .tools/lint-venv, .tools/checkov-venv
 #   shell       shellcheck on ci/*.sh and .ci/run                       - Debian package
@@ -25,9 +25,9 @@ lint_tools() {
 lint_python() {
     ci/setup-python.sh --test >&2
     log "ruff"
-    .venv/bin/ruff check predictors tests ci
+    .venv/bin/ruff check predictors clients tests ci
     log "mypy"
-    .venv/bin/mypy predictors
+    .venv/bin/mypy predictors clients/python/predictors_client
 }
 
 lint_yaml() {

@@ -13,6 +13,13 @@ Back-pressure: beyond `max_queue` waiting items a request is refused at once (`S
 per-item cost of recent batches) exceeds it, which bounds latency on slow devices where an item count
 alone cannot. An item whose request was cancelled or whose deadline passed before its batch started
 is dropped, never run.
+
+Poison items: when a forward pass raises, the batch is retried in halves until the failing item(s)
+stand alone; only their requests get the error and every other item its normal result. Errors for which
+`isolates(error)` is false (the device's own failures: CUDA out-of-memory, which the device runner has
+already split, or a lost device) fail the whole batch at once. Cost: with one poison item among n, at
+most 2*log2(n) extra forward passes; if every item fails, 2n-2. Items whose request was cancelled or
+timed out meanwhile are dropped from the retries.
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ class Batcher(Generic[P, R]):
         on_batch: Callable[[int], None] = lambda size: None,
         on_queue_change: Callable[[int], None] = lambda depth: None,
         arrivals: Callable[[], int] = lambda: 0,
+        isolates: Callable[[BaseException], bool] = lambda error: True,
+        on_poison_item: Callable[[BaseException], None] = lambda error: None,
     ) -> None:
         self.name = name
         self.config = config
@@ -75,6 +84,8 @@ class Batcher(Generic[P, R]):
         self._on_batch = on_batch
         self._on_queue_change = on_queue_change
         self._arrivals = arrivals
+        self._isolates = isolates
+        self._on_poison_item = on_poison_item
         #: smoothed seconds per item of recent forward passes (None until the first batch)
         self.seconds_per_item: float | None = None
         self._queue: deque[_Waiting[P]] = deque()
@@ -170,28 +181,69 @@ class Batcher(Generic[P, R]):
         now = time.monotonic()
         while self._queue and len(batch) < self.config.max_batch_size:
             waiting = self._queue.popleft()
-            if waiting.future.done():
-                continue
-            if waiting.deadline is not None and waiting.deadline <= now:
-                waiting.future.set_exception(RequestTimeout("the request's deadline passed while queued"))
-                continue
-            batch.append(waiting)
+            if _still_wanted(waiting, now):
+                batch.append(waiting)
         return batch
 
     async def _run(self, batch: list[_Waiting[P]]) -> None:
         self._on_batch(len(batch))
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            results = await loop.run_in_executor(self._executor, self._run_batch, [w.item for w in batch])
-        except Exception as error:  # noqa: BLE001 - the error belongs to the batch's requests
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(error)
+            results = await self._forward(batch)
+        except Exception as error:  # noqa: BLE001 - the error belongs to the batch's items
+            await self._isolate(batch, error)
             return
         cost = (time.monotonic() - started) / len(batch)
         previous = self.seconds_per_item
         self.seconds_per_item = cost if previous is None else previous + _COST_SMOOTHING * (cost - previous)
+        self._resolve(batch, results)
+
+    async def _isolate(self, failed: list[_Waiting[P]], error: Exception) -> None:
+        """`failed` raised `error`: run its halves (recursively) until each failing item stands alone."""
+        if not self._isolates(error):
+            self._fail(failed, error)
+            return
+        if len(failed) == 1:
+            self._on_poison_item(error)
+            self._fail(failed, error)
+            return
+        logger.debug("model %s: a batch of %d failed (%s); retrying it in halves", self.name, len(failed),
+                     type(error).__name__)
+        middle = len(failed) // 2
+        for half in (failed[:middle], failed[middle:]):
+            now = time.monotonic()
+            half = [waiting for waiting in half if _still_wanted(waiting, now)]
+            if not half:
+                continue
+            try:
+                results = await self._forward(half)
+            except Exception as half_error:  # noqa: BLE001 - the error belongs to the half's items
+                await self._isolate(half, half_error)
+                continue
+            self._resolve(half, results)
+
+    async def _forward(self, batch: list[_Waiting[P]]) -> Sequence[R]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run_batch, [w.item for w in batch])
+
+    @staticmethod
+    def _fail(batch: list[_Waiting[P]], error: BaseException) -> None:
+        for waiting in batch:
+            if not waiting.future.done():
+                waiting.future.set_exception(error)
+
+    @staticmethod
+    def _resolve(batch: list[_Waiting[P]], results: Sequence[R]) -> None:
         for waiting, result in zip(batch, results, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(result)
+
+
+def _still_wanted(waiting: _Waiting[Any], now: float) -> bool:
+    """Whether the item's request still waits for it; one whose deadline has passed gets its timeout."""
+    if waiting.future.done():  # cancelled: the request gave up or timed out
+        return False
+    if waiting.deadline is not None and waiting.deadline <= now:
+        waiting.future.set_exception(RequestTimeout("the request's deadline passed before its turn"))
+        return False
+    return True

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from predictors.client import add_arguments as add_infer_arguments
+from predictors.client import main as infer
 from predictors.settings import Settings
 
 #: ModelScope hub ids of the published models
@@ -68,12 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("name", choices=sorted(HUB_MODELS))
     download.add_argument("directory", type=Path)
 
-    infer = subparsers.add_parser("infer", help="classify an image with a running server and print top-k")
-    infer.add_argument("name", help="model name, e.g. general-recognition")
-    infer.add_argument("image", type=Path)
-    infer.add_argument("--url", default="http://127.0.0.1:8080")
-    infer.add_argument("--top-k", type=int, default=5)
-    infer.add_argument("--timeout", type=float, default=60.0)
+    add_infer_arguments(subparsers.add_parser(
+        "infer", help="call a model of a running server with an image and print the answer",
+        description="Labels print as a table, face enhancement saves the image, entailment prints label and "
+                    "scores; --json prints the result as JSON. Exit codes: 0 ok, 1 request refused (4xx), "
+                    "2 usage, 3 server unreachable, 4 busy/not ready/timeout, 5 server error."))
 
     status = subparsers.add_parser("status", help="print each model's readiness, device, queue and latency")
     status.add_argument("--url", default="http://127.0.0.1:8080", help="the server's REST address")
@@ -103,9 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "download":
         return _download(args.name, args.directory)
     if args.command == "infer":
-        from predictors.client import print_top_k
-
-        return print_top_k(args.url, args.name, args.image, args.top_k, args.timeout)
+        return infer(args)
     if args.command == "status":
         from predictors.status import main as print_status
 

@@ -15,9 +15,10 @@ prepares items, ``predict`` queues them on the model's batcher, ``postprocess`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +34,19 @@ from predictors.codecs import v1, v2
 from predictors.codecs.images import ImageLimits, decode_image
 from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.device import (
+    DeviceLost,
     DeviceRunner,
+    Fallback,
     check_precision,
     enable_cudnn_autotuner,
+    is_out_of_memory,
     precision_context,
     resolve_device,
+    settle,
+    wait_for_fallbacks,
+    warmup_batch_sizes,
 )
-from predictors.errors import InvalidInput, ModelNotReady
+from predictors.errors import InvalidInput, ModelNotReady, PredictorError, RequestTimeout
 from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id
 from predictors.telemetry.metrics import Metrics
@@ -49,10 +56,44 @@ logger = logging.getLogger(__name__)
 
 Prepared = TypeVar("Prepared")
 Raw = TypeVar("Raw")
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: request parameters every model understands
 COMMON_PARAMETERS = frozenset({"timeout_ms"})
 TIMEOUT_HEADER = "x-request-timeout-ms"
+
+
+#: a loader's error message is cut here in the one-line report (torch's run to several sentences)
+MAX_REASON_CHARS = 300
+
+
+class ModelFileError(ValueError):
+    """A file of the model directory is missing, unreadable or not what the predictor expects.
+
+    The server stops with one log line naming the file and the reason (the stack trace goes to DEBUG):
+    a broken model directory is an operator's problem, not a bug to debug."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[Path]:
+    """``with reading(path) as p: ...load p...``: any failure inside becomes a `ModelFileError` naming `path`."""
+    try:
+        yield path
+    except ModelFileError:
+        raise
+    except FileNotFoundError:
+        raise ModelFileError(path, "missing") from None
+    except Exception as error:  # noqa: BLE001 - whatever a loader raises, the file is the cause to report
+        detail = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if len(detail) > MAX_REASON_CHARS:
+            detail = detail[:MAX_REASON_CHARS] + " ..."
+        raise ModelFileError(path, f"cannot be read ({type(error).__name__}: {detail})") from error
 
 
 class NoParameters(BaseModel):
@@ -113,9 +154,11 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         self._workers = workers
         self.device = torch.device("cpu")
         self._runner: DeviceRunner | None = None
-        self._batcher: Batcher[_Queued[Prepared], Raw] | None = None
+        self._batcher: Batcher[_Queued[Prepared], Raw | Fallback[Raw]] | None = None
         self._preparing = 0  # requests between preprocess() and their items being queued
         self.load_error: str | None = None
+        #: told the model's name when its device is lost (the server then exits for a restart)
+        self.on_device_lost: Callable[[str], None] = lambda name: None
 
     # ---- what subclasses implement -------------------------------------------------------------
 
@@ -138,7 +181,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def load(self) -> bool:
-        """Load weights and run one warm-up inference; blocking, called once off the event loop."""
+        """Load weights and warm up on the device thread; blocking, called once off the event loop."""
         started = time.perf_counter()
         try:
             self.device = resolve_device(self.config.device)
@@ -152,15 +195,17 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             weights_s = time.perf_counter() - started
             enable_cudnn_autotuner(self.device)
             self._runner = DeviceRunner(
-                self.device, on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc()
+                self.device,
+                on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc(),
+                on_device_lost=self._device_lost,
             )
-            params = self.parse_parameters({})
-            prepared = self.prepare(self.warmup_item(), params)
-            raw = self._runner.run(self.forward_in_precision, [prepared])
-            self.finish(prepared, raw[0], params)
+            self._warm_up(self._runner)
+        except ModelFileError as error:
+            self.load_error = str(error)
+            logger.debug("model %s: loading failed", self.name, exc_info=True)
+            raise
         except Exception as error:
             self.load_error = f"{type(error).__name__}: {error}"
-            logger.exception("model %s failed to load", self.name)
             raise
         elapsed = time.perf_counter() - started
         self.metrics.model_loaded(self.name, str(self.device), elapsed)
@@ -168,6 +213,41 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                     elapsed, weights_s, elapsed - weights_s)
         self.ready = True
         return True
+
+    def _warm_up(self, runner: DeviceRunner) -> None:
+        """The warm-up item through every step; its forward passes run on the device thread (where CUDA
+        handles, plans and allocator pools are per thread and per shape) at `warmup_batch_sizes`."""
+        started = time.perf_counter()
+        params = self.parse_parameters({})
+        prepared = self.prepare(self.warmup_item(), params)
+        sizes = warmup_batch_sizes(self.device, self.config.batching.max_batch_size)
+
+        def forward_each_size() -> list[Raw | Fallback[Raw]]:
+            results: list[Raw | Fallback[Raw]] = []
+            for size in sizes:
+                results = runner.run(self.forward_in_precision, [prepared] * size)
+            return results[:1]
+
+        raw = wait_for_fallbacks(runner.executor.submit(forward_each_size).result())
+        self.finish(prepared, raw[0], params)
+        logger.info("model %s: warmed up on %s at batch sizes %s in %.2f s", self.name, self.device,
+                    sizes, time.perf_counter() - started)
+
+    def run_on_device(
+        self, forward: Callable[[Sequence[T], torch.device], Sequence[R]], batch: Sequence[T]
+    ) -> list[R]:
+        """Model work outside the batched `forward` (e.g. per-image detection in `prepare`) on the
+        device thread, with its out-of-memory policy; blocks the calling (worker) thread until done."""
+        if self._runner is None:
+            raise ModelNotReady(f"model '{self.name}' is not loaded")
+        return self._runner.call(forward, batch)
+
+    def _device_lost(self, error: DeviceLost) -> None:
+        """The runner found the device unusable: stop being ready and tell the server (any thread)."""
+        self.ready = False
+        self.load_error = str(error)
+        self.metrics.model_ready.labels(self.name).set(0)
+        self.on_device_lost(self.name)
 
     def stop(self) -> None:
         self.ready = False
@@ -179,7 +259,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         if self._runner is not None:
             self._runner.shutdown()
 
-    def _ensure_batcher(self) -> Batcher[_Queued[Prepared], Raw]:
+    def _ensure_batcher(self) -> Batcher[_Queued[Prepared], Raw | Fallback[Raw]]:
         if self._runner is None or not self.ready:
             raise ModelNotReady(f"model '{self.name}' is not ready")
         if self._batcher is None:
@@ -192,14 +272,18 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
                 on_batch=self._count_batch,
                 on_queue_change=lambda depth: self.metrics.queue_depth.labels(self.name).set(depth),
                 arrivals=lambda: self._preparing,
+                isolates=is_item_failure,
+                on_poison_item=self._count_poison_item,
             )
         return self._batcher
 
-    def _run_batch(self, runner: DeviceRunner, batch: Sequence[_Queued[Prepared]]) -> list[Raw]:
+    def _run_batch(self, runner: DeviceRunner, batch: Sequence[_Queued[Prepared]]) -> list[Raw | Fallback[Raw]]:
         """One forward pass (device thread): times it and makes its span, linked to every request in it."""
         started_ns = time.time_ns()
         for queued in batch:
-            queued.started_ns, queued.batch_size = started_ns, len(batch)
+            # A retry of part of a failed batch keeps the first pass: the request's queue wait ended there.
+            if not queued.started_ns:
+                queued.started_ns, queued.batch_size = started_ns, len(batch)
         span = tracing.batch_span(
             (queued.record for queued in batch),
             {tracing.MODEL: self.name, tracing.DEVICE: str(self.device), tracing.BATCH_SIZE: len(batch)},
@@ -219,6 +303,11 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             if span is not None:
                 span.end(end_time=ended_ns)
 
+    def _count_poison_item(self, error: BaseException) -> None:
+        # A documented error (the item's own fault, e.g. its content) is an answer, not a poison item.
+        if not isinstance(error, PredictorError):
+            self.metrics.poison_items.labels(self.name).inc()
+
     def forward_in_precision(self, batch: Sequence[Prepared], device: torch.device) -> Sequence[Raw]:
         """`forward` under the model's `precision` (autocast for fp16/bf16): what the device thread runs."""
         with precision_context(device, self.config.precision):
@@ -227,6 +316,15 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)
         self.metrics.items.labels(self.name).inc(size)
+
+    async def _settle(self, raw: Sequence[Raw | Fallback[Raw]], deadline: float | None) -> list[Raw]:
+        """Wait for the items of the request recomputed on the CPU after an out-of-memory error."""
+        if deadline is None or not any(isinstance(r, Fallback) for r in raw):
+            return await settle(raw)
+        try:
+            return await asyncio.wait_for(settle(raw), timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"the request's deadline passed before model '{self.name}' answered") from None
 
     @property
     def queue_depth(self) -> int:
@@ -290,7 +388,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         queued = [_Queued(item, record) for item in payload.prepared]
         self._preparing -= 1
         try:
-            payload.raw = await self._ensure_batcher().submit(queued, payload.deadline)
+            raw = await self._ensure_batcher().submit(queued, payload.deadline)
+            payload.raw = await self._settle(raw, payload.deadline)
         finally:
             _note_batches(record, queued)
         return payload
@@ -351,6 +450,12 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         if not 0 < timeout_ms < float("inf"):
             raise InvalidInput("timeout_ms must be a positive, finite number of milliseconds")
         return time.monotonic() + timeout_ms / 1000.0
+
+
+def is_item_failure(error: BaseException) -> bool:
+    """Whether a failed forward pass may be retried in parts to find the item that fails: not when the
+    device failed (CUDA out-of-memory was already split by the device runner; a lost device fails all)."""
+    return not isinstance(error, DeviceLost) and not is_out_of_memory(error)
 
 
 def _note_batches(record: RequestRecord | None, queued: Sequence[_Queued[Any]]) -> None:

@@ -5,7 +5,8 @@ RealESRNet `RRDBNet`, EQFace `FQA`) and runs upstream's `ImagePortraitEnhancemen
 split across the serving stages:
 
 - ``prepare`` (preprocess, worker pool): decode (RGB, EXIF applied), size limit, the bilinear x2 resize
-  and RGB->BGR that upstream detects on, RetinaFace detection (upstream's ``detect``), alignment
+  and RGB->BGR that upstream detects on, RetinaFace detection (upstream's ``detect``, handed to the
+  device thread with its out-of-memory policy; prior boxes cached per input size), alignment
   (``warp_and_crop_face``). ``require_face`` with no face detected -> 422 ``FACE_NOT_FOUND``.
 - ``forward`` (device thread, all images of the batch together): EQFace quality of every original face
   (faces below upstream's 0.1 are not enhanced, exactly as upstream skips them, so no generator pass is
@@ -41,9 +42,11 @@ Options (predictor.json ``options``):
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import ceil
 from types import SimpleNamespace
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -55,9 +58,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from predictors.codecs.images import encode_image
 from predictors.codecs.types import OutputSpec
-from predictors.device import CPU, DeviceReplicas, is_out_of_memory, to_device
+from predictors.device import DeviceReplicas, to_device
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage
-from predictors.models.base import VisionPredictor
+from predictors.models.base import VisionPredictor, reading
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,8 @@ DEFAULT_MAX_IMAGE_SIDE = 2000
 DEFAULT_MAX_FACES_PER_FORWARD = 4
 DEFAULT_MAX_FACES_PER_IMAGE = 20
 DEFAULT_REVIEW_THRESHOLD = 0.5
+#: input sizes whose detector prior boxes are kept
+PRIOR_BOXES_CACHE_SIZE = 32
 #: RetinaFace's reflect padding and anchors need a few pixels
 MIN_IMAGE_SIDE = 2
 
@@ -133,6 +138,29 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 def sr_output_size(width: int, height: int) -> tuple[int, int]:
     """Upstream's x2 SR output size: reflect-pad odd sides by 1, run, crop off only the pad (not 2x it)."""
     return SR_SCALE * width + width % 2, SR_SCALE * height + height % 2
+
+
+def prior_boxes(cfg: Mapping[str, Any], height: int, width: int) -> torch.Tensor:
+    """Upstream's `PriorBox(cfg, (height, width)).forward()`, bit for bit, without its Python loop.
+
+    Rows are [cx, cy, s_kx, s_ky] per feature-map cell (row-major), per min size, per step; every value
+    is computed in float64 with upstream's operations in upstream's order, then rounded to float32 as
+    `torch.Tensor(list)` does.
+    """
+    rows = []
+    for step, min_sizes in zip(cfg["steps"], cfg["min_sizes"], strict=True):
+        i, j = np.meshgrid(np.arange(ceil(height / step)), np.arange(ceil(width / step)), indexing="ij")
+        cx = (j + 0.5) * step / width
+        cy = (i + 0.5) * step / height
+        per_size = [
+            np.stack([cx, cy, np.full(cx.shape, size / width), np.full(cx.shape, size / height)], axis=-1)
+            for size in min_sizes
+        ]
+        rows.append(np.stack(per_size, axis=2).reshape(-1, 4))
+    output = torch.from_numpy(np.concatenate(rows)).float()
+    if cfg["clip"]:
+        output.clamp_(max=1, min=0)
+    return output
 
 
 def paste_mask(size: int = 512) -> np.ndarray:
@@ -201,14 +229,14 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         directory = self.model_dir
 
         generator = gpen.FullGenerator(self.size, 512, 8, 2, narrow=1)
-        generator.load_state_dict(
-            torch.load(directory / GENERATOR_FILE, map_location="cpu", weights_only=True), strict=True
-        )
+        with reading(directory / GENERATOR_FILE) as path:
+            generator.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
 
         # RetinaFaceDetection sets the process-wide cudnn.benchmark; keep the process's own setting.
         benchmark = torch.backends.cudnn.benchmark
         try:
-            detector = detection.RetinaFaceDetection(str(directory / DETECTOR_FILE), "cpu")
+            with reading(directory / DETECTOR_FILE) as path:
+                detector = detection.RetinaFaceDetection(str(path), "cpu")
         finally:
             torch.backends.cudnn.benchmark = benchmark
         self._detector_cfg = detector.cfg
@@ -216,11 +244,10 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         sr = rrdbnet_arch.RRDBNet(
             num_in_ch=3, num_out_ch=3, num_feat=32, num_block=23, num_grow_ch=32, scale=SR_SCALE
         )
-        sr.load_state_dict(
-            torch.load(directory / SR_FILE, map_location="cpu", weights_only=True)["params_ema"], strict=True
-        )
-
-        quality = fqa.FQA(str(directory / QUALITY_BACKBONE_FILE), str(directory / QUALITY_HEAD_FILE), "cpu")
+        with reading(directory / SR_FILE) as path:
+            sr.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["params_ema"], strict=True)
+        with reading(directory):  # FQA reads both of its files in one call: name the directory
+            quality = fqa.FQA(str(directory / QUALITY_BACKBONE_FILE), str(directory / QUALITY_HEAD_FILE), "cpu")
 
         modules = {
             "generator": generator,
@@ -229,8 +256,10 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
             "quality_backbone": quality.BACKBONE,
             "quality_head": quality.QUALITY,
         }
-        self.replicas = DeviceReplicas({name: m.to(device).eval() for name, m in modules.items()}, device)
+        self.replicas = DeviceReplicas({name: m.eval() for name, m in modules.items()}, device)
         self.mask = paste_mask(self.size)
+        # Most requests share a handful of sizes; a prior set is ~1 MB at 1500 px.
+        self._prior_boxes = functools.lru_cache(maxsize=PRIOR_BOXES_CACHE_SIZE)(self._make_prior_boxes)
 
     def warmup_item(self) -> Mapping[str, Any]:
         side = max(MIN_IMAGE_SIDE, min(32, self.max_image_side))
@@ -238,13 +267,58 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
 
     # ---- upstream's per-network steps, bound to a device ---------------------------------------
 
-    def _detect(
-        self, modules: Mapping[str, torch.nn.Module], device: torch.device, img_bgr: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        from modelscope.models.cv.image_portrait_enhancement.retinaface.detection import RetinaFaceDetection
+    def _detect_one(
+        self, modules: Mapping[str, torch.nn.Module], device: torch.device, images_bgr: Sequence[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The device-thread step of `prepare`: detection of one image (sizes differ, so never batched)."""
+        (img_bgr,) = images_bgr
+        return [self._detect(modules, device, img_bgr)]
 
-        detector = SimpleNamespace(net=modules["detector"], cfg=self._detector_cfg, device=device)
-        return RetinaFaceDetection.detect(detector, img_bgr)  # type: ignore[arg-type]
+    def _detect(
+        self, modules: Mapping[str, torch.nn.Module], device: torch.device, img_raw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Upstream's `RetinaFaceDetection.detect` with its default arguments, step for step, except that
+        the prior boxes come from `_prior_boxes` (cached per size) instead of upstream's Python loop."""
+        from modelscope.models.cv.image_portrait_enhancement.retinaface.utils import (
+            decode,
+            decode_landm,
+            py_cpu_nms,
+        )
+
+        resize, confidence_threshold, nms_threshold, top_k, keep_top_k = 1, 0.9, 0.4, 5000, 750
+        variance = self._detector_cfg["variance"]
+        img: np.ndarray = np.asarray(img_raw, dtype=np.float32)  # upstream: np.float32(img_raw)
+        im_height, im_width = img.shape[:2]
+        ss = 1.0
+        if max(im_height, im_width) > 1500:  # upstream's "tricky" downscale of large images
+            ss = 1000.0 / max(im_height, im_width)
+            img = cv2.resize(img, (0, 0), fx=ss, fy=ss)
+            im_height, im_width = img.shape[:2]
+        scale = torch.Tensor([img.shape[1], img.shape[0], img.shape[1], img.shape[0]]).to(device)
+        img -= (104, 117, 123)
+        tensor = torch.from_numpy(img.transpose(2, 0, 1)).unsqueeze(0).to(device)
+        loc, conf, landms = modules["detector"](tensor)
+        del tensor
+        prior_data = self._prior_boxes(im_height, im_width, device)
+        boxes = decode(loc.data.squeeze(0), prior_data, variance)
+        boxes = (boxes * scale / resize).cpu().numpy()
+        scores = conf.squeeze(0).data.cpu().numpy()[:, 1]
+        landms = decode_landm(landms.data.squeeze(0), prior_data, variance)
+        scale1 = torch.Tensor([im_width, im_height] * 5).to(device)
+        landms = (landms * scale1 / resize).cpu().numpy()
+
+        inds = np.where(scores > confidence_threshold)[0]
+        boxes, landms, scores = boxes[inds], landms[inds], scores[inds]
+        order = scores.argsort()[::-1][:top_k]
+        boxes, landms, scores = boxes[order], landms[order], scores[order]
+        dets = np.hstack((boxes, scores[:, np.newaxis])).astype(np.float32, copy=False)
+        keep = py_cpu_nms(dets, nms_threshold)
+        dets, landms = dets[keep, :][:keep_top_k, :], landms[keep][:keep_top_k, :]
+        landms = landms.reshape((-1, 5, 2)).transpose((0, 2, 1)).reshape(-1, 10)
+        return dets / ss, landms / ss
+
+    def _make_prior_boxes(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        return prior_boxes(self._detector_cfg, height, width).to(device)
 
     @staticmethod
     def _face_quality(
@@ -280,20 +354,6 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         owner = SimpleNamespace(sr_model=modules["sr"], device=device, scale=SR_SCALE)
         return ImagePortraitEnhancementPipeline.sr_process(owner, rgb)  # type: ignore[arg-type]
 
-    def _outside_device_thread(self, work: Callable[[Mapping[str, torch.nn.Module], torch.device], T]) -> T:
-        """Model work in the worker pool (detection): on the model's device, CPU copy on CUDA OOM."""
-        device = self.replicas.primary
-        with torch.inference_mode():
-            try:
-                return work(self.replicas.on(device), device)
-            except Exception as error:  # noqa: BLE001 - only OOM is handled
-                if not is_out_of_memory(error) or device == CPU:
-                    raise
-            torch.cuda.empty_cache()
-            self.metrics.oom_fallbacks.labels(self.name, "cpu_fallback").inc()
-            logger.warning("model %s: CUDA out of memory in face detection; running it on the CPU", self.name)
-            return work(self.replicas.on(CPU), CPU)
-
     # ---- the serving steps ---------------------------------------------------------------------
 
     def prepare(self, item: Mapping[str, Any], params: Any) -> PreparedImage:
@@ -316,8 +376,10 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         else:
             img_bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
-        boxes, landmarks = self._outside_device_thread(
-            lambda modules, device: self._detect(modules, device, img_bgr)
+        # On the device thread, under its out-of-memory policy (never on this worker thread: on a GPU
+        # it would share the default stream with the batches and bypass that policy).
+        ((boxes, landmarks),) = self.run_on_device(
+            lambda images, device: self._detect_one(self.replicas.on(device), device, images), [img_bgr]
         )
         faces: list[AlignedFace] = []
         detected = 0

@@ -19,6 +19,7 @@ from torchvision import transforms
 
 from predictors.demo.general_recognition import NUM_CLASSES, build_resnest101
 from predictors.device import DeviceReplicas
+from predictors.models.base import ModelFileError, reading
 from predictors.models.classification import ClassifierPredictor
 
 logger = logging.getLogger(__name__)
@@ -56,16 +57,19 @@ class GeneralRecognitionPredictor(ClassifierPredictor):
 
     def load_weights(self, device: torch.device) -> None:
         network = build_resnest101()
-        checkpoint = torch.load(self.model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        copied, total = load_matching_weights(network, checkpoint)
+        with reading(self.model_dir / WEIGHTS_FILE) as path:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            copied, total = load_matching_weights(network, checkpoint)
         if copied < total:
             logger.warning("model %s: %d of %d tensors found in %s; the rest keep random initial values",
                            self.name, copied, total, WEIGHTS_FILE)
-        self.labels = read_labels(self.model_dir / LABELS_FILE)
+        with reading(self.model_dir / LABELS_FILE) as path:
+            self.labels = read_labels(path)
         if len(self.labels) < NUM_CLASSES:
-            raise ValueError(f"{LABELS_FILE} has {len(self.labels)} lines; the model has {NUM_CLASSES} classes")
+            raise ModelFileError(self.model_dir / LABELS_FILE,
+                                 f"has {len(self.labels)} lines; the model has {NUM_CLASSES} classes")
         self.labels = self.labels[:NUM_CLASSES]
-        self.replicas = DeviceReplicas({"network": network.to(device).eval()}, device)
+        self.replicas = DeviceReplicas({"network": network.eval()}, device)
         self.transform = transforms.Compose([
             transforms.Resize(256),
             transforms.CenterCrop(224),

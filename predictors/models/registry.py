@@ -2,8 +2,9 @@
 
 A model repository holds one subdirectory per model, named after the model. The predictor class is
 chosen by the optional ``predictor.json`` in the directory (``{"predictor": "general-recognition"}``)
-or else by the directory's name. ``predictor.json`` may also override batching and device and carry
-model-specific ``options``::
+or else by the directory's name. ``"predictor"`` may also name a class of your own,
+``"package.module:ClassName"`` (importable by the server, a subclass of `VisionPredictor`).
+``predictor.json`` may also override batching and device and carry model-specific ``options``::
 
     {"predictor": "face-enhancement", "device": "cpu", "precision": "fp32", "max_batch_size": 4, "max_latency_ms": 10,
      "max_queue": 32, "max_queue_delay_ms": 2000, "options": {"max_faces_per_forward": 8}, "demo_weights": false}
@@ -61,11 +62,34 @@ class ModelSetupError(ValueError):
 
 
 def predictor_class(predictor: str) -> type[VisionPredictor[Any, Any]]:
+    """The class serving `predictor`: a built-in predictor's name or ``package.module:ClassName``."""
+    if predictor in PREDICTOR_CLASSES:
+        return _import_class(PREDICTOR_CLASSES[predictor])
+    if ":" not in predictor:
+        raise ModelSetupError(
+            f"unknown predictor {predictor!r}; known: {sorted(PREDICTOR_CLASSES)}, or a class of your own "
+            "as 'package.module:ClassName'"
+        )
+    found = _import_class(predictor)
+    if not (isinstance(found, type) and issubclass(found, VisionPredictor)):
+        raise ModelSetupError(
+            f"predictor {predictor!r} is not a subclass of {VisionPredictor.__module__}.VisionPredictor"
+        )
+    return found
+
+
+def _import_class(reference: str) -> Any:
+    module_name, _, class_name = reference.partition(":")
     try:
-        module_name, _, class_name = PREDICTOR_CLASSES[predictor].partition(":")
-    except KeyError:
-        raise ModelSetupError(f"unknown predictor {predictor!r}; known: {sorted(PREDICTOR_CLASSES)}") from None
-    return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
+        module = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001 - whatever a module raises on import, the answer is the same
+        raise ModelSetupError(
+            f"predictor {reference!r}: cannot import module {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise ModelSetupError(f"predictor {reference!r}: module {module_name!r} has no {class_name!r}") from None
 
 
 def discover(settings: Settings) -> list[ModelEntry]:
@@ -94,12 +118,16 @@ def model_entry(name: str, directory: Path, settings: Settings) -> ModelEntry:
     if not directory.is_dir():
         raise ModelSetupError(f"model '{name}': {directory} is not a directory")
     overrides = read_predictor_file(directory)
-    predictor = overrides.predictor or name
-    if predictor not in PREDICTOR_CLASSES:
+    if overrides.predictor is None and name not in PREDICTOR_CLASSES:
         raise ModelSetupError(
             f"model '{name}': cannot tell which predictor serves {directory}; name the directory after one "
             f"of {sorted(PREDICTOR_CLASSES)} or put {{\"predictor\": ...}} in its predictor.json"
         )
+    predictor = overrides.predictor or name
+    try:
+        predictor_class(predictor)  # a custom class is imported and checked now, before any port is bound
+    except ModelSetupError as error:
+        raise ModelSetupError(f"model '{name}': {error}") from None
     config = ModelConfig(
         device=overrides.device or settings.device,
         batching=BatchingConfig(

@@ -25,6 +25,7 @@ What differs from upstream's pipeline:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ from PIL import Image
 
 from predictors.codecs.types import InputSpec, OutputSpec
 from predictors.device import DeviceReplicas, stack_to_device
-from predictors.models.base import VisionPredictor
+from predictors.models.base import ModelFileError, VisionPredictor, reading
 
 logger = logging.getLogger(__name__)
 
@@ -96,23 +97,27 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         from modelscope.utils.constant import ModeKeys
 
         directory = str(self.model_dir.resolve())  # relative paths look like hub ids to ModelScope
-        cfg = Config.from_file(str(self.model_dir / "configuration.json"))
+        config_path = self.model_dir / "configuration.json"
+        with reading(config_path):
+            # Checked here first: ModelScope's Config reports invalid JSON with a stray traceback.
+            if not isinstance(json.loads(config_path.read_text(encoding="utf-8")), dict):
+                raise ModelFileError(config_path, "is not a JSON object")
+            cfg = Config.from_file(str(config_path))
         if cfg.get("task") != TASK:
-            raise ValueError(f"{self.model_dir}/configuration.json has task {cfg.get('task')!r}; "
-                             f"expected {TASK!r}")
+            raise ModelFileError(config_path, f"has task {cfg.get('task')!r}; expected {TASK!r}")
         model_cfg = _config_dict(cfg.get("model"))
         if model_cfg.get("type") != "ofa":
-            raise ValueError(f"{self.model_dir}/configuration.json: model.type is {model_cfg.get('type')!r}, "
-                             "not 'ofa'")
+            raise ModelFileError(config_path, f"model.type is {model_cfg.get('type')!r}, not 'ofa'")
         if not model_cfg.get("answer2label"):
-            raise ValueError(f"{self.model_dir}/configuration.json names no model.answer2label file; "
-                             "the candidate answers cannot be scored without it")
+            raise ModelFileError(config_path, "names no model.answer2label file; the candidate answers "
+                                 "cannot be scored without it")
         if model_cfg.get("gen_type", "generation") != "traverse":
             logger.info("model %s: gen_type is %r; scoring every candidate answer as 'traverse' does",
                         self.name, model_cfg.get("gen_type", "generation"))
 
-        upstream = OfaForAllTasks(directory)
-        self.preprocessor = OfaVisualEntailmentPreprocessor(cfg, directory, ModeKeys.INFERENCE)
+        with reading(self.model_dir):  # weights, vocabulary and answer files, read by ModelScope
+            upstream = OfaForAllTasks(directory)
+            self.preprocessor = OfaVisualEntailmentPreprocessor(cfg, directory, ModeKeys.INFERENCE)
         self.tokenizer = upstream.tokenizer
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.eos_item = upstream.eos_item.clone()
@@ -135,8 +140,7 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         #: for each class in CLASSES, the index of its answer
         self.class_order = [self.answer_classes.index(c) for c in CLASSES]
 
-        network = upstream.model.to(device).eval()
-        self.replicas = DeviceReplicas({"ofa": network}, device)
+        self.replicas = DeviceReplicas({"ofa": upstream.model.eval()}, device)
         self.upstream = upstream
 
     def warmup_item(self) -> Mapping[str, Any]:

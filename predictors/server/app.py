@@ -3,6 +3,8 @@
 Start-up order: bind REST and gRPC at once (liveness answers immediately), then load the models one by
 one on a background thread; each reports ready after its warm-up inference. A model that fails to load
 stops the process with a non-zero exit (fail fast: Kubernetes shows CrashLoopBackOff with the reason).
+A model whose device is lost (an unrecoverable CUDA error) stops being ready and the process exits
+with EXIT_DEVICE_LOST, for Kubernetes to restart it on a fresh CUDA context.
 On SIGTERM the REST server stops accepting connections and finishes in-flight requests within
 `shutdown_grace_seconds`; the gRPC server does the same.
 """
@@ -10,14 +12,18 @@ On SIGTERM the REST server stops accepting connections and finishes in-flight re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
+import cv2
 import kserve
+import torch
 from fastapi import FastAPI
 from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
@@ -25,7 +31,7 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer, _RefreshingServer
 
-from predictors.models.base import VisionPredictor
+from predictors.models.base import ModelFileError, VisionPredictor
 from predictors.models.registry import ModelEntry, predictor_class
 from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.errors import GrpcErrorInterceptor, install_rest_handlers
@@ -38,8 +44,14 @@ from predictors.telemetry.tracing import configure_tracing, limit_fastapi_teleme
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: Largest gRPC response (enhanced images can be large); requests are bounded by `max_body_bytes`.
 MAX_GRPC_SEND_BYTES = 64 * 1024 * 1024
+#: process exit codes (README "Health and lifecycle"); 2 (unusable configuration) is the CLI's
+EXIT_LOAD_FAILED = 1
+EXIT_CANNOT_LISTEN = 2  # a port cannot be bound: configuration, like the CLI's other exit-2 cases
+EXIT_DEVICE_LOST = 3
 
 
 class _DrainingUvicorn(_RefreshingServer):
@@ -129,6 +141,7 @@ class PredictorServer(kserve.ModelServer):
         self.workers_pool = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="prep")
         self.models: list[VisionPredictor[Any, Any]] = []
         self.load_failed = False
+        self.exit_code = 0
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._served: frozenset[str] = frozenset()
@@ -139,12 +152,17 @@ class PredictorServer(kserve.ModelServer):
             model = predictor_class(entry.predictor)(
                 entry.name, entry.directory, entry.config, self.metrics, self.workers_pool
             )
+            model.on_device_lost = self._device_lost
             self.register_model(model)
             self.models.append(model)
         self._served = frozenset(model.name for model in self.models)
 
     def serve(self, entries: list[ModelEntry]) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
+        # OpenCV sizes its thread pool from the node's cores, not the container's CPU limit; torch follows
+        # OMP_NUM_THREADS (which the chart sets from that limit): decoding and warps get the same number.
+        cv2.setNumThreads(torch.get_num_threads())
+        logger.info("torch intra-op threads: %d; OpenCV threads: %d", torch.get_num_threads(), cv2.getNumThreads())
         self.build_models(entries)
         # The one tracer provider of the process, from the OTEL_* environment (None: tracing off).
         tracer_provider = configure_tracing()
@@ -165,7 +183,7 @@ class PredictorServer(kserve.ModelServer):
             grace_period=self.grace_period, settings=self.settings, on_exit=self._begin_drain,
             telemetry=self.telemetry, status=lambda: server_status(self.models, self.metrics),
         )
-        rest = asyncio.create_task(self._rest_server.start(), name="rest")
+        rest = asyncio.create_task(self._listen("REST", self.http_port, self._rest_server.start()), name="rest")
         grpc_task = None
         if self.enable_grpc:
             self._grpc_server = _GrpcServer(
@@ -174,12 +192,12 @@ class PredictorServer(kserve.ModelServer):
             )
             self._grpc_server.telemetry = self.telemetry
             self._grpc_server.max_body_bytes = self.settings.max_body_bytes
-            grpc_task = asyncio.create_task(self._grpc_server.start(self.max_threads), name="grpc")
+            grpc_task = asyncio.create_task(
+                self._listen("gRPC", self.grpc_port, self._grpc_server.start(self.max_threads)), name="grpc")
         loader = asyncio.create_task(self._load_models(), name="load")
-        await asyncio.wait([rest, loader], return_when=asyncio.FIRST_COMPLETED)
-        if self.load_failed:
-            self._rest_server._server.should_exit = True
-            self._begin_drain()
+        await asyncio.wait([rest, loader, *([grpc_task] if grpc_task else [])], return_when=asyncio.FIRST_COMPLETED)
+        if self.load_failed or self.exit_code == EXIT_CANNOT_LISTEN:
+            self._stop_serving()
         elif not loader.done():
             loader.cancel()
         await asyncio.gather(rest, loader, return_exceptions=True)
@@ -189,18 +207,56 @@ class PredictorServer(kserve.ModelServer):
         for model in self.models:
             await model.aclose()
         self.workers_pool.shutdown(wait=False, cancel_futures=True)
-        return 1 if self.load_failed else 0
+        return self.exit_code
+
+    async def _listen(self, transport: str, port: int, serving: Coroutine[Any, Any, None]) -> None:
+        """Serve `transport` until it stops; a port that cannot be bound stops the server at once with
+        EXIT_CANNOT_LISTEN and one line saying so (uvicorn would exit with its own code 3, which here
+        means a lost device, and gRPC would fail on its own while REST went on serving)."""
+        try:
+            await serving
+        except (SystemExit, OSError, RuntimeError) as error:
+            if self._draining or self.exit_code:
+                raise
+            logger.critical("cannot serve %s on port %d (%s); stopping the server", transport, port,
+                            error if not isinstance(error, SystemExit) else "address in use or not allowed")
+            self.exit_code = EXIT_CANNOT_LISTEN
 
     async def _load_models(self) -> None:
-        loop = asyncio.get_running_loop()
         for model in self.models:
             try:
-                await loop.run_in_executor(None, model.load)
-            except Exception:  # noqa: BLE001 - logged by the model; fail fast
-                logger.critical("model %s could not be loaded (%s); stopping the server", model.name,
-                                model.load_error)
+                await _on_daemon_thread(model.load, f"load-{model.name}")
+            except Exception as error:  # noqa: BLE001 - fail fast, with one line that says why
+                # A broken file is the operator's to fix: its name and the reason say it all. Anything
+                # else is a bug in a loader, whose stack trace is needed.
+                trace = None if isinstance(error, ModelFileError) else error
+                logger.critical("model %s could not be loaded: %s; stopping the server", model.name,
+                                model.load_error, exc_info=trace)
                 self.load_failed = True
+                if self.exit_code == 0:  # a device lost during the warm-up keeps its own code
+                    self.exit_code = EXIT_LOAD_FAILED
                 return
+
+    def _device_lost(self, model_name: str) -> None:
+        """A model's device is unusable (any thread): exit with EXIT_DEVICE_LOST so Kubernetes restarts
+        the pod on a fresh CUDA context. The model already reports not ready, so readiness fails first."""
+        logger.critical("model %s lost its device; stopping the server (exit code %d) for a restart",
+                        model_name, EXIT_DEVICE_LOST)
+        loop = self._loop
+        if loop is None:
+            return
+
+        def stop() -> None:
+            self.exit_code = EXIT_DEVICE_LOST
+            self._stop_serving()
+        loop.call_soon_threadsafe(stop)
+
+    def _stop_serving(self) -> None:
+        """Make the REST server exit (which ends `_serve_all`) and drain gRPC; on the event loop."""
+        rest_server = getattr(self, "_rest_server", None)
+        if rest_server is not None:
+            rest_server._server.should_exit = True
+        self._begin_drain()
 
     def _begin_drain(self) -> None:
         """Stop the gRPC server gracefully; safe to call from a signal handler and more than once."""
@@ -211,3 +267,30 @@ class PredictorServer(kserve.ModelServer):
         loop = self._loop
         assert loop is not None
         loop.call_soon_threadsafe(lambda: loop.create_task(grpc_server.stop(signal.SIGTERM)))
+
+
+async def _on_daemon_thread(work: Callable[[], T], name: str) -> T:
+    """`work()` on a daemon thread of its own. Loading weights cannot be interrupted: when the server
+    stops while a model still loads (SIGTERM during start-up), the load is abandoned rather than
+    holding up the exit (an executor's threads are joined at exit; a daemon thread is not)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            outcome: tuple[T | None, BaseException | None] = (work(), None)
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting coroutine
+            outcome = (None, error)
+        with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future

@@ -20,6 +20,7 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from starlette.exceptions import HTTPException
 
 from predictors import errors
+from predictors.device import DeviceLost
 from predictors.telemetry import tracing
 from predictors.telemetry.context import REQUEST_ID_HEADER, accept_request_id, current_request_id
 from predictors.telemetry.edge import EdgeTelemetry
@@ -40,6 +41,9 @@ def as_predictor_error(error: BaseException) -> errors.PredictorError:
         return errors.InvalidInput(str(error))
     if isinstance(error, RequestValidationError):
         return errors.InvalidInput("malformed request: " + _summarise_validation(error))
+    if isinstance(error, DeviceLost):
+        # Not this request's fault, and another replica can answer it: a retryable 503 (the SDK retries it).
+        return errors.ModelNotReady("the model's device failed; this server is restarting: retry the request")
     return errors.InternalError("internal error; the server log has the details under this request_id")
 
 

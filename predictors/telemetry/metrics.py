@@ -72,6 +72,13 @@ class Metrics:
             ["model", "action"],
             registry=registry,
         )
+        self.poison_items = Counter(
+            "predictors_poison_items_total",
+            "Items whose forward pass failed on their own with an unexpected error, found by retrying "
+            "their failed batch in halves (their requests got INTERNAL_ERROR, their batch-mates answers).",
+            ["model"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "predictors_batch_size_items",
             "Items per forward pass.",

@@ -129,3 +129,23 @@ def test_a_model_that_fails_to_load_stops_the_server(tmp_path: Path) -> None:
     with run_server(["--model-dir", f"general-recognition={broken}"], log, wait_for=()) as server:
         assert server.process.wait(120) == 1
     assert "could not be loaded" in log.read_text()
+
+
+@pytest.mark.parametrize("busy", ["rest", "grpc"])
+def test_a_port_in_use_stops_the_server_with_exit_2(demo_repository: Path, busy: str) -> None:
+    """uvicorn exits with its own code 3 (ours for a lost device) and a gRPC bind failure would leave REST
+    serving alone: both must stop the server at once with the configuration exit code and one clear line."""
+    import socket
+
+    http_port, grpc_port = free_port(), free_port()
+    with socket.socket(socket.AF_INET6 if busy == "grpc" else socket.AF_INET) as holder:
+        holder.bind(("::" if busy == "grpc" else "0.0.0.0", grpc_port if busy == "grpc" else http_port))
+        holder.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "predictors", "serve", "--model-repository", str(demo_repository),
+             "--models", "image-classification", "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+            capture_output=True, text=True, timeout=300,
+        )
+    assert result.returncode == 2, result.stderr[-3000:]
+    transport = "gRPC" if busy == "grpc" else "REST"
+    assert f"cannot serve {transport} on port" in result.stderr and "Traceback" not in result.stderr

@@ -229,7 +229,7 @@ def test_one_json_access_line_per_request(traced_server: ServerProcess) -> None:
     deadline = time.monotonic() + 10
     lines: list[dict[str, object]] = []
     while not lines and time.monotonic() < deadline:
-        lines = [line for line in _json_lines(traced_server.log())
+        lines = [line for line in traced_server.json_log()
                  if line.get("logger") == "predictors.access" and line.get("request_id") == "access-log-1"]
         time.sleep(0.1)
     assert len(lines) == 1
@@ -239,21 +239,10 @@ def test_one_json_access_line_per_request(traced_server: ServerProcess) -> None:
     assert line["batch_size"] == 2 and line["items"] == 2
     assert set(line["latency_ms"]) == {"total", "preprocess", "queue", "predict", "postprocess"}
     assert "time" in line
-    access = [line for line in _json_lines(traced_server.log()) if line.get("logger") == "predictors.access"]
+    access = [line for line in traced_server.json_log() if line.get("logger") == "predictors.access"]
     assert not any(str(line.get("path", "")).startswith(("/v2/health", "/metrics")) for line in access)
     # every log line of the server is JSON with --log-format json
-    assert any(line.get("logger") == "predictors.models.base" for line in _json_lines(traced_server.log()))
-
-
-def _json_lines(text: str) -> list[dict[str, object]]:
-    lines = []
-    for raw in text.splitlines():
-        if raw.startswith("{"):
-            try:
-                lines.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
-    return lines
+    assert any(line.get("logger") == "predictors.models.base" for line in traced_server.json_log())
 
 
 def test_status_command(traced_server: ServerProcess) -> None:

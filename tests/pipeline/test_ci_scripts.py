@@ -193,3 +193,15 @@ def test_kubernetes_env_expansion() -> None:
     env = {"A": "1", "B": "x"}
     assert smoke_client.expand("$(A)-$(B)-$(C)-$$(A)", env) == "1-x-$(C)-$(A)"
     assert smoke_client.quantity_bytes("3Gi") == 3 * 2**30 and smoke_client.quantity_cpus("500m") == 0.5
+
+
+def test_gpu_smoke_stops_at_once_without_a_gpu() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: run ci/gpu-smoke.sh itself")
+    result = subprocess.run(["ci/gpu-smoke.sh"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 2, result.stderr
+    assert "no usable CUDA GPU" in result.stderr and "runs on a GPU machine only (docs/gpu.md)" in result.stderr
+    assert "runner checks" not in result.stderr  # nothing else was attempted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +36,10 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def json_log(self) -> list[dict[str, Any]]:
+        """The log's JSON lines (``--log-format json``, and the access log in any format)."""
+        return json_lines(self.log())
+
     def wait_ready(self, models: Sequence[str], timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         pending = list(models)
@@ -52,6 +58,17 @@ class ServerProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         return terminate(self.process, timeout)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for raw in text.splitlines():
+        if raw.startswith("{"):
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+    return lines
 
 
 @contextlib.contextmanager

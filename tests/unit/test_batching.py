@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from predictors.batching import Batcher, BatchingConfig
+from predictors.device import DeviceLost
 from predictors.errors import RequestTimeout, ServiceBusy
+from predictors.models.base import is_item_failure
 
 
 class RecordingModel:
@@ -202,4 +205,118 @@ async def test_estimated_wait_bounds_the_queue(executor) -> None:
         await batcher.submit([5, 6])
     assert int(error.value.headers["Retry-After"]) >= 1
     assert await running == [4] and await queued == [6, 8]
+    await batcher.stop()
+
+
+class PoisonModel(RecordingModel):
+    """Doubles each item but raises on a batch that holds one of `poison` (as a model bug on one input)."""
+
+    def __init__(self, poison: set[int], delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.poison = poison
+
+    def __call__(self, batch: Sequence[int]) -> list[int]:
+        results = super().__call__(batch)
+        bad = sorted(self.poison.intersection(batch))
+        if bad:
+            raise ValueError(f"cannot process item {bad[0]}")
+        return results
+
+
+def poison_batcher(model, executor, poisoned: list[int], **config) -> Batcher:
+    settings = {"max_batch_size": 8, "max_latency_ms": 200, "max_queue": 64} | config
+    return Batcher("m", model, executor, BatchingConfig(**settings), on_poison_item=lambda error: poisoned.append(1))
+
+
+async def test_a_poison_item_fails_only_its_request_and_costs_at_most_2_log2_n_extra_passes(executor) -> None:
+    model = PoisonModel({5})
+    poisoned: list[int] = []
+    batcher = poison_batcher(model, executor, poisoned)
+    outcomes = await asyncio.gather(*(batcher.submit([i]) for i in range(8)), return_exceptions=True)
+    assert len(model.batches[0]) == 8, "the eight requests did not share a batch"
+    assert isinstance(outcomes[5], ValueError) and str(outcomes[5]) == "cannot process item 5"
+    assert [o for i, o in enumerate(outcomes) if i != 5] == [[2 * i] for i in range(8) if i != 5]
+    assert poisoned == [1]
+    assert len(model.batches) - 1 <= 2 * 3  # one batch of 8, then halves: 4+4, 2+2, 1+1
+    assert [5] in model.batches  # the poison item ran alone: its error is its own
+    await batcher.stop()
+
+
+async def test_items_of_a_request_sharing_a_batch_with_poison_keep_their_order(executor) -> None:
+    model = PoisonModel({13, 42})
+    poisoned: list[int] = []
+    batcher = poison_batcher(model, executor, poisoned)
+    healthy, sick, other_sick = await asyncio.gather(
+        batcher.submit([1, 2, 3]), batcher.submit([4, 13, 5]), batcher.submit([42, 6]), return_exceptions=True
+    )
+    assert healthy == [2, 4, 6]
+    assert isinstance(sick, ValueError) and "13" in str(sick)
+    assert isinstance(other_sick, ValueError) and "42" in str(other_sick)
+    assert poisoned == [1, 1]
+    # the sick request's healthy items were answered too (they ran in a passing half), never lost
+    assert await batcher.submit([7]) == [14]
+    await batcher.stop()
+
+
+async def test_a_failing_batch_of_one_counts_one_poison_item(executor) -> None:
+    poisoned: list[int] = []
+    batcher = poison_batcher(PoisonModel({9}), executor, poisoned, max_batch_size=1)
+    with pytest.raises(ValueError):
+        await batcher.submit([9])
+    assert poisoned == [1]
+    await batcher.stop()
+
+
+async def test_device_errors_fail_the_whole_batch_without_retries(executor) -> None:
+    class DeviceGone(RuntimeError):
+        pass
+
+    calls: list[list[int]] = []
+
+    def broken_device(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        raise DeviceGone("device lost")
+
+    poisoned: list[int] = []
+    batcher = Batcher("m", broken_device, executor, BatchingConfig(max_batch_size=8, max_latency_ms=200),
+                      isolates=lambda error: not isinstance(error, DeviceGone),
+                      on_poison_item=lambda error: poisoned.append(1))
+    outcomes = await asyncio.gather(*(batcher.submit([i]) for i in range(4)), return_exceptions=True)
+    assert all(isinstance(o, DeviceGone) for o in outcomes)
+    assert calls == [[0, 1, 2, 3]] and poisoned == []
+    await batcher.stop()
+
+
+async def test_a_deadline_that_passes_while_bisecting_ends_the_retries_for_that_request(executor) -> None:
+    model = PoisonModel({0}, delay=0.15)
+    poisoned: list[int] = []
+    batcher = poison_batcher(model, executor, poisoned, max_latency_ms=100)
+    started = time.monotonic()
+    hurried = asyncio.create_task(batcher.submit([1], deadline=started + 0.25))
+    patient = [asyncio.create_task(batcher.submit([i])) for i in (0, 2, 3)]
+    with pytest.raises(RequestTimeout):
+        await hurried
+    assert time.monotonic() - started < 0.4
+    outcomes = await asyncio.gather(*patient, return_exceptions=True)
+    assert isinstance(outcomes[0], ValueError) and outcomes[1:] == [[4], [6]]
+    # after the deadline, item 1 ran in no further forward pass
+    assert sum(1 in batch for batch in model.batches) <= 2
+    await batcher.stop()
+
+
+@pytest.mark.parametrize("device_error", [torch.cuda.OutOfMemoryError("CUDA out of memory"),
+                                          DeviceLost("illegal memory access")], ids=["oom", "device-lost"])
+async def test_the_models_policy_leaves_device_failures_to_the_device_runner(executor, device_error) -> None:
+    calls: list[list[int]] = []
+
+    def failing(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        raise device_error
+
+    batcher = Batcher("m", failing, executor, BatchingConfig(max_batch_size=4, max_latency_ms=200),
+                      isolates=is_item_failure)
+    outcomes = await asyncio.gather(*(batcher.submit([i]) for i in range(4)), return_exceptions=True)
+    assert all(outcome is device_error for outcome in outcomes)
+    assert calls == [[0, 1, 2, 3]]  # not retried in halves
+    assert is_item_failure(ValueError("a bug one input triggers"))
     await batcher.stop()

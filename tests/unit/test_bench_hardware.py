@@ -116,3 +116,16 @@ def test_derive_saturation_memory_and_efficiency() -> None:
     assert (s["weights_s"], s["warmup_s"]) == (3.0, 1.0)
     assert s["raw_efficiency"] == {"gflops": 100.0, "fraction_of_peak": 0.5}
     assert s["server_efficiency"] == {"gflops": 96.6, "fraction_of_peak": 0.483}
+
+
+def test_flops_on_a_helper_thread_are_counted_too() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = torch.ones(4, 6), torch.ones(6, 3)
+    with ThreadPoolExecutor(1) as device_thread:
+        total, per_op = hardware.count_flops(lambda: device_thread.submit(torch.mm, a, b).result(), device_thread)
+        assert total == 144 and per_op == {"aten.mm": 144}
+        # without the helper the other thread's work is invisible (why the helper is needed)
+        assert hardware.count_flops(lambda: device_thread.submit(torch.mm, a, b).result())[0] == 0
+        # and the helper's counter is gone afterwards
+        assert hardware.count_flops(lambda: None, device_thread)[0] == 0

@@ -64,3 +64,15 @@ def test_download_goes_to_the_hub_for_the_published_model(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "could not fetch damo/cv_resnest101_general_recognition" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_infer_without_the_client_sdk_says_how_to_install_it(tmp_path: Path) -> None:
+    """The container image has no SDK: `predictors infer` explains instead of failing with a traceback."""
+    image = tmp_path / "cat.jpg"
+    image.write_bytes(b"not needed")
+    code = ("import sys; sys.modules['predictors_client'] = None\n"  # None in sys.modules: the import fails
+            "from predictors.cli import main\n"
+            f"sys.exit(main(['infer', 'general-recognition', {str(image)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "pip install clients/python" in result.stderr and "Traceback" not in result.stderr

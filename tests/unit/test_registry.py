@@ -6,6 +6,7 @@ import pytest
 
 from predictors.models.registry import ModelSetupError, PredictorFile, discover, predictor_class
 from predictors.settings import Settings
+from tests.support.faults import FAULTY_PREDICTOR
 
 
 def make_repo(root: Path, *names: str) -> Path:
@@ -74,6 +75,37 @@ def test_every_registered_predictor_class_imports() -> None:
         assert predictor_class(name).predictor_name == name
     with pytest.raises(ModelSetupError, match="unknown predictor"):
         predictor_class("speech")
+
+
+def test_predictor_json_may_name_a_class_of_ones_own(tmp_path: Path) -> None:
+    from tests.support.faulty_predictors import FaultyClassifier
+
+    directory = tmp_path / "faulty"
+    directory.mkdir()
+    (directory / "predictor.json").write_text(json.dumps({"predictor": FAULTY_PREDICTOR}))
+    (entry,) = discover(Settings(model_repository=tmp_path))
+    assert entry.predictor == FAULTY_PREDICTOR
+    assert predictor_class(entry.predictor) is FaultyClassifier
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("tests.support.no_such_module:Thing", "cannot import module 'tests.support.no_such_module'"),
+        ("tests.support.faulty_predictors:NoSuchClass", "has no 'NoSuchClass'"),
+        ("tests.support.faulty_predictors:InjectedFault", "is not a subclass of predictors.models.base"),
+        ("tests.support.faults:FORWARD_RAISES", "is not a subclass"),
+        ("faulty-classifier", "unknown predictor"),
+    ],
+)
+def test_a_custom_predictor_that_cannot_serve_is_refused_at_discovery(tmp_path: Path, reference: str,
+                                                                      message: str) -> None:
+    directory = tmp_path / "faulty"
+    directory.mkdir()
+    (directory / "predictor.json").write_text(json.dumps({"predictor": reference}))
+    with pytest.raises(ModelSetupError, match=message) as error:
+        discover(Settings(model_repository=tmp_path))
+    assert "model 'faulty'" in str(error.value)
 
 
 def test_the_readme_predictor_json_example_is_valid() -> None:

@@ -9,6 +9,7 @@ never finds a face). A face costs one 512 px GPEN pass (~5-8 s on this CPU), so 
 from __future__ import annotations
 
 import io
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +25,12 @@ from predictors.demo import face_enhancement as demo
 from predictors.device import CPU
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage, InvalidInput
 from predictors.models.base import ModelConfig
-from predictors.models.face_enhancement import FaceEnhancementPredictor, sr_output_size, ssim_score
+from predictors.models.face_enhancement import (
+    FaceEnhancementPredictor,
+    prior_boxes,
+    sr_output_size,
+    ssim_score,
+)
 from predictors.telemetry.metrics import Metrics
 from tests.conftest import sample_image
 
@@ -333,3 +339,30 @@ def test_hires_directory_loads_the_1024_generator(tmp_path: Path, workers) -> No
     assert generator.log_size == 10
     (result,) = run(predictor, [rgb_noise(4, (12, 10))], require_face=False)
     assert (result["width"], result["height"]) == (24, 20)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (16, 16), (333, 517), (750, 1000), (1500, 1001)])
+def test_prior_boxes_equal_upstreams_loop(size: tuple[int, int]) -> None:
+    from modelscope.models.cv.image_portrait_enhancement.retinaface.detection import cfg_re50
+    from modelscope.models.cv.image_portrait_enhancement.retinaface.utils import PriorBox
+
+    assert torch.equal(prior_boxes(cfg_re50, *size), PriorBox(cfg_re50, image_size=size).forward())
+
+
+def test_detection_runs_on_the_device_thread_with_cached_priors(no_face, monkeypatch) -> None:
+    threads: list[str] = []
+    detect = no_face._detect
+
+    def recording_detect(modules, device, img_bgr):
+        threads.append(threading.current_thread().name)
+        return detect(modules, device, img_bgr)
+
+    monkeypatch.setattr(no_face, "_detect", recording_detect)
+    params = no_face.parse_parameters({"require_face": False, "upscale": False})
+    before = no_face._prior_boxes.cache_info()
+    for seed in (1, 2):  # same size twice: the second image reuses the first one's prior boxes
+        no_face.prepare({"image": rgb_noise(seed, (45, 37))}, params)
+    after = no_face._prior_boxes.cache_info()
+    assert len(threads) == 2 and all(name.startswith("torch-cpu") for name in threads)
+    assert threading.current_thread().name not in threads
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)

@@ -102,5 +102,5 @@ def test_short_label_file_is_refused(tmp_path: Path, model_dir: Path, workers) -
     for name in ("configuration.json", "pytorch_model.pt"):
         (broken / name).symlink_to(model_dir / name)
     (broken / "meta_info.txt").write_text("0\tonly one\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="meta_info.txt has 1 lines"):
+    with pytest.raises(ValueError, match="meta_info.txt: has 1 lines"):
         load_predictor("general-recognition", broken, workers)
