@@ -129,3 +129,18 @@ def test_flops_on_a_helper_thread_are_counted_too() -> None:
         assert hardware.count_flops(lambda: device_thread.submit(torch.mm, a, b).result())[0] == 0
         # and the helper's counter is gone afterwards
         assert hardware.count_flops(lambda: None, device_thread)[0] == 0
+
+
+def test_stage_clock_times_wrapped_methods_and_module_forwards() -> None:
+    import time as clock_time
+
+    from bench.stages import StageClock
+
+    clock = StageClock()
+    slow = clock.wrap("sleep", lambda seconds: clock_time.sleep(seconds) or "done")
+    assert slow(0.02) == "done" and slow(0.01) == "done"
+    net = torch.nn.Linear(2, 2)
+    clock.hook_module("linear", net)
+    net(torch.zeros(1, 2))
+    assert clock.calls == {"sleep": 2, "linear": 1}
+    assert 0.03 <= clock.wall["sleep"] < 1.0 and 0 < clock.wall["linear"] < 1.0
