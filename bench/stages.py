@@ -97,7 +97,7 @@ def profile_model(kind: str, directory: Path, parameters: dict[str, Any]) -> dic
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         prepared = clock.wrap("prepare", model.prepare)(item, params)
         raw = clock.wrap("forward", lambda batch: runner.run(model.forward_in_precision, batch))([prepared])
-        result = clock.wrap("finish (incl. SSIM, encode)", model.finish)(prepared, raw[0], params)
+        result = clock.wrap("finish", model.finish)(prepared, raw[0], params)
     total = time.perf_counter() - started
     workers.shutdown()
     ops = sorted(
