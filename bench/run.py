@@ -1,7 +1,10 @@
 """Orchestrates one benchmark run: model directories, child processes, load, table and JSON.
 
-    .venv/bin/python -m bench            # full run (~7 min on the quiet 2-core CPU, general recognition)
-    .venv/bin/python -m bench --quick    # ~2 min: shorter levels, concurrency 1/4/16
+    .venv/bin/python -m bench --model all   # the full run: study + every model (~30 min on the quiet CPU)
+    .venv/bin/python -m bench            # study (sections 1-5) + section 6, general recognition (~11 min)
+    .venv/bin/python -m bench --quick    # shorter levels, concurrency 1/4/16
+    .venv/bin/python -m bench --model face-enhancement --per-model-only   # one model's section 6
+    .venv/bin/python -m bench --profile gpu --model all --device cuda     # bench/gpu.py
     .venv/bin/python -m bench --help
 
 This process generates the load (asyncio + httpx, loopback only, bounded in requests and seconds) and
