@@ -8,7 +8,10 @@ convolution to bf16 and accumulates in fp32, so the error grows with depth but d
   relative, or 0.03 absolute for logits below 1 (a logit's rounding error scales with the terms summed
   into it, not with the sum), probabilities within 0.03 absolute;
 - visual entailment (OFA encoder + decoder): the label is identical on every pair, every class
-  probability within 0.03 absolute (measured up to 0.0096 on the demo model: 3x margin).
+  probability within 0.03 absolute (measured up to 0.0096 on the demo model: 3x margin);
+- face enhancement (EQFace, GPEN, RRDBNet): the same faces pasted, the output image within 6 grey levels
+  everywhere and 1.5 on average (measured: at most 3, mean 0.6; a 0.4% error on a 0..255 output is ~1
+  grey level per rounding that reaches the output), quality score within 0.01 (measured 0.0015).
 
 A check that bf16 really ran (some score differs from fp32) keeps these tests from passing on a
 precision setting that silently does nothing.
@@ -16,12 +19,16 @@ precision setting that silently does nothing.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from predictors.demo import face_enhancement as face_enhancement_demo
 from predictors.demo import general_recognition as general_recognition_demo
 from predictors.demo import visual_entailment as visual_entailment_demo
 from predictors.device import CPU
@@ -88,3 +95,24 @@ def test_visual_entailment_bf16_keeps_labels(tmp_path: Path, workers) -> None:
         assert a["label"] == b["label"]
         assert b["scores"] == pytest.approx(a["scores"], abs=PROBABILITY_TOLERANCE)
     assert any(not torch.equal(x.log_scores, y.log_scores) for x, y in zip(raw32, raw16, strict=True))
+
+
+def test_face_enhancement_bf16_keeps_the_image(tmp_path: Path, workers) -> None:
+    directory = face_enhancement_demo.write(tmp_path / "face-enhancement", seed=1)
+    models = pair("face-enhancement", directory, workers)
+    items = [{"image": sample_image(seed, (16, 16))} for seed in (11, 12)]  # one face each (demo detector)
+
+    def outputs(model: Any) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        params = model.parse_parameters({"output_format": "png"})
+        prepared = [model.prepare(item, params) for item in items]
+        with torch.inference_mode():
+            raw = model.forward_in_precision(prepared, CPU)
+        results = [model.finish(p, r, params) for p, r in zip(prepared, raw, strict=True)]
+        return [(np.asarray(Image.open(io.BytesIO(r["image"].data)).convert("RGB")).astype(int), r) for r in results]
+
+    for (image32, result32), (image16, result16) in zip(outputs(models["fp32"]), outputs(models["bf16"]), strict=True):
+        assert result32["faces"] == result16["faces"] == 1
+        difference = np.abs(image32 - image16)
+        assert difference.max() <= 6 and difference.mean() <= 1.5
+        assert result16["quality_score"] == pytest.approx(result32["quality_score"], abs=0.01)
+        assert difference.max() > 0, "bf16 gave exactly the fp32 image: autocast did not run"
