@@ -53,4 +53,4 @@ lint: setup-test
 	$(VENV)/bin/mypy predictors
 
 clean:
-	rm -rf $(DEMO_MODELS) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(DEMO_MODELS) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -1,5 +1,10 @@
 import sys
 
-from bench.run import main
+if sys.argv[1:2] == ["soak"]:
+    from bench.soak import main as soak
+
+    sys.exit(soak(sys.argv[2:]))
+
+from bench.run import main  # noqa: E402 - the soak run needs none of the benchmark's imports
 
 sys.exit(main())

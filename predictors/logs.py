@@ -43,9 +43,20 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+#: control characters (and Unicode line breaks) shown escaped in text logs: a message quoting what a client
+#: sent (a model name from the URL, say) must not start a forged line or hide text behind a NUL
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 127, 0x85, 0x2028, 0x2029)}
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record (a stack trace, which comes from us, follows on its own lines)."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(ids)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = record.message.translate(_ESCAPES)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         trace_id = getattr(record, "trace_id", "")

@@ -9,7 +9,11 @@ from predictors.errors import InvalidInput
 def validate_text(value: str, field: str, spec: InputSpec) -> str:
     if not value.strip():
         raise InvalidInput(f"{field} is empty")
-    size = len(value.encode("utf-8", errors="surrogatepass"))
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        # JSON can escape a lone surrogate (\ud800): that is not text, and tokenizers and logs choke on it.
+        raise InvalidInput(f"{field} is not valid Unicode text (it contains a lone surrogate)") from None
     if size > spec.max_bytes:
         raise InvalidInput(f"{field} is {size} bytes of UTF-8; the limit is {spec.max_bytes}")
     return value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import orjson
@@ -52,41 +52,59 @@ def parse_binary_request(body: bytes, json_length: int, model_name: str) -> Infe
     offset = json_length
     infer_inputs = []
     for index, tensor in enumerate(header["inputs"]):
+        where = f"inputs[{index}]"
         if not isinstance(tensor, dict):
-            raise InvalidInput(f"inputs[{index}] must be an object")
-        try:
-            infer_input = InferInput(
-                name=str(tensor["name"]),
-                shape=list(tensor["shape"]),
-                datatype=str(tensor["datatype"]),
-                parameters=tensor.get("parameters"),
-            )
-        except (KeyError, TypeError):
-            raise InvalidInput(f"inputs[{index}] needs 'name', 'shape' and 'datatype'") from None
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+            raise InvalidInput(f"{where} must be an object")
+        name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+        if not isinstance(name, str) or not isinstance(datatype, str) or not _is_shape(shape):
+            raise InvalidInput(f"{where} needs 'name' (string), 'shape' (list of integers) and 'datatype' (string)")
+        parameters = _optional_object(tensor.get("parameters"), f"{where}.parameters")
+        infer_input = InferInput(name=name, shape=list(shape), datatype=datatype, parameters=parameters)
+        size = (parameters or {}).get("binary_data_size")
         if "data" in tensor:
             infer_input.data = tensor["data"]
-        elif isinstance(size, int) and size >= 0:
+        elif isinstance(size, int) and not isinstance(size, bool) and size >= 0:
             if offset + size > len(body):
-                raise InvalidInput(f"input '{infer_input.name}' claims {size} binary bytes past the body's end")
+                raise InvalidInput(f"input '{name}' claims {size} binary bytes past the body's end")
             infer_input._raw_data = body[offset : offset + size]
             offset += size
         else:
-            raise InvalidInput(f"input '{infer_input.name}' has neither 'data' nor 'binary_data_size'")
+            raise InvalidInput(f"input '{name}' has neither 'data' nor 'binary_data_size' (a non-negative integer)")
         infer_inputs.append(infer_input)
+    if offset != len(body):
+        raise InvalidInput(f"{len(body) - offset} byte(s) after the last binary input: the binary_data_size "
+                           "values and Inference-Header-Content-Length do not add up to the body's length")
     outputs = header.get("outputs")
-    requested = (
-        [RequestedOutput(name=str(o.get("name")), parameters=o.get("parameters")) for o in outputs]
-        if isinstance(outputs, list)
-        else None
-    )
+    requested = None
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise InvalidInput('"outputs" must be a list of objects with a "name"')
+        requested = []
+        for index, output in enumerate(outputs):
+            if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+                raise InvalidInput(f'outputs[{index}] must be an object with a "name" string')
+            output_parameters = _optional_object(output.get("parameters"), f"outputs[{index}].parameters")
+            requested.append(RequestedOutput(name=output["name"], parameters=output_parameters))
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput('"id" must be a string')
     return InferRequest(
         model_name=model_name,
         infer_inputs=infer_inputs,
-        request_id=header.get("id"),
-        parameters=header.get("parameters"),
+        request_id=request_id,
+        parameters=_optional_object(header.get("parameters"), "parameters"),
         request_outputs=requested,
     )
+
+
+def _is_shape(value: Any) -> TypeGuard[list[int]]:
+    return isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
+
+
+def _optional_object(value: Any, where: str) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise InvalidInput(f"{where} must be a JSON object")
+    return value
 
 
 def decode_request(
@@ -118,6 +136,8 @@ def decode_request(
         for output in request.request_outputs:
             if output.name not in known_outputs:
                 raise InvalidInput(f"unknown output '{output.name}'; this model has {sorted(known_outputs)}")
+            if output.name in requested:
+                raise InvalidInput(f"output '{output.name}' is requested twice")
             requested[output.name] = bool(output.binary_data)
     return WireRequest(
         items=items,

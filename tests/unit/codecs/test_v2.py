@@ -134,3 +134,57 @@ def test_vector_outputs_state_their_element_order() -> None:
     assert scores["data"] == pytest.approx([0.2, 0.3, 0.5])
     message = v2.encode_response(WireRequest(items=[{}], protocol="grpc"), results, outputs, "m", "r").to_grpc()
     assert message.outputs[1].parameters["element_names"].string_param == "entailment,contradiction,neutral"
+
+
+def _header_body(header: dict, payload: bytes = b"") -> tuple[bytes, int]:
+    encoded = json.dumps(header).encode()
+    return encoded + payload, len(encoded)
+
+
+IMAGE_TENSOR = {"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # found by the v2 fuzz tests: each escaped parse_binary_request as AttributeError/TypeError (a 500)
+        {"inputs": [IMAGE_TENSOR], "outputs": [None]},
+        {"inputs": [IMAGE_TENSOR], "outputs": [{"name": "labels", "parameters": [1]}]},
+        {"inputs": [IMAGE_TENSOR], "outputs": {"name": "labels"}},
+        {"inputs": [{**IMAGE_TENSOR, "parameters": ["binary_data_size"]}]},
+        {"inputs": [{**IMAGE_TENSOR, "shape": "1"}]},
+        {"inputs": [{**IMAGE_TENSOR, "shape": [True]}]},
+        {"inputs": [{**IMAGE_TENSOR, "name": 7}]},
+        {"inputs": [IMAGE_TENSOR], "parameters": [["top_k", 3]]},
+        {"inputs": [IMAGE_TENSOR], "id": {"x": 1}},
+    ],
+)
+def test_malformed_headers_are_invalid_input(header: dict) -> None:
+    body, length = _header_body(header)
+    with pytest.raises(InvalidInput):
+        v2.decode_request(v2.parse_binary_request(body, length, "m"), INPUTS, OUTPUTS, max_items=64)
+
+
+def test_binary_data_size_must_be_an_integer_not_a_boolean() -> None:
+    raw = serialize_byte_tensor(np.array([b"x"], dtype=object)).item()
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": True}}
+    header = {"inputs": [tensor]}
+    body, length = _header_body(header, raw)
+    with pytest.raises(InvalidInput, match="binary_data_size"):
+        v2.parse_binary_request(body, length, "m")
+
+
+def test_bytes_left_over_after_the_binary_inputs_are_invalid_input() -> None:
+    # a header that understates binary_data_size would otherwise silently drop the rest of the body
+    body, length = binary_body()
+    with pytest.raises(InvalidInput, match="after the last binary input"):
+        v2.parse_binary_request(body + b"\x00\x00", length, "m")
+
+
+def test_an_output_requested_twice_is_invalid_input() -> None:
+    # found by the hostile corpus: the second request silently overwrote the first (binary or not)
+    outputs = [RequestedOutput("labels", {"binary_data": True}), RequestedOutput("labels")]
+    image = InferInput("image", [1], "BYTES", data=[base64.b64encode(RAW[0]).decode()])
+    request = InferRequest("m", [image], request_outputs=outputs)
+    with pytest.raises(InvalidInput, match="requested twice"):
+        v2.decode_request(request, INPUTS, OUTPUTS, max_items=64)
