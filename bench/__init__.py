@@ -1,5 +1,7 @@
 """Benchmark suite: raw model ceiling, our server (batching on/off), a FastAPI+pipeline baseline,
-framework overhead and overload behaviour, side by side in one run. See docs/performance.md.
+framework overhead and overload behaviour, side by side in one run; per model (bench/permodel.py) its
+ceiling, saturation, start-up, memory and FLOPs against the machine's peak (bench/hardware.py); a GPU
+profile (bench/gpu.py); a stage profile (bench/stages.py). See docs/performance.md.
 
 Run it with ``.venv/bin/python -m bench [--quick]``. The orchestrating process (``bench.run``) is also
 the load generator: it imports neither KServe nor the server's own model code (KServe's and

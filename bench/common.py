@@ -41,8 +41,7 @@ Request = tuple[str, bytes, dict[str, str]]
 
 
 def v1_request(model: str, image: bytes) -> Request:
-    body = {"instances": [{"image": {"b64": base64.b64encode(image).decode("ascii")}}]}
-    return f"/v1/models/{model}:predict", json.dumps(body).encode(), {"content-type": "application/json"}
+    return v1_instance_request(model, {"image": image})
 
 
 def v2_json_request(model: str, image: bytes) -> Request:
@@ -148,3 +147,38 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
     return round(numerator / denominator, 3)
+
+
+# ---- per-model payloads -------------------------------------------------------------------------
+
+#: what one request item of each predictor carries: the picture's size (width, height) and the text
+#: inputs. Face enhancement gets a small portrait-sized picture (128x160): its GPEN pass is 512x512 per
+#: face whatever the picture's size (the demo detector finds one face in every picture), and a small
+#: picture keeps the x2 background super-resolution (RRDBNet on the whole picture) and the run bounded.
+PAYLOADS: dict[str, dict[str, Any]] = {
+    "general-recognition": {"image_size": (320, 240), "texts": {}},
+    "image-classification": {"image_size": (320, 240), "texts": {}},
+    "face-enhancement": {"image_size": (128, 160), "texts": {}},
+    "visual-entailment": {
+        "image_size": (320, 240),
+        "texts": {"hypothesis": "two coloured shapes are on a plain background"},
+    },
+}
+
+
+def model_instance(predictor: str, seed: int) -> dict[str, Any]:
+    """One item for `predictor`: ``image`` as JPEG bytes plus its text inputs."""
+    payload = PAYLOADS[predictor]
+    return {"image": sample_jpeg(seed, payload["image_size"]), **payload["texts"]}
+
+
+def v1_instance_request(model: str, instance: dict[str, Any], parameters: dict[str, Any] | None = None) -> Request:
+    """v1 JSON with one instance: bytes fields as ``{"b64": ...}``, text fields as they are."""
+    fields = {
+        name: {"b64": base64.b64encode(value).decode("ascii")} if isinstance(value, bytes) else value
+        for name, value in instance.items()
+    }
+    body: dict[str, Any] = {"instances": [fields]}
+    if parameters:
+        body["parameters"] = parameters
+    return f"/v1/models/{model}:predict", json.dumps(body).encode(), {"content-type": "application/json"}

@@ -4,6 +4,8 @@
   `DeviceRunner`, i.e. exactly what the server's device thread runs) on prepared tensors, at
   each batch size: the throughput ceiling. Also the per-image preparation cost (JPEG decode + resize +
   crop + normalise) that the server pays on top, in its worker threads.
+  With ``--flops`` it also counts the FLOPs of one item's ``prepare`` and of its batch-1 ``forward``
+  (`bench.hardware.count_flops`), and it reports the resident memory (RSS) the load added.
 - ``path``: the tiny model's whole predictor path for one v2 binary request, in process: parse the
   body, ``preprocess`` -> ``predict`` (through the batcher) -> ``postprocess``; the server's p50 minus
   this p50 is what HTTP, KServe's data plane and the client add.
@@ -27,47 +29,70 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 
-from bench.common import latency_summary, sample_jpeg, v2_binary_body
+from bench.common import PAYLOADS, latency_summary, model_instance, sample_jpeg, v2_binary_body
+from bench.hardware import count_flops
+from bench.procs import rss_mb
 
 
-def _load(directory: Path, workers: ThreadPoolExecutor) -> Any:
-    """The model of `directory`, configured by the server's own merge (settings + predictor.json) on the CPU."""
+def _load(directory: Path, workers: ThreadPoolExecutor, device: str = "cpu", precision: str = "fp32") -> Any:
+    """The model of `directory`, configured by the server's own merge (settings + predictor.json)."""
     from predictors.models.registry import model_entry, predictor_class
     from predictors.settings import Settings
     from predictors.telemetry.metrics import Metrics
 
-    entry = model_entry(directory.name, directory, Settings(device="cpu"))
+    entry = model_entry(directory.name, directory, Settings(device=device, precision=precision))
     model = predictor_class(entry.predictor)(entry.name, entry.directory, entry.config,
                                              Metrics(CollectorRegistry()), workers)
     model.load()
     return model
 
 
-def raw(directory: Path, batch_sizes: list[int], seconds: float, min_iterations: int) -> dict[str, Any]:
+def _decoded(instance: dict[str, Any]) -> dict[str, Any]:
+    """A `model_instance` as `prepare` gets it: the image decoded to RGB, the texts as they are."""
     from PIL import Image
 
+    image = Image.open(io.BytesIO(instance["image"]))
+    image.load()
+    return {**instance, "image": image.convert("RGB")}
+
+
+def raw(
+    directory: Path,
+    batch_sizes: list[int],
+    seconds: float,
+    min_iterations: int,
+    flops: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    from predictors.models.registry import predictor_class, read_predictor_file
+
     workers = ThreadPoolExecutor(2)
+    predictor = read_predictor_file(directory).predictor or directory.name
+    predictor_class(predictor)  # imports the model's module (and KServe) before the memory reading
+    rss_before = rss_mb()
     started = time.perf_counter()
-    model = _load(directory, workers)
-    predictor = model.predictor_name
+    model = _load(directory, workers, device, precision)
     load_s = time.perf_counter() - started
-    params = model.parse_parameters({})
-    jpegs = [sample_jpeg(seed) for seed in range(8)]
+    rss_after = rss_mb()
+    params = model.parse_parameters(parameters or {})
+    payload_kind = predictor if predictor in PAYLOADS else "image-classification"
+    # the face model's prepare runs a detector: fewer distinct pictures keep the preparation bounded
+    instances = [model_instance(payload_kind, seed) for seed in range(8 if predictor != "face-enhancement" else 2)]
 
     prep_times = []
-    for _ in range(3):
-        for data in jpegs:
+    for _ in range(3 if predictor != "face-enhancement" else 1):
+        for instance in instances:
             t0 = time.perf_counter()
-            image = Image.open(io.BytesIO(data))
-            image.load()
-            model.prepare({"image": image.convert("RGB")}, params)
+            model.prepare(_decoded(instance), params)
             prep_times.append(time.perf_counter() - t0)
-    prepared = [model.prepare({"image": Image.open(io.BytesIO(d)).convert("RGB")}, params) for d in jpegs]
+    prepared = [model.prepare(_decoded(instance), params) for instance in instances]
 
     runner = model._runner
     batches = {size: [prepared[i % len(prepared)] for i in range(size)] for size in batch_sizes}
     for batch in batches.values():
-        runner.run(model.forward, batch)  # warm every shape
+        runner.run(model.forward_in_precision, batch)  # warm every shape
     # Round-robin over the batch sizes, so that a noisy neighbour slows all of them alike.
     times: dict[int, list[float]] = {size: [] for size in batch_sizes}
     begin = time.perf_counter()
@@ -75,10 +100,24 @@ def raw(directory: Path, batch_sizes: list[int], seconds: float, min_iterations:
     while rounds < min_iterations or time.perf_counter() - begin < seconds * len(batch_sizes):
         for size, batch in batches.items():
             t0 = time.perf_counter()
-            results = runner.run(model.forward, batch)
+            results = runner.run(model.forward_in_precision, batch)
             times[size].append(time.perf_counter() - t0)
             assert len(results) == size
         rounds += 1
+    counted: dict[str, Any] = {}
+    if flops:  # after the timing: the counter slows the ops it watches
+        one = _decoded(instances[0])
+        # prepare may run model work on the device thread (face detection): counted there too
+        prepare_flops, prepare_ops = count_flops(lambda: model.prepare(one, params), runner.executor)
+        forward_flops, forward_ops = count_flops(lambda: runner.run(model.forward_in_precision, prepared[:1]))
+        counted = {
+            "prepare_per_item": prepare_flops,
+            "forward_per_item": forward_flops,
+            "per_item": prepare_flops + forward_flops,
+            "prepare_ops": prepare_ops,
+            "forward_ops": forward_ops,
+            "counter": "torch.utils.flop_counter.FlopCounterMode, batch 1",
+        }
     rows = []
     for size in batch_sizes:
         elapsed = sum(times[size])
@@ -94,7 +133,14 @@ def raw(directory: Path, batch_sizes: list[int], seconds: float, min_iterations:
     workers.shutdown()
     return {
         "predictor": predictor,
+        "device": str(model.device),
+        "precision": precision,
+        "payload": {"kind": payload_kind, **{k: v for k, v in PAYLOADS[payload_kind].items()}},
         "load_s": round(load_s, 3),
+        "rss_mb_before_load": rss_before,
+        "rss_mb_after_load": rss_after,
+        "load_added_rss_mb": round(rss_after["VmRSS"] - rss_before["VmRSS"], 1),
+        "flops": counted,
         "prepare_per_image": latency_summary(prep_times),
         "batches": rows,
     }
@@ -149,11 +195,24 @@ def main() -> None:
     parser.add_argument("--path-dirs", default="", help="comma-separated tiny model directories")
     parser.add_argument("--path-count", type=int, default=500)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--flops", action="store_true", help="count FLOPs per item of prepare and forward")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--parameters", type=json.loads, default={}, help="request parameters (JSON)")
     args = parser.parse_args()
     out: dict[str, Any] = {"environment": environment()}
     if args.raw_dir:
         sizes = [int(s) for s in args.batch_sizes.split(",") if s]
-        out["raw"] = raw(args.raw_dir.resolve(), sizes, args.seconds, args.min_iterations)
+        out["raw"] = raw(
+            args.raw_dir.resolve(),
+            sizes,
+            args.seconds,
+            args.min_iterations,
+            args.flops,
+            args.device,
+            args.precision,
+            args.parameters,
+        )
     if args.path_dirs:
         out["path"] = [
             path(Path(d).resolve(), args.path_count, args.image_size) for d in args.path_dirs.split(",") if d

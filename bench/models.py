@@ -1,8 +1,10 @@
 """The model directories the benchmark serves, written under the work directory.
 
 - the source directory: for ``general-recognition`` (default) the demo directory written by
-  `predictors make-demo-models` (real ResNeSt-101); ``image-classification`` (demo MobileNetV3-Small)
-  and ``tiny`` make cheap runs possible (the smoke test).
+  `predictors make-demo-models` (real ResNeSt-101); ``image-classification`` (demo MobileNetV3-Small),
+  ``face-enhancement`` (demo GPEN-512 + RetinaFace + RRDBNet + EQFace, the real architectures) and
+  ``visual-entailment`` (a small OFA configuration, see predictors/demo) likewise; ``tiny`` makes
+  cheap runs possible (the smoke test).
 - ``model-batch`` / ``model-nobatch`` / ``model-overload``: its files (symlinks) with a ``predictor.json``
   that sets the batching of each contender, so one server process hosts all three and the modelscope
   import and start-up are paid once. Idle models cost memory, not CPU.
@@ -20,7 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
-MODEL_KINDS = ("general-recognition", "image-classification", "tiny")
+MODEL_KINDS = ("general-recognition", "image-classification", "face-enhancement", "visual-entailment", "tiny")
 
 
 def _variant(source: Path, target: Path, predictor: str, demo: bool, **settings: object) -> None:
@@ -31,7 +33,11 @@ def _variant(source: Path, target: Path, predictor: str, demo: bool, **settings:
     for path in source.iterdir():
         if path.name != "predictor.json":
             (target / path.name).symlink_to(path)
-    content = {"predictor": predictor, "demo_weights": demo, **settings}
+    # the source's own model options (e.g. a demo's answer mapping) stay; batching is the variant's
+    source_file = source / "predictor.json"
+    kept = json.loads(source_file.read_text()) if source_file.exists() else {}
+    content = {**{k: v for k, v in kept.items() if k in ("options", "precision")},
+               "predictor": predictor, "demo_weights": demo, **settings}
     (target / "predictor.json").write_text(json.dumps(content, indent=2) + "\n")
 
 
@@ -67,8 +73,10 @@ def write_all(
     max_queue: int,
     overload_max_queue: int,
     overload_max_queue_delay_ms: float = 0.0,
+    options: dict[str, object] | None = None,
 ) -> dict[str, str]:
-    """Write (or keep) the source directory of `kind` and the repository the server serves."""
+    """Write (or keep) the source directory of `kind` and the repository the server serves; `options`
+    (predictor.json "options") replace the source's in the model-* variants."""
     workdir = workdir.resolve()
     demo = workdir / "demo"
     if kind == "tiny":
@@ -82,7 +90,8 @@ def write_all(
         predictor, is_demo = kind, True
     repo = workdir / f"repository-{kind}"
     batching = {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
-    _variant(source, repo / "model-batch", predictor, is_demo, **batching, max_queue=max_queue)
+    own = {"options": options} if options is not None else {}
+    _variant(source, repo / "model-batch", predictor, is_demo, **batching, max_queue=max_queue, **own)
     _variant(
         source,
         repo / "model-nobatch",
@@ -91,9 +100,10 @@ def write_all(
         max_batch_size=1,
         max_latency_ms=max_latency_ms,
         max_queue=max_queue,
+        **own,
     )
     _variant(source, repo / "model-overload", predictor, is_demo, **batching, max_queue=overload_max_queue,
-             max_queue_delay_ms=overload_max_queue_delay_ms)
+             max_queue_delay_ms=overload_max_queue_delay_ms, **own)
     # The overhead model: batching off (one request per forward, no wait), and on.
     tiny = demo / "tiny"
     if not (tiny / "model.pt2").exists():
@@ -120,6 +130,7 @@ def main() -> None:
     parser.add_argument("--max-queue", type=int, required=True)
     parser.add_argument("--overload-max-queue", type=int, required=True)
     parser.add_argument("--overload-max-queue-delay-ms", type=float, default=0.0)
+    parser.add_argument("--options", type=json.loads, default=None, help="predictor.json options (JSON)")
     args = parser.parse_args()
     print(
         json.dumps(
@@ -131,6 +142,7 @@ def main() -> None:
                 args.max_queue,
                 args.overload_max_queue,
                 args.overload_max_queue_delay_ms,
+                args.options,
             )
         )
     )

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -86,3 +91,35 @@ def start(name: str, command: list[str], port: int, log_dir: Path, env: dict[str
             cwd=str(Path(__file__).resolve().parent.parent),
         )
     return Child(name, process, port, log_path)
+
+
+def run_child_json(command: list[str], env: dict[str, str], log: Path, timeout: float) -> dict[str, Any]:
+    """Run a measuring child process to completion; its last ``BENCH_JSON {...}`` (or ``{...}``) line."""
+    completed = subprocess.run(
+        command, capture_output=True, env={**os.environ, **env}, timeout=timeout, cwd=str(REPO_DIR)
+    )
+    log.write_bytes(completed.stdout + b"\n--- stderr ---\n" + completed.stderr)
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"{command[2]} failed ({completed.returncode}):\n{completed.stderr.decode()[-3000:]}"
+        )
+    for line in completed.stdout.decode().splitlines()[::-1]:
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON ") :])  # type: ignore[no-any-return]
+        if line.startswith("{"):
+            return json.loads(line)  # type: ignore[no-any-return]
+    raise RuntimeError(f"{command[2]} printed no JSON")
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def rss_mb(pid: int | str = "self") -> dict[str, float]:
+    """Resident (VmRSS) and peak resident (VmHWM) memory of a process in MB, from /proc (Linux)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)  # kB
+    return out

@@ -35,6 +35,19 @@ def render(r: dict[str, Any]) -> str:
             f"{_f(r['load_average_at_start'][0], 1)} at start, {_f(r['load_average_at_end'][0], 1)} at end, "
             f"{env.get('cpu_count')} CPUs): these numbers measure the neighbours as much as the server"
         )
+    if "raw" in r:
+        parts.append(render_study(r))
+    if "per_model" in r:
+        parts.append(render_models(r["per_model"]))
+    if "gpu" in r:
+        parts.append(render_gpu(r["gpu"]))
+    parts.append(f"\nwall time {r['wall_s']} s; load avg at end {_f(r['load_average_at_end'][0], 2)}")
+    return "\n".join(parts)
+
+
+def render_study(r: dict[str, Any]) -> str:
+    """Sections 1-5 and their targets (the server study)."""
+    parts = []
     ceiling = r["raw"]["ceiling"]
     parts.append("\n1. raw in-process forward (no server): the ceiling")
     parts.append(
@@ -149,5 +162,117 @@ def render(r: dict[str, Any]) -> str:
             ],
         )
     )
-    parts.append(f"\nwall time {r['wall_s']} s; load avg at end {_f(r['load_average_at_end'][0], 2)}")
+    return "\n".join(parts)
+
+
+def _rate(value: float | None) -> str:
+    """items/s or req/s with 3 significant digits (face enhancement runs at hundredths per second)."""
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _gflop(flops: float | None) -> str:
+    return "-" if not flops else f"{flops / 1e9:.2f}"
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def render_models(m: dict[str, Any]) -> str:
+    """The per-model sections (bench/permodel.py) and the summary across models."""
+    peak = m["peak"]
+    idle = m["idle_server"]
+    parts = [
+        f"\n6. per model (each in a server of its own); machine peak {peak['peak_gflops']} GFLOP/s "
+        f"({peak['op']}, best of {peak['repeats']}, {peak['torch_num_threads']} threads); idle server "
+        f"(tiny model only) RSS {idle['rss_ready_mb']['VmRSS']} MB"
+    ]
+    for name, model in m["models"].items():
+        payload = model["payload"]
+        size = "x".join(str(v) for v in payload["image_size"])
+        options = f", options {model['options']}" if model.get("options") is not None else ""
+        parts.append(
+            f"\n6.{name}  ({model['predictor']}, {size} JPEG{' + text' if payload['texts'] else ''}{options})"
+        )
+        parts.append(
+            _table(
+                ["batch", "items/s", "batch p50 ms", "ms/item"],
+                [
+                    [b["batch_size"], _rate(b["items_per_s"]), b["batch_p50_ms"], b["per_item_ms"]]
+                    for b in model["raw"]["batches"]
+                ],
+            )
+        )
+        rows = []
+        for mode, data in model["server"].items():
+            for row in data["rows"]:
+                rows.append(
+                    [
+                        mode.replace("batching_", "batch "),
+                        row["concurrency"],
+                        _rate(row["throughput_rps"]),
+                        row["p50_ms"],
+                        row["p99_ms"],
+                        row["errors"],
+                        row["ok"],
+                    ]
+                )
+        parts.append(_table(["server", "conc", "req/s", "p50 ms", "p99 ms", "errors", "ok"], rows))
+        s = model["summary"]
+        parts.append(
+            f"   start to ready {_f(s['process_start_to_ready_s'], 2)} s (server: load metric "
+            f"{_f(s['load_seconds_metric'], 2)} s = weights {_f(s['weights_s'], 2)} s + warm-up "
+            f"{_f(s['warmup_s'], 2)} s); model RSS {_f(s['model_rss_mb'])} MB (server "
+            f"{_f(s['server_rss_mb'])} - idle {_f(s['idle_server_rss_mb'])}; in-process load added "
+            f"{_f(s['in_process_load_added_rss_mb'])} MB)"
+        )
+        parts.append(
+            f"   FLOPs/item {_gflop(s['flops_per_item'])} G (prepare {_gflop(s['prepare_flops_per_item'])} + "
+            f"forward {_gflop(s['forward_flops_per_item'])}); raw {_f(s['raw_efficiency']['gflops'], 2)} "
+            f"GFLOP/s = {_percent(s['raw_efficiency']['fraction_of_peak'])} of peak; server "
+            f"{_f(s['server_efficiency']['gflops'], 2)} GFLOP/s = "
+            f"{_percent(s['server_efficiency']['fraction_of_peak'])} of peak"
+        )
+    parts.append("\nsummary across models")
+    parts.append(
+        _table(
+            [
+                "model", "raw items/s", "server req/s", "sat/raw", ">=0.9", "on/off", "ready s", "weights s",
+                "warm-up s", "RSS MB", "GFLOP/item", "raw %peak", "server %peak",
+            ],
+            [
+                [
+                    name,
+                    _rate(s["raw_items_per_s"]),
+                    _rate(s["server_best_rps"]),
+                    _f(s["saturation_vs_raw"], 2),
+                    "yes" if s["saturation_met"] else "NO",
+                    _f(s["batching_on_off_throughput"], 2),
+                    _f(s["process_start_to_ready_s"], 1),
+                    _f(s["weights_s"], 2),
+                    _f(s["warmup_s"], 2),
+                    s["model_rss_mb"],
+                    _gflop(s["flops_per_item"]),
+                    _percent(s["raw_efficiency"]["fraction_of_peak"]),
+                    _percent(s["server_efficiency"]["fraction_of_peak"]),
+                ]
+                for name, s in ((n, model["summary"]) for n, model in m["models"].items())
+            ],
+        )
+    )
+    return "\n".join(parts)
+
+
+def render_gpu(g: dict[str, Any]) -> str:
+    """The GPU profile (bench/gpu.py): items/s and fraction of peak by model, precision and batch size."""
+    peaks = ", ".join(f"{p} {g['peaks'][p]['peak_gflops']} GFLOP/s" for p in g["precisions"])
+    parts = [f"\ngpu profile on {g['device']}: matrix-product peak {peaks}"]
+    for name, model in g["models"].items():
+        parts.append(f"\n{name}: forward {_gflop(model['forward_flops_per_item'])} GFLOP/item")
+        rows = []
+        for precision, raw in model["precisions"].items():
+            for b in raw["batches"]:
+                rows.append([precision, b["batch_size"], _rate(b["items_per_s"]), b["batch_p50_ms"], b["gflops"],
+                             _percent(b["fraction_of_peak"])])
+        parts.append(_table(["precision", "batch", "items/s", "batch p50 ms", "GFLOP/s", "%peak"], rows))
     return "\n".join(parts)

@@ -1,7 +1,10 @@
 """Orchestrates one benchmark run: model directories, child processes, load, table and JSON.
 
-    .venv/bin/python -m bench            # full run (~7 min on the quiet 2-core CPU, general recognition)
-    .venv/bin/python -m bench --quick    # ~2 min: shorter levels, concurrency 1/4/16
+    .venv/bin/python -m bench --model all   # the full run: study + every model (~30 min on the quiet CPU)
+    .venv/bin/python -m bench            # study (sections 1-5) + section 6, general recognition (~11 min)
+    .venv/bin/python -m bench --quick    # shorter levels, concurrency 1/4/16
+    .venv/bin/python -m bench --model face-enhancement --per-model-only   # one model's section 6
+    .venv/bin/python -m bench --profile gpu --model all --device cuda     # bench/gpu.py
     .venv/bin/python -m bench --help
 
 This process generates the load (asyncio + httpx, loopback only, bounded in requests and seconds) and
@@ -17,7 +20,6 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench import loadgen, report
+from bench import loadgen, permodel, report
 from bench.common import (
     Request,
     latency_summary,
@@ -38,8 +40,12 @@ from bench.common import (
     v2_json_request,
 )
 from bench.procs import Child, free_port, start
+from bench.procs import run_child_json as _run_child_json
+from bench.procs import say as _say
 
 BENCH_DIR = Path(__file__).resolve().parent
+#: the models the server study (sections 1-5) can run on
+STUDY_MODELS = ("general-recognition", "image-classification", "tiny")
 SERVER_MODELS = ("model-batch", "model-nobatch", "model-overload", "tiny", "tiny-batch")
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -55,6 +61,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "overload_seconds": 30.0,
         "unloaded_seconds": 10.0,
         "max_requests": 5000,
+        "model_levels": [1, 4, 16],
+        "model_max_raw_batch": 64,
+        "model_warm": 64,
+        "peak_size": 2048,
+        "peak_repeats": 10,
     },
     "quick": {
         "duration": 5.0,
@@ -66,6 +77,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "overload_seconds": 8.0,
         "unloaded_seconds": 3.0,
         "max_requests": 2000,
+        "model_levels": [1, 4, 16],
+        "model_max_raw_batch": 64,
+        "model_warm": 64,
+        "peak_size": 2048,
+        "peak_repeats": 5,
     },
     # the test suite's smoke run: tiny numbers, only shows that every section runs and reports
     "smoke": {
@@ -78,6 +94,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "overload_seconds": 1.0,
         "unloaded_seconds": 0.5,
         "max_requests": 200,
+        "model_levels": [1],
+        "model_max_raw_batch": 1,
+        "model_warm": 1,
+        "peak_size": 256,
+        "peak_repeats": 2,
+        # plumbing only: the face model detects, super-resolves and encodes but enhances no face (one
+        # 512 px GPEN pass costs seconds on a CPU; tests/unit/models cover GPEN)
+        "model_options": {"face-enhancement": {"max_faces_per_image": 0}},
+        "model_parameters": {"face-enhancement": {"require_face": False}},
     },
 }
 
@@ -89,10 +114,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a ~2 minute run (shorter, concurrency 1/4/16)")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run for the test suite")
     parser.add_argument(
+        "--profile",
+        choices=["full", "quick", "smoke", "gpu"],
+        help="full (default), quick (= --quick), smoke (= --smoke), or gpu: in-process ceilings of every "
+        "model at batch 1..64 in fp32 and the reduced precision on --device (bench/gpu.py)",
+    )
+    parser.add_argument(
         "--model",
-        choices=["general-recognition", "image-classification", "tiny"],
+        choices=[*STUDY_MODELS, "face-enhancement", "visual-entailment", "all"],
         default="general-recognition",
-        help="model of sections 1-3 and 5 (default: general recognition, ResNeSt-101)",
+        help="the model(s) of the run (default: general recognition, ResNeSt-101). The server study "
+        "(sections 1-5: baseline, overhead, overload) runs for general-recognition (also with all), "
+        "image-classification and tiny; the per-model sections for each selected model (all: the four)",
+    )
+    parser.add_argument(
+        "--per-model-only", action="store_true", help="skip the server study; only the per-model sections"
+    )
+    parser.add_argument("--device", default="cuda", help="--profile gpu: the device (cuda, cuda:N, cpu)")
+    parser.add_argument(
+        "--gpu-max-batch", type=int, default=64, help="--profile gpu: the largest batch size (1, 2, 4 ... this)"
     )
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-latency-ms", type=float, default=5.0)
@@ -126,7 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--start-timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
-    args.profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    args.profile = args.profile or ("smoke" if args.smoke else "quick" if args.quick else "full")
     args.overload_max_queue = args.overload_max_queue or 2 * args.max_batch_size
     return args
 
@@ -138,27 +178,6 @@ def _child_env(args: argparse.Namespace) -> dict[str, str]:
         "MODELSCOPE_CACHE": str(args.work_dir / "modelscope-cache"),
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def _run_child_json(command: list[str], env: dict[str, str], log: Path, timeout: float) -> dict[str, Any]:
-    completed = subprocess.run(
-        command, capture_output=True, env={**os.environ, **env}, timeout=timeout, cwd=str(BENCH_DIR.parent)
-    )
-    log.write_bytes(completed.stdout + b"\n--- stderr ---\n" + completed.stderr)
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"{command[2]} failed ({completed.returncode}):\n{completed.stderr.decode()[-3000:]}"
-        )
-    for line in completed.stdout.decode().splitlines()[::-1]:
-        if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON ") :])  # type: ignore[no-any-return]
-        if line.startswith("{"):
-            return json.loads(line)  # type: ignore[no-any-return]
-    raise RuntimeError(f"{command[2]} printed no JSON")
-
-
-def _say(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 async def _closed(url: str, requests: list[Request], concurrency: int, p: dict[str, Any]) -> dict[str, Any]:
@@ -408,42 +427,10 @@ def _derive(results: dict[str, Any], args: argparse.Namespace) -> None:
     results["targets"] = targets
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # SIGTERM (e.g. a test's timeout) unwinds through the `finally` that stops our child processes.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    p = dict(PROFILES[args.profile])
-    if args.levels:
-        p["levels"] = [int(x) for x in args.levels.split(",") if x]
-    if args.baseline_levels:
-        p["baseline_levels"] = [int(x) for x in args.baseline_levels.split(",") if x]
-    if args.duration is not None:
-        p["duration"] = args.duration
-    args.work_dir = args.work_dir.resolve()
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    args.log_dir = args.work_dir / "logs" / stamp
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    env = _child_env(args)
-    began = time.monotonic()
-    results: dict[str, Any] = {
-        "started_at": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
-        "profile": args.profile,
-        "model": args.model,
-        "settings": {
-            "max_batch_size": args.max_batch_size,
-            "max_latency_ms": args.max_latency_ms,
-            "max_queue": args.max_queue,
-            "overload_max_queue": args.overload_max_queue,
-            "overload_factor": args.overload_factor,
-            "threads": args.threads,
-            **p,
-        },
-        "load_average_at_start": list(os.getloadavg()),
-    }
-
-    _say(f"model directories ({args.model}) under {args.work_dir}")
+def _server_study(args: argparse.Namespace, p: dict[str, Any], env: dict[str, str],
+                  results: dict[str, Any]) -> None:
+    """Sections 1-5 on `args.study_model`: ceiling, server on/off, baseline, overhead, overload, targets."""
+    _say(f"model directories ({args.study_model}) under {args.work_dir}")
     written = _run_child_json(
         [
             sys.executable,
@@ -451,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench.models",
             str(args.work_dir),
             "--kind",
-            args.model,
+            args.study_model,
             "--max-batch-size",
             str(args.max_batch_size),
             "--max-latency-ms",
@@ -493,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         args.log_dir,
         env,
     )
-    backend = "modelscope" if args.model == "general-recognition" else "torch"
+    backend = "modelscope" if args.study_model == "general-recognition" else "torch"
     baseline = start(
         "baseline",
         [
@@ -518,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         "--raw-dir",
         str(repository / "model-batch"),
         "--batch-sizes",
-        ",".join(str(b) for b in _batch_sizes(args.max_batch_size)),
+        ",".join(str(b) for b in permodel.batch_sizes(args.max_batch_size)),
         "--seconds",
         str(p["raw_seconds"]),
         "--min-iterations",
@@ -559,6 +546,57 @@ def main(argv: list[str] | None = None) -> int:
         baseline.stop()
         pool.shutdown(wait=True)
     _derive(results, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM (e.g. a test's timeout) unwinds through the `finally` that stops our child processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # the GPU profile has its own sizes (bench/gpu.py); the quick numbers only fill the settings record
+    p = dict(PROFILES["quick" if args.profile == "gpu" else args.profile])
+    if args.levels:
+        p["levels"] = [int(x) for x in args.levels.split(",") if x]
+    if args.baseline_levels:
+        p["baseline_levels"] = [int(x) for x in args.baseline_levels.split(",") if x]
+    if args.duration is not None:
+        p["duration"] = args.duration
+    args.work_dir = args.work_dir.resolve()
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.log_dir = args.work_dir / "logs" / stamp
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    env = _child_env(args)
+    began = time.monotonic()
+    results: dict[str, Any] = {
+        "started_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+        "profile": args.profile,
+        "model": args.model,
+        "settings": {
+            "max_batch_size": args.max_batch_size,
+            "max_latency_ms": args.max_latency_ms,
+            "max_queue": args.max_queue,
+            "overload_max_queue": args.overload_max_queue,
+            "overload_factor": args.overload_factor,
+            "threads": args.threads,
+            **p,
+        },
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+    args.study_model = "general-recognition" if args.model == "all" else args.model
+    if args.profile == "gpu":
+        from bench import gpu
+
+        results["gpu"] = gpu.measure(gpu_kinds(args.model), args, env)
+        results["environment"] = results["gpu"]["environment"]
+    else:
+        if args.study_model in STUDY_MODELS and not args.per_model_only:
+            _server_study(args, p, env, results)
+        kinds = list(permodel.REAL_MODELS) if args.model == "all" else [args.model]
+        results["per_model"] = permodel.measure_all(kinds, args, p, env)
+        first = next(iter(results["per_model"]["models"].values()))
+        results.setdefault("environment", first["environment"])
     results["wall_s"] = round(time.monotonic() - began, 1)
     results["load_average_at_end"] = list(os.getloadavg())
     # Other work on the machine skews everything (torch's OpenMP threads stall when descheduled).
@@ -573,12 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _batch_sizes(maximum: int) -> list[int]:
-    sizes, size = [], 1
-    while size < maximum:
-        sizes.append(size)
-        size *= 2
-    return [*sizes, maximum]
+def gpu_kinds(model: str) -> list[str]:
+    return list(permodel.REAL_MODELS) if model == "all" else [model]
 
 
 if __name__ == "__main__":

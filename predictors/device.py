@@ -19,6 +19,7 @@ All torch work for a model runs on one dedicated thread (never on the asyncio ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import threading
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import torch
 
@@ -36,6 +37,54 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 CPU = torch.device("cpu")
+
+Precision = Literal["fp32", "fp16", "bf16"]
+#: the autocast dtype of each reduced precision
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse, at start-up, a precision the device cannot run well: fp16 only on CUDA."""
+    if precision not in ("fp32", *AUTOCAST_DTYPES):
+        raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision fp16 needs a CUDA device but the model runs on {device}; "
+            "use precision bf16 (or fp32) on the CPU"
+        )
+
+
+def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """Autocast to the reduced precision on `device`; fp32 (and fp16 on a CPU fallback) runs unchanged."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if dtype is None or (dtype is torch.float16 and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def stack_to_device(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """`torch.stack(tensors).to(device)`; on CUDA stacked into pinned host memory and copied without
+    blocking (the copy overlaps the host work that follows until the first kernel needs it)."""
+    if device.type != "cuda":
+        return torch.stack(list(tensors)).to(device)
+    first = tensors[0]
+    staging = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
+    torch.stack(list(tensors), out=staging)
+    return staging.to(device, non_blocking=True)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor.to(device)`; a host tensor bound for CUDA goes through pinned memory, non-blocking."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def enable_cudnn_autotuner(device: torch.device) -> None:
+    """On CUDA let cuDNN pick the fastest convolution algorithm per input shape (measured on first use,
+    i.e. at warm-up for the warm-up's shapes); serving shapes repeat, so the search pays off."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def resolve_device(spec: str) -> torch.device:

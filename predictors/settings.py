@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC v2 port.")
     enable_grpc: bool = Field(True, description="Serve the gRPC v2 API.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="Forward-pass precision: fp32, fp16 (CUDA only) or bf16 (autocast)."
+    )
 
     max_batch_size: int = Field(8, ge=1, le=1024, description="Items per forward pass; 1 disables batching.")
     max_latency_ms: float = Field(
@@ -145,6 +148,8 @@ class ModelConfig:
     #: the model's options: its `ModelOptions` subclass, or a mapping the model validates into it
     options: ModelOptions | Mapping[str, Any] = field(default_factory=dict)
     demo_weights: bool = False
+    #: fp32 | fp16 (CUDA only) | bf16: the forward pass runs under autocast to the reduced precision
+    precision: str = default("precision")
 
 
 class PredictorFile(BaseModel):
@@ -153,6 +158,7 @@ class PredictorFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     predictor: str | None = None
     device: str | None = None
+    precision: Literal["fp32", "fp16", "bf16"] | None = None
     max_batch_size: int | None = Field(default=None, ge=1, le=1024)
     max_latency_ms: float | None = Field(default=None, ge=0, le=10_000)
     max_queue: int | None = Field(default=None, ge=1)
@@ -170,7 +176,7 @@ class PredictorFile(BaseModel):
 
 
 #: the settings a model's predictor.json may override (same names, same meaning)
-PER_MODEL_SETTINGS = ("device", "max_batch_size", "max_latency_ms", "max_queue", "max_queue_delay_ms")
+PER_MODEL_SETTINGS = ("device", "precision", "max_batch_size", "max_latency_ms", "max_queue", "max_queue_delay_ms")
 
 
 def model_config(settings: Settings, file: PredictorFile, options: ModelOptions) -> ModelConfig:
@@ -185,6 +191,7 @@ def model_config(settings: Settings, file: PredictorFile, options: ModelOptions)
     max_side = file.max_image_side or getattr(options, "max_image_side", None) or 0
     return ModelConfig(
         device=value["device"],
+        precision=value["precision"],
         batching=BatchingConfig(max_batch_size=value["max_batch_size"], max_latency_ms=value["max_latency_ms"],
                                 max_queue=value["max_queue"], max_queue_delay_ms=value["max_queue_delay_ms"]),
         image_limits=ImageLimits(max_pixels=settings.max_image_pixels, max_side=max_side),

@@ -37,7 +37,10 @@ from predictors.device import (
     DeviceLost,
     DeviceRunner,
     Fallback,
+    check_precision,
+    enable_cudnn_autotuner,
     is_out_of_memory,
+    precision_context,
     resolve_device,
     settle,
     wait_for_fallbacks,
@@ -171,12 +174,15 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         started = time.perf_counter()
         try:
             self.device = resolve_device(self.config.device)
+            check_precision(self.device, self.config.precision)
             logger.info("model %s: loading %s from %s on %s", self.name, self.predictor_name,
                         self.model_dir, self.device)
             if self.config.demo_weights:
                 logger.warning("model %s: serving DEMO weights (random/crafted, not the published model); "
                                "its answers are meaningless", self.name)
             self.load_weights(self.device)
+            weights_s = time.perf_counter() - started
+            enable_cudnn_autotuner(self.device)
             self._runner = DeviceRunner(
                 self.device,
                 on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc(),
@@ -192,7 +198,8 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             raise
         elapsed = time.perf_counter() - started
         self.metrics.model_loaded(self.name, str(self.device), elapsed)
-        logger.info("model %s ready on %s in %.2f s", self.name, self.device, elapsed)
+        logger.info("model %s ready on %s in %.2f s (weights %.2f s, warm-up %.2f s)", self.name, self.device,
+                    elapsed, weights_s, elapsed - weights_s)
         self.ready = True
         return True
 
@@ -207,7 +214,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         def forward_each_size() -> list[Raw | Fallback[Raw]]:
             results: list[Raw | Fallback[Raw]] = []
             for size in sizes:
-                results = runner.run(self.forward, [prepared] * size)
+                results = runner.run(self.forward_in_precision, [prepared] * size)
             return results[:1]
 
         raw = wait_for_fallbacks(runner.executor.submit(forward_each_size).result())
@@ -271,7 +278,7 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
             {tracing.MODEL: self.name, tracing.DEVICE: str(self.device), tracing.BATCH_SIZE: len(batch)},
         )
         try:
-            return runner.run(self.forward, [queued.item for queued in batch])
+            return runner.run(self.forward_in_precision, [queued.item for queued in batch])
         except BaseException as error:
             if span is not None:
                 span.record_exception(error)
@@ -289,6 +296,11 @@ class VisionPredictor(kserve.Model, Generic[Prepared, Raw]):
         # A documented error (the item's own fault, e.g. its content) is an answer, not a poison item.
         if not isinstance(error, PredictorError):
             self.metrics.poison_items.labels(self.name).inc()
+
+    def forward_in_precision(self, batch: Sequence[Prepared], device: torch.device) -> Sequence[Raw]:
+        """`forward` under the model's `precision` (autocast for fp16/bf16): what the device thread runs."""
+        with precision_context(device, self.config.precision):
+            return self.forward(batch, device)
 
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)

@@ -10,6 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from predictors.codecs.types import OutputSpec
+from predictors.device import stack_to_device
 from predictors.models.base import VisionPredictor
 
 MAX_TOP_K = 100
@@ -49,7 +50,7 @@ class ClassifierPredictor(VisionPredictor[torch.Tensor, TopK]):
 
     def forward(self, batch: Sequence[torch.Tensor], device: torch.device) -> list[TopK]:
         network = self.replicas.on(device)["network"]
-        logits = network(torch.stack(list(batch)).to(device))
+        logits = network(stack_to_device(batch, device))
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise RuntimeError(
                 f"the network returned shape {tuple(logits.shape)}; expected [N, {len(self.labels)}] "

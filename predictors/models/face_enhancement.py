@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from predictors.codecs.images import encode_image
 from predictors.codecs.types import OutputSpec
-from predictors.device import DeviceReplicas
+from predictors.device import DeviceReplicas, to_device
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage
 from predictors.models import layouts
 from predictors.models.base import VisionPredictor, reading
@@ -331,7 +331,7 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         modules: Mapping[str, torch.nn.Module], device: torch.device, faces: Sequence[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         """EQFace on a batch of 112x112 crops: upstream's `FQA.get_face_quality`, batched."""
-        images = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).flip(1).to(device)
+        images = to_device(torch.from_numpy(np.stack(faces)), device).permute(0, 3, 1, 2).flip(1)
         images = (images - 127.5) / 128.0
         feature, fc = modules["quality_backbone"](images, True)
         quality = modules["quality_head"](fc)
@@ -342,7 +342,7 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
     ) -> list[np.ndarray]:
         """GPEN on aligned RGB faces: upstream's `enhance_face` (img2tensor/tensor2img), batched."""
         batch = np.stack([cv2.resize(face, (self.size, self.size)) for face in faces_rgb])
-        images = torch.from_numpy(batch).to(device) / 255.0
+        images = to_device(torch.from_numpy(batch), device) / 255.0
         images = ((images - 0.5) / 0.5).permute(0, 3, 1, 2)
         out, _ = modules["generator"](images)
         out = (out * 0.5 + 0.5).permute(0, 2, 3, 1).flip(3)  # RGB -> BGR

@@ -7,7 +7,7 @@ or else by the directory's name. ``"predictor"`` may also name a class of your o
 ``predictor.json`` may also override batching and device and carry the model's typed ``options`` (its
 class's `Options`; `predictors.settings` has the schema and the precedence)::
 
-    {"predictor": "face-enhancement", "device": "cpu", "max_batch_size": 4, "max_latency_ms": 10,
+    {"predictor": "face-enhancement", "device": "cpu", "precision": "fp32", "max_batch_size": 4, "max_latency_ms": 10,
      "max_queue": 32, "max_queue_delay_ms": 2000, "options": {"max_faces_per_forward": 8}, "demo_weights": false}
 """
 

@@ -37,7 +37,7 @@ from PIL import Image
 from pydantic import Field
 
 from predictors.codecs.types import InputSpec, OutputSpec
-from predictors.device import DeviceReplicas
+from predictors.device import DeviceReplicas, stack_to_device
 from predictors.models.base import ModelFileError, VisionPredictor, reading
 from predictors.settings import ModelOptions
 
@@ -179,7 +179,7 @@ class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
         pad = self.pad_id
         encoder_out = network.encoder(
             input_ids=collate_tokens([item.source for item in batch], pad_idx=pad).to(device),
-            patch_images=torch.stack([item.patch_image for item in batch]).to(device),
+            patch_images=stack_to_device([item.patch_image for item in batch], device),
             patch_masks=torch.cat([item.patch_mask for item in batch]).to(device),
         )
         prompts = [item.decoder_prompt for item in batch]

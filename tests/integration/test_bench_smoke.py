@@ -1,5 +1,7 @@
-"""Smoke run of the benchmark suite (`python -m bench --smoke --model tiny`): every section runs end to
-end against real child processes and the JSON report is complete and self-consistent.
+"""Smoke runs of the benchmark suite: `python -m bench --smoke --model tiny` (every section, including
+the per-model one, end to end against real child processes), one `--per-model-only` run per real model
+(its demo directory, its own payload), and `--profile gpu` on the CPU with the tiny model (plumbing of
+the GPU profile: both precisions, FLOPs, peaks). The JSON reports are complete and self-consistent.
 
 It checks plumbing, not performance: the targets are not asserted (the numbers of a seconds-long run
 on a shared machine mean nothing). The suite runs in its own process, as a user would run it.
@@ -46,18 +48,15 @@ def _check_load_row(row: dict[str, Any]) -> None:
     assert row["throughput_rps"] > 0
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    work = tmp_path_factory.mktemp("bench")
+def run_bench(work: Path, *arguments: str) -> dict[str, Any]:
+    """`python -m bench ARGUMENTS` in its own process; its JSON report (plus stdout and wall time)."""
     started = time.monotonic()
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "bench",
-            "--smoke",
-            "--model",
-            "tiny",
+            *arguments,
             "--work-dir",
             str(work / "work"),
             "--out-dir",
@@ -80,6 +79,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = json.loads(path.read_text())
     data["_stdout"], data["_elapsed"] = stdout, elapsed
     return data
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_bench(tmp_path_factory.mktemp("bench"), "--smoke", "--model", "tiny")
 
 
 def test_every_section_is_reported(report: dict[str, Any]) -> None:
@@ -135,3 +139,67 @@ def test_overload_accounting(report: dict[str, Any]) -> None:
     assert overload["healthy_after"] is True
     assert overload["health"]["probes"] >= 1
     assert report["server_exit_code"] == 0
+
+
+def check_model_section(model: dict[str, Any]) -> None:
+    """One model's per-model section: ceiling, both servers, start-up split, memory, FLOPs, ratios."""
+    assert [b["batch_size"] for b in model["raw"]["batches"]] == [1]
+    assert model["raw"]["batches"][0]["items_per_s"] > 0
+    for mode in ("batching_on", "batching_off"):
+        server = model["server"][mode]
+        assert server["alive_at_end"] is True and server["exit_code"] == 0
+        for row in server["rows"]:
+            _check_load_row(row)
+            assert row["errors"] == 0
+        startup = server["startup"]
+        log = startup["server_log"]
+        assert log is not None, "the server did not log its load / warm-up split"
+        assert log["weights_s"] >= 0 and log["warmup_s"] >= 0
+        assert log["total_s"] == pytest.approx(log["weights_s"] + log["warmup_s"], abs=0.02)
+        assert startup["load_seconds_metric"] == pytest.approx(log["total_s"], abs=0.01)
+        assert startup["process_start_to_ready_s"] >= log["total_s"]
+        assert startup["rss_ready_mb"]["VmRSS"] > 0
+    summary = model["summary"]
+    assert summary["saturation_vs_raw"] == pytest.approx(
+        summary["server_best_rps"] / summary["raw_items_per_s"], abs=0.001
+    )
+    assert summary["saturation_met"] == (summary["saturation_vs_raw"] >= 0.9)
+    assert summary["model_rss_mb"] == pytest.approx(summary["server_rss_mb"] - summary["idle_server_rss_mb"], abs=0.2)
+    assert summary["forward_flops_per_item"] > 0
+    assert summary["flops_per_item"] == summary["forward_flops_per_item"] + summary["prepare_flops_per_item"]
+    for key in ("raw_efficiency", "server_efficiency"):
+        assert summary[key]["gflops"] > 0 and summary[key]["fraction_of_peak"] > 0
+
+
+def test_per_model_section_of_the_full_smoke_run(report: dict[str, Any]) -> None:
+    per_model = report["per_model"]
+    assert per_model["peak"]["peak_gflops"] > 0
+    assert set(per_model["models"]) == {"tiny"}
+    check_model_section(per_model["models"]["tiny"])
+    assert "summary across models" in report["_stdout"]
+
+
+@pytest.mark.parametrize(
+    "model", ["image-classification", "visual-entailment", "face-enhancement", "general-recognition"]
+)
+def test_per_model_smoke_run(model: str, tmp_path: Path) -> None:
+    data = run_bench(tmp_path, "--smoke", "--per-model-only", "--model", model)
+    assert "raw" not in data and "overload" not in data  # the server study was skipped
+    assert set(data["per_model"]["models"]) == {model}
+    section = data["per_model"]["models"][model]
+    assert section["predictor"] == model and section["payload"]["kind"] == model
+    check_model_section(section)
+    assert f"6.{model}" in data["_stdout"]
+
+
+def test_gpu_profile_plumbing_on_the_cpu(tmp_path: Path) -> None:
+    data = run_bench(tmp_path, "--profile", "gpu", "--device", "cpu", "--model", "tiny", "--gpu-max-batch", "2")
+    gpu = data["gpu"]
+    assert gpu["precisions"] == ["fp32", "bf16"]  # fp16 is refused off CUDA
+    assert {p: gpu["peaks"][p]["peak_gflops"] > 0 for p in gpu["precisions"]} == {"fp32": True, "bf16": True}
+    runs = gpu["models"]["tiny"]["precisions"]
+    for precision in ("fp32", "bf16"):
+        assert runs[precision]["precision"] == precision
+        assert [b["batch_size"] for b in runs[precision]["batches"]] == [1, 2]
+        assert all(b["items_per_s"] > 0 and b["gflops"] > 0 for b in runs[precision]["batches"])
+    assert gpu["models"]["tiny"]["forward_flops_per_item"] == 2 * 3 * 4  # the tiny model's linear 3 -> 4

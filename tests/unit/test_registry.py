@@ -49,7 +49,8 @@ def test_flag_beats_env_and_predictor_json_beats_both(tmp_path: Path, monkeypatc
     """The precedence `predictors.settings.model_config` documents, value by value."""
     directory = tmp_path / "image-classification"
     directory.mkdir()
-    (directory / "predictor.json").write_text(json.dumps({"max_queue": 5, "max_queue_delay_ms": 0}))
+    (directory / "predictor.json").write_text(json.dumps({"max_queue": 5, "max_queue_delay_ms": 0,
+                                                          "precision": "bf16"}))
     monkeypatch.setenv("PREDICTORS_MAX_QUEUE", "11")
     monkeypatch.setenv("PREDICTORS_MAX_LATENCY_MS", "7")
     monkeypatch.setenv("PREDICTORS_MAX_QUEUE_DELAY_MS", "300")
@@ -57,6 +58,7 @@ def test_flag_beats_env_and_predictor_json_beats_both(tmp_path: Path, monkeypatc
     batching = entry.config.batching
     assert (batching.max_queue, batching.max_latency_ms, batching.max_queue_delay_ms) == (5, 9, 0)
     assert batching.max_batch_size == Settings.model_fields["max_batch_size"].default
+    assert entry.config.precision == "bf16"
 
 
 @pytest.mark.parametrize(("predictor", "options", "message"), [
