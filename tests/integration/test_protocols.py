@@ -111,4 +111,4 @@ def test_infer_command_reports_errors(server, tmp_path) -> None:
     bad.write_bytes(b"not an image")
     result = subprocess.run([sys.executable, "-m", "predictors", "infer", "general-recognition", str(bad),
                              "--url", server.url], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "400 INVALID_IMAGE" in result.stderr
+    assert result.returncode == 1 and "INVALID_IMAGE (HTTP 400)" in result.stderr and "request_id" in result.stderr
