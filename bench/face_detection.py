@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from prometheus_client import CollectorRegistry
 
 
 def median_seconds(work: Callable[[], Any], repeats: int) -> float:
@@ -42,7 +41,6 @@ def main() -> None:
     from predictors.models.base import ModelConfig
     from predictors.models.face_enhancement import FaceEnhancementPredictor, prior_boxes
     from predictors.models.layouts import GPEN_DETECTOR_FILE as DETECTOR_FILE
-    from predictors.telemetry.metrics import Metrics
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--side", type=int, default=1500, help="square picture side in pixels (<= 1500: no downscale)")
@@ -51,8 +49,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = demo.write(Path(tmp) / "gpen", seed=1)
-        predictor = FaceEnhancementPredictor("face-enhancement", directory, ModelConfig(device="cpu"),
-                                             Metrics(CollectorRegistry()), workers=None)  # type: ignore[arg-type]
+        predictor = FaceEnhancementPredictor("face-enhancement", directory, ModelConfig(device="cpu"))
         predictor.load_weights(CPU)
         modules = predictor.replicas.on(CPU)
         upstream = RetinaFaceDetection(str(directory / DETECTOR_FILE), "cpu")

@@ -35,16 +35,18 @@ from bench.procs import rss_mb
 
 
 def _load(directory: Path, workers: ThreadPoolExecutor, device: str = "cpu", precision: str = "fp32") -> Any:
-    """The model of `directory`, configured by the server's own merge (settings + predictor.json)."""
+    """The loaded `ModelRuntime` of `directory`, configured by the server's own merge (settings +
+    predictor.json), as the server builds it."""
     from predictors.models.registry import model_entry, predictor_class
+    from predictors.runtime import ModelRuntime
     from predictors.settings import Settings
     from predictors.telemetry.metrics import Metrics
 
     entry = model_entry(directory.name, directory, Settings(device=device, precision=precision))
-    model = predictor_class(entry.predictor)(entry.name, entry.directory, entry.config,
-                                             Metrics(CollectorRegistry()), workers)
-    model.load()
-    return model
+    predictor = predictor_class(entry.predictor)(entry.name, entry.directory, entry.config)
+    runtime = ModelRuntime(predictor, Metrics(CollectorRegistry()), workers)
+    runtime.load()
+    return runtime
 
 
 def _decoded(instance: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +75,8 @@ def raw(
     predictor_class(predictor)  # imports the model's module (and KServe) before the memory reading
     rss_before = rss_mb()
     started = time.perf_counter()
-    model = _load(directory, workers, device, precision)
+    runtime = _load(directory, workers, device, precision)
+    model = runtime.predictor
     load_s = time.perf_counter() - started
     rss_after = rss_mb()
     params = model.parse_parameters(parameters or {})
@@ -89,10 +92,9 @@ def raw(
             prep_times.append(time.perf_counter() - t0)
     prepared = [model.prepare(_decoded(instance), params) for instance in instances]
 
-    runner = model._runner
     batches = {size: [prepared[i % len(prepared)] for i in range(size)] for size in batch_sizes}
     for batch in batches.values():
-        runner.run(model.forward_in_precision, batch)  # warm every shape
+        runtime.run_forward(batch)  # warm every shape
     # Round-robin over the batch sizes, so that a noisy neighbour slows all of them alike.
     times: dict[int, list[float]] = {size: [] for size in batch_sizes}
     begin = time.perf_counter()
@@ -100,7 +102,7 @@ def raw(
     while rounds < min_iterations or time.perf_counter() - begin < seconds * len(batch_sizes):
         for size, batch in batches.items():
             t0 = time.perf_counter()
-            results = runner.run(model.forward_in_precision, batch)
+            results = runtime.run_forward(batch)
             times[size].append(time.perf_counter() - t0)
             assert len(results) == size
         rounds += 1
@@ -108,8 +110,8 @@ def raw(
     if flops:  # after the timing: the counter slows the ops it watches
         one = _decoded(instances[0])
         # prepare may run model work on the device thread (face detection): counted there too
-        prepare_flops, prepare_ops = count_flops(lambda: model.prepare(one, params), runner.executor)
-        forward_flops, forward_ops = count_flops(lambda: runner.run(model.forward_in_precision, prepared[:1]))
+        prepare_flops, prepare_ops = count_flops(lambda: model.prepare(one, params), runtime.device_executor)
+        forward_flops, forward_ops = count_flops(lambda: runtime.run_forward(prepared[:1]))
         counted = {
             "prepare_per_item": prepare_flops,
             "forward_per_item": forward_flops,
@@ -133,7 +135,7 @@ def raw(
     workers.shutdown()
     return {
         "predictor": predictor,
-        "device": str(model.device),
+        "device": str(runtime.device),
         "precision": precision,
         "payload": {"kind": payload_kind, **{k: v for k, v in PAYLOADS[payload_kind].items()}},
         "load_s": round(load_s, 3),
@@ -147,6 +149,7 @@ def raw(
 
 
 async def _path_once(model: Any, body: bytes, head_length: int) -> None:
+    """One request through the server's hooks (the KServe adapter onto the runtime), without HTTP."""
     from predictors.codecs.v2 import parse_binary_request
 
     request = parse_binary_request(body, head_length, model.name)
@@ -158,7 +161,9 @@ async def _path_once(model: Any, body: bytes, head_length: int) -> None:
 def path(directory: Path, count: int, image_size: int) -> dict[str, Any]:
     async def measure() -> dict[str, Any]:
         workers = ThreadPoolExecutor(4)
-        model = _load(directory, workers)
+        from predictors.server.kserve_model import KServeModel
+
+        model = KServeModel(_load(directory, workers))
         body, head_length = v2_binary_body(sample_jpeg(0, (image_size, image_size)))
         for _ in range(min(50, count)):
             await _path_once(model, body, head_length)
@@ -167,7 +172,7 @@ def path(directory: Path, count: int, image_size: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             await _path_once(model, body, head_length)
             times.append(time.perf_counter() - t0)
-        await model.aclose()
+        await model.runtime.aclose()
         workers.shutdown()
         return {"model": directory.name, "requests": count, **latency_summary(times)}
 

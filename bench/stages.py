@@ -79,24 +79,24 @@ class StageClock:
 
 def profile_model(kind: str, directory: Path, parameters: dict[str, Any]) -> dict[str, Any]:
     workers = ThreadPoolExecutor(2)
-    model = _load(_predictor_class(kind), kind, directory, workers)
+    runtime = _load(directory, workers)
+    model = runtime.predictor
     clock = StageClock()
     for attribute, stage in METHOD_STAGES[kind].items():
         setattr(model, attribute, clock.wrap(stage, getattr(model, attribute)))
     if kind == "visual-entailment":
-        network = model.replicas.on(model.device)["ofa"]
+        network = model.replicas.on(runtime.device)["ofa"]
         clock.hook_module("OFA encoder (image + text, once per item)", network.encoder)
         clock.hook_module("OFA decoder (all candidate answers)", network.decoder)
     params = model.parse_parameters(parameters)
     item = _decoded(model_instance(kind, 0))
-    runner = model._runner
     model.prepare(item, params)  # first-call costs out of the picture
     clock.wall.clear()
     clock.calls.clear()
     started = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         prepared = clock.wrap("prepare", model.prepare)(item, params)
-        raw = clock.wrap("forward", lambda batch: runner.run(model.forward_in_precision, batch))([prepared])
+        raw = clock.wrap("forward", runtime.run_forward)([prepared])
         result = clock.wrap("finish", model.finish)(prepared, raw[0], params)
     total = time.perf_counter() - started
     workers.shutdown()
@@ -121,12 +121,6 @@ def profile_model(kind: str, directory: Path, parameters: dict[str, Any]) -> dic
             {"op": e.key, "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1000, 1)} for e in ops
         ],
     }
-
-
-def _predictor_class(kind: str) -> type:
-    from predictors.models.registry import predictor_class
-
-    return predictor_class(kind)
 
 
 def render(profile_: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ STATUS_PATH = "/v2/predictors/status"
 
 
 def server_status(models: Iterable[Any], metrics: Any, in_flight: Callable[[str], int]) -> dict[str, Any]:
-    """The status document (server side); `models` are the server's `VisionPredictor`s, `in_flight` reads
+    """The status document (server side); `models` are the server's `ModelRuntime`s, `in_flight` reads
     a model's in-flight gauge."""
     described = []
     for model in models:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from predictors.errors import InvalidInput
 
 InputKind = Literal["image", "text"]
 Datatype = Literal["BYTES", "FP32", "INT32", "INT64", "BOOL"]
@@ -51,3 +55,44 @@ class WireRequest:
     #: v2 only: names of the outputs the caller asked for, with whether each should be binary
     requested_outputs: dict[str, bool] | None = None
     binary_outputs: bool = False
+
+
+@dataclass
+class AnsweredRequest:
+    """What the KServe adapter's ``predict`` hook hands to its ``postprocess`` hook: the request as decoded
+    (v2 encodes its answer after the request's id and requested outputs) and the model's result per item."""
+
+    wire: WireRequest
+    results: list[dict[str, Any]]
+
+
+#: request parameters every model understands (the rest are the model's typed `Parameters`)
+COMMON_PARAMETERS = frozenset({"timeout_ms"})
+TIMEOUT_HEADER = "x-request-timeout-ms"
+
+
+def model_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's parameters for the model: all but the `COMMON_PARAMETERS`."""
+    return {key: value for key, value in parameters.items() if key not in COMMON_PARAMETERS}
+
+
+def request_deadline(parameters: Mapping[str, Any], headers: Mapping[str, str]) -> float | None:
+    """The request's deadline (``time.monotonic()`` clock) from ``parameters.timeout_ms`` or else the
+    ``X-Request-Timeout-Ms`` header; None without either."""
+    if "timeout_ms" in parameters:
+        value = parameters["timeout_ms"]
+        # typed like every other parameter: a number, not a boolean or a string
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"parameters.timeout_ms must be a number of milliseconds, got {value!r}")
+        timeout_ms = float(value)
+    elif TIMEOUT_HEADER in headers:
+        try:
+            timeout_ms = float(headers[TIMEOUT_HEADER])
+        except ValueError:
+            raise InvalidInput(f"X-Request-Timeout-Ms must be a number of milliseconds, got "
+                               f"{headers[TIMEOUT_HEADER]!r}") from None
+    else:
+        return None
+    if not 0 < timeout_ms < float("inf"):
+        raise InvalidInput("timeout_ms must be a positive, finite number of milliseconds")
+    return time.monotonic() + timeout_ms / 1000.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 class Registration:
     #: the predictor's name: predictor.json's "predictor", the default directory name, the chart's `predictor`
     name: str
-    #: "module:Class" of its `VisionPredictor` subclass (whose `predictor_name` is `name`)
+    #: "module:Class" of its `Predictor` subclass (whose `predictor_name` is `name`)
     predictor_class: str
     #: "module:function" writing a demo directory in the model's published layout
     demo_writer: str

@@ -10,8 +10,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from predictors.codecs.types import OutputSpec
-from predictors.device import stack_to_device
-from predictors.models.base import VisionPredictor
+from predictors.device import DeviceReplicas, stack_to_device
+from predictors.models.base import Predictor
 
 MAX_TOP_K = 100
 
@@ -30,7 +30,7 @@ class TopK:
     top_logit: float
 
 
-class ClassifierPredictor(VisionPredictor[torch.Tensor, TopK]):
+class ClassifierPredictor(Predictor[torch.Tensor, TopK]):
     """Image -> transform -> network -> softmax -> top-k labels. Subclasses load the three pieces."""
 
     outputs: ClassVar[tuple[OutputSpec, ...]] = (
@@ -39,6 +39,7 @@ class ClassifierPredictor(VisionPredictor[torch.Tensor, TopK]):
     )
     Parameters = ClassificationParameters
 
+    replicas: DeviceReplicas
     network: torch.nn.Module
     transform: Callable[[Any], torch.Tensor]
     labels: Sequence[str]

@@ -62,7 +62,7 @@ from predictors.codecs.types import OutputSpec
 from predictors.device import DeviceReplicas, to_device
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage
 from predictors.models import layouts
-from predictors.models.base import VisionPredictor, reading
+from predictors.models.base import Predictor, reading
 from predictors.settings import ModelOptions
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,6 @@ class PreparedImage:
     img_bgr: np.ndarray  # upstream's `img`: the input at output size, BGR (detection, warps, SSIM)
     upscale: bool
     faces: list[AlignedFace]
-    warmup: bool = False
 
 
 @dataclass
@@ -205,7 +204,7 @@ def ssim_score(reference_bgr: np.ndarray, output_bgr: np.ndarray) -> float:
     return float(min(1.0, max(0.0, value)))
 
 
-class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
+class FaceEnhancementPredictor(Predictor[PreparedImage, RawResult]):
     predictor_name = "face-enhancement"
     outputs: ClassVar[tuple[OutputSpec, ...]] = (
         OutputSpec("image", "BYTES"),
@@ -218,6 +217,7 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
     Parameters = FaceEnhancementParameters
     Options = FaceEnhancementOptions
     options: FaceEnhancementOptions
+    review_output = "needs_review"  # counted by the runtime in predictors_results_needing_review_total
 
     # ---- loading -------------------------------------------------------------------------------
 
@@ -269,7 +269,12 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
 
     def warmup_item(self) -> Mapping[str, Any]:
         side = max(MIN_IMAGE_SIDE, min(32, self.max_image_side))
-        return {"image": Image.new("RGB", (side, side), (128, 128, 128)), "warmup": True}
+        return {"image": Image.new("RGB", (side, side), (128, 128, 128))}
+
+    def prepare_warmup(self, params: Any) -> PreparedImage:
+        """The warm-up item prepared as a warm-up: one face at most (a centred pseudo-face when none is
+        detected) when ``warmup_face``, else none, and never ``FACE_NOT_FOUND``."""
+        return self._prepare(self.warmup_item(), params, warmup=True)
 
     # ---- upstream's per-network steps, bound to a device ---------------------------------------
 
@@ -363,6 +368,9 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
     # ---- the serving steps ---------------------------------------------------------------------
 
     def prepare(self, item: Mapping[str, Any], params: Any) -> PreparedImage:
+        return self._prepare(item, params, warmup=False)
+
+    def _prepare(self, item: Mapping[str, Any], params: Any, warmup: bool) -> PreparedImage:
         from modelscope.models.cv.image_portrait_enhancement.align_faces import warp_and_crop_face
 
         image: Image.Image = item["image"]
@@ -375,7 +383,6 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
             raise InvalidImage(
                 f"'image' is {width}x{height}; both sides must be at least {MIN_IMAGE_SIDE} px"
             )
-        warmup = bool(item.get("warmup", False))
         rgb = np.array(image.convert("RGB"))  # upstream's LoadImage.convert_to_ndarray for PIL input
         if params.upscale:
             img_bgr = cv2.cvtColor(cv2.resize(rgb, sr_output_size(width, height)), cv2.COLOR_RGB2BGR)
@@ -417,7 +424,7 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
                 "no face was detected in 'image' (set parameters.require_face=false to get the "
                 "image back without face enhancement)"
             )
-        return PreparedImage(rgb, img_bgr, params.upscale, faces, warmup)
+        return PreparedImage(rgb, img_bgr, params.upscale, faces)
 
     def _centre_face(self, img_bgr: np.ndarray) -> AlignedFace:
         size = self.size
@@ -505,8 +512,6 @@ class FaceEnhancementPredictor(VisionPredictor[PreparedImage, RawResult]):
         out_bgr, pasted = self.compose(prepared, raw)
         score = ssim_score(prepared.img_bgr, out_bgr)
         needs_review = score < self.review_threshold
-        if needs_review and not prepared.warmup:
-            self.metrics.review_flags.labels(self.name).inc()
         height, width = out_bgr.shape[:2]
         image = Image.fromarray(np.ascontiguousarray(out_bgr[..., ::-1]))  # BGR -> RGB, once
         return {

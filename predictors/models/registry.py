@@ -3,7 +3,7 @@
 A model repository holds one subdirectory per model, named after the model. The predictor class is
 chosen by the optional ``predictor.json`` in the directory (``{"predictor": "general-recognition"}``)
 or else by the directory's name. ``"predictor"`` may also name a class of your own,
-``"package.module:ClassName"`` (importable by the server, a subclass of `VisionPredictor`).
+``"package.module:ClassName"`` (importable by the server, a subclass of `Predictor`).
 ``predictor.json`` may also override batching and device and carry the model's typed ``options`` (its
 class's `Options`; `predictors.settings` has the schema and the precedence)::
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from predictors.models.base import VisionPredictor
+from predictors.models.base import Predictor
 from predictors.models.catalog import MODELS
 from predictors.settings import ModelConfig, PredictorFile, Settings, model_config
 
@@ -41,7 +41,7 @@ class ModelSetupError(ValueError):
     """The model repository or a model directory is not usable; raised at start-up, never per request."""
 
 
-def predictor_class(predictor: str) -> type[VisionPredictor[Any, Any]]:
+def predictor_class(predictor: str) -> type[Predictor[Any, Any]]:
     """The class serving `predictor`: a built-in predictor's name or ``package.module:ClassName``."""
     if predictor in PREDICTOR_CLASSES:
         return _import_class(PREDICTOR_CLASSES[predictor])
@@ -51,9 +51,9 @@ def predictor_class(predictor: str) -> type[VisionPredictor[Any, Any]]:
             "as 'package.module:ClassName'"
         )
     found = _import_class(predictor)
-    if not (isinstance(found, type) and issubclass(found, VisionPredictor)):
+    if not (isinstance(found, type) and issubclass(found, Predictor)):
         raise ModelSetupError(
-            f"predictor {predictor!r} is not a subclass of {VisionPredictor.__module__}.VisionPredictor"
+            f"predictor {predictor!r} is not a subclass of {Predictor.__module__}.Predictor"
         )
     return found
 

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from predictors.codecs.types import InputSpec, OutputSpec
 from predictors.device import DeviceReplicas, stack_to_device
-from predictors.models.base import ModelFileError, VisionPredictor, reading
+from predictors.models.base import ModelFileError, Predictor, reading
 from predictors.settings import ModelOptions
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class VisualEntailmentOptions(ModelOptions):
     answer_classes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ANSWER_CLASSES))
 
 
-class VisualEntailmentPredictor(VisionPredictor[EntailmentInput, AnswerScores]):
+class VisualEntailmentPredictor(Predictor[EntailmentInput, AnswerScores]):
     predictor_name = "visual-entailment"
     Options = VisualEntailmentOptions
     options: VisualEntailmentOptions

@@ -28,8 +28,9 @@ from fastapi import FastAPI
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.rest.server import RESTServer
 
-from predictors.models.base import ModelFileError, VisionPredictor
+from predictors.models.base import ModelFileError
 from predictors.models.registry import ModelEntry, predictor_class
+from predictors.runtime import ModelRuntime
 from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.errors import install_rest_handlers
 from predictors.server.grpc_interceptor import GrpcEdgeInterceptor
@@ -41,6 +42,7 @@ from predictors.server.kserve_compat import (
     request_rest_exit,
     serve_grpc,
 )
+from predictors.server.kserve_model import KServeModel
 from predictors.server.middleware import RequestContextMiddleware
 from predictors.settings import Settings
 from predictors.status import STATUS_PATH, server_status
@@ -138,7 +140,7 @@ class PredictorServer(kserve.ModelServer):
         self.metrics = metrics or Metrics()
         self.dataplane = PredictorDataPlane(model_registry=self.registered_models)
         self.workers_pool = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="prep")
-        self.models: list[VisionPredictor[Any, Any]] = []
+        self.models: list[KServeModel] = []
         self.load_failed = False
         self.exit_code = 0
         self._draining = False
@@ -148,10 +150,10 @@ class PredictorServer(kserve.ModelServer):
 
     def build_models(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
-            model = predictor_class(entry.predictor)(
-                entry.name, entry.directory, entry.config, self.metrics, self.workers_pool
-            )
-            model.on_device_lost = self._device_lost
+            predictor = predictor_class(entry.predictor)(entry.name, entry.directory, entry.config)
+            runtime = ModelRuntime(predictor, self.metrics, self.workers_pool)
+            runtime.on_device_lost = self._device_lost
+            model = KServeModel(runtime)
             self.register_model(model)
             self.models.append(model)
         self._served = frozenset(model.name for model in self.models)
@@ -204,12 +206,12 @@ class PredictorServer(kserve.ModelServer):
             self._begin_drain()
             await asyncio.gather(grpc_task, return_exceptions=True)
         for model in self.models:
-            await model.aclose()
+            await model.runtime.aclose()
         self.workers_pool.shutdown(wait=False, cancel_futures=True)
         return self.exit_code
 
     def _status(self) -> dict[str, Any]:
-        return server_status(self.models, self.metrics,
+        return server_status([model.runtime for model in self.models], self.metrics,
                              in_flight=lambda name: int(metric_value(self.metrics.in_flight.labels(name))))
 
     async def _listen(self, transport: str, port: int, serving: Coroutine[Any, Any, None]) -> None:
@@ -234,7 +236,7 @@ class PredictorServer(kserve.ModelServer):
                 # else is a bug in a loader, whose stack trace is needed.
                 trace = None if isinstance(error, ModelFileError) else error
                 logger.critical("model %s could not be loaded: %s; stopping the server", model.name,
-                                model.load_error, exc_info=trace)
+                                model.runtime.load_error, exc_info=trace)
                 self.load_failed = True
                 if self.exit_code == 0:  # a device lost during the warm-up keeps its own code
                     self.exit_code = EXIT_LOAD_FAILED

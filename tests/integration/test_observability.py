@@ -242,7 +242,7 @@ def test_one_json_access_line_per_request(traced_server: ServerProcess) -> None:
     access = [line for line in traced_server.json_log() if line.get("logger") == "predictors.access"]
     assert not any(str(line.get("path", "")).startswith(("/v2/health", "/metrics")) for line in access)
     # every log line of the server is JSON with --log-format json
-    assert any(line.get("logger") == "predictors.models.base" for line in traced_server.json_log())
+    assert any(line.get("logger") == "predictors.runtime" for line in traced_server.json_log())
 
 
 def test_status_command(traced_server: ServerProcess) -> None:

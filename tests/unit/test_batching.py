@@ -11,7 +11,7 @@ import torch
 from predictors.batching import Batcher, BatchingConfig
 from predictors.device import DeviceLost
 from predictors.errors import RequestTimeout, ServiceBusy
-from predictors.models.base import is_item_failure
+from predictors.runtime import is_item_failure
 
 
 class RecordingModel:

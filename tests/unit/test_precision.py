@@ -25,6 +25,7 @@ from predictors.device import (
 from predictors.models.base import ModelConfig
 from predictors.models.image_classification import ImageClassificationPredictor
 from predictors.models.registry import ModelSetupError, model_entry
+from predictors.runtime import ModelRuntime
 from predictors.settings import Settings
 from predictors.telemetry.metrics import Metrics
 
@@ -93,9 +94,9 @@ def test_precision_setting_env_flag_and_predictor_json(tmp_path: Path, monkeypat
 def test_a_cpu_model_in_fp16_fails_at_start_up(tmp_path: Path) -> None:
     write_tiny(tmp_path / "tiny")
     with ThreadPoolExecutor(1) as workers:
-        model = ImageClassificationPredictor(
-            "tiny", tmp_path / "tiny", ModelConfig(device="cpu", precision="fp16"), Metrics(CollectorRegistry()),
-            workers,
+        model = ModelRuntime(
+            ImageClassificationPredictor("tiny", tmp_path / "tiny", ModelConfig(device="cpu", precision="fp16")),
+            Metrics(CollectorRegistry()), workers,
         )
         with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
             model.load()

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from predictors.models.base import ModelConfig, VisionPredictor
+from predictors.models.base import ModelConfig, Predictor
 from predictors.models.registry import predictor_class
+from predictors.runtime import ModelRuntime
 from predictors.telemetry.metrics import Metrics
 
 
@@ -20,11 +21,16 @@ def workers() -> Iterator[ThreadPoolExecutor]:
     pool.shutdown()
 
 
+def load_runtime(predictor: str, directory: Path, workers: ThreadPoolExecutor, name: str | None = None,
+                 config: ModelConfig | None = None) -> ModelRuntime[Any, Any]:
+    """Build and load a model the way the server does (its runtime, with its own metrics registry)."""
+    model = predictor_class(predictor)(name or predictor, directory, config or ModelConfig(device="cpu"))
+    runtime = ModelRuntime(model, Metrics(CollectorRegistry()), workers)
+    runtime.load()
+    return runtime
+
+
 def load_predictor(predictor: str, directory: Path, workers: ThreadPoolExecutor, name: str | None = None,
-                   config: ModelConfig | None = None) -> VisionPredictor[Any, Any]:
-    """Build and load a predictor the way the server does, with its own metrics registry."""
-    model = predictor_class(predictor)(
-        name or predictor, directory, config or ModelConfig(device="cpu"), Metrics(CollectorRegistry()), workers
-    )
-    model.load()
-    return model
+                   config: ModelConfig | None = None) -> Predictor[Any, Any]:
+    """A loaded model's contract (`load_runtime(...).predictor`): its steps called directly."""
+    return load_runtime(predictor, directory, workers, name, config).predictor

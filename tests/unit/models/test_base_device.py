@@ -1,4 +1,5 @@
-"""VisionPredictor's device plumbing through its real hooks, with `meta` standing in for a GPU.
+"""The runtime's device plumbing through its real hooks (the KServe adapter's), with `meta` standing in
+for a GPU.
 
 `ModelConfig(device="meta")` gives the model a primary device that is not the CPU, so the runner's
 device thread, the warm-up sizes of an accelerator and the CPU fallback thread are the real ones; the
@@ -24,15 +25,17 @@ from prometheus_client import CollectorRegistry
 from predictors.batching import BatchingConfig
 from predictors.codecs.types import OutputSpec
 from predictors.errors import RequestTimeout
-from predictors.models.base import ModelConfig, VisionPredictor
+from predictors.models.base import ModelConfig, Predictor
+from predictors.runtime import ModelRuntime
 from predictors.server.kserve_compat import metric_value
+from predictors.server.kserve_model import KServeModel
 from predictors.telemetry.metrics import Metrics
 
 #: widest picture the pretend GPU can take
 GPU_LIMIT = 100
 
 
-class PretendGpu(VisionPredictor[int, int]):
+class PretendGpu(Predictor[int, int]):
     predictor_name = "pretend-gpu"
     outputs = (OutputSpec("width", "INT64"),)
 
@@ -72,36 +75,41 @@ def request(width: int, timeout_ms: int | None = None) -> dict[str, Any]:
     return body
 
 
-async def infer(model: PretendGpu, body: dict[str, Any]) -> Any:
+async def infer(model: KServeModel, body: dict[str, Any]) -> Any:
     pending = await model.preprocess(body)
     return await model.postprocess(await model.predict(pending))
 
 
 @pytest.fixture
-def model() -> Iterator[PretendGpu]:
+def served() -> Iterator[KServeModel]:
     pool = ThreadPoolExecutor(2)
     config = ModelConfig(device="meta", batching=BatchingConfig(max_batch_size=8, max_latency_ms=1))
-    predictor = PretendGpu("pretend-gpu", Path("."), config, Metrics(CollectorRegistry()), pool)
-    predictor.load()
-    yield predictor
-    predictor.release_cpu.set()
-    predictor._runner.shutdown()
+    runtime = ModelRuntime(PretendGpu("pretend-gpu", Path("."), config), Metrics(CollectorRegistry()), pool)
+    runtime.load()
+    yield KServeModel(runtime)
+    runtime.predictor.release_cpu.set()
+    runtime._runner.shutdown()  # type: ignore[union-attr]
     pool.shutdown()
 
 
-def test_warm_up_covers_every_batch_size_on_the_device_thread(model: PretendGpu) -> None:
+@pytest.fixture
+def model(served: KServeModel) -> PretendGpu:
+    return served.runtime.predictor  # type: ignore[return-value]
+
+
+def test_warm_up_covers_every_batch_size_on_the_device_thread(served: KServeModel, model: PretendGpu) -> None:
     assert [size for _, _, size in model.forwards] == [1, 2, 4, 8]
     assert all(device == "meta" and thread.startswith("torch-meta") for device, thread, _ in model.forwards)
-    assert model.ready
+    assert served.ready
 
 
-def test_a_fallback_item_is_answered_while_other_requests_flow(model: PretendGpu) -> None:
+def test_a_fallback_item_is_answered_while_other_requests_flow(served: KServeModel, model: PretendGpu) -> None:
     async def scenario() -> tuple[Any, Any, bool]:
         model.release_cpu.clear()
-        wide = asyncio.create_task(infer(model, request(GPU_LIMIT + 50)))
+        wide = asyncio.create_task(infer(served, request(GPU_LIMIT + 50)))
         while not any(device == "cpu" for device, _, _ in model.forwards):
             await asyncio.sleep(0.01)
-        narrow = await asyncio.wait_for(infer(model, request(10)), timeout=10)  # while the CPU is held
+        narrow = await asyncio.wait_for(infer(served, request(10)), timeout=10)  # while the CPU is held
         wide_done_before_release = wide.done()
         model.release_cpu.set()
         return await asyncio.wait_for(wide, timeout=10), narrow, wide_done_before_release
@@ -111,10 +119,10 @@ def test_a_fallback_item_is_answered_while_other_requests_flow(model: PretendGpu
     assert wide == {"predictions": [{"width": GPU_LIMIT + 50}]}
     fallbacks = [thread for device, thread, _ in model.forwards if device == "cpu"]
     assert len(fallbacks) == 1 and fallbacks[0].startswith("torch-fallback-cpu")
-    assert metric_value(model.metrics.oom_fallbacks.labels("pretend-gpu", "cpu_fallback")) == 1
+    assert metric_value(served.runtime.metrics.oom_fallbacks.labels("pretend-gpu", "cpu_fallback")) == 1
 
 
-def test_a_fallback_that_outlives_the_deadline_times_out(model: PretendGpu) -> None:
+def test_a_fallback_that_outlives_the_deadline_times_out(served: KServeModel, model: PretendGpu) -> None:
     model.release_cpu.clear()
     with pytest.raises(RequestTimeout):
-        asyncio.run(infer(model, request(GPU_LIMIT + 1, timeout_ms=300)))
+        asyncio.run(infer(served, request(GPU_LIMIT + 1, timeout_ms=300)))

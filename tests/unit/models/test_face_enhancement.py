@@ -8,6 +8,7 @@ never finds a face). A face costs one 512 px GPEN pass (~5-8 s on this CPU), so 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
@@ -31,6 +32,7 @@ from predictors.models.face_enhancement import (
     sr_output_size,
     ssim_score,
 )
+from predictors.runtime import ModelRuntime
 from predictors.server.kserve_compat import metric_value
 from predictors.telemetry.metrics import Metrics
 from tests.conftest import sample_image
@@ -61,16 +63,15 @@ def workers():
     pool.shutdown()
 
 
+def load_runtime(directory: Path, workers, **options: Any) -> ModelRuntime[Any, Any]:
+    predictor = FaceEnhancementPredictor("face-enhancement", directory, ModelConfig(device="cpu", options=options))
+    runtime = ModelRuntime(predictor, Metrics(CollectorRegistry()), workers)
+    runtime.load()
+    return runtime
+
+
 def load(directory: Path, workers, **options: Any) -> FaceEnhancementPredictor:
-    predictor = FaceEnhancementPredictor(
-        "face-enhancement",
-        directory,
-        ModelConfig(device="cpu", options=options),
-        Metrics(CollectorRegistry()),
-        workers,
-    )
-    predictor.load()
-    return predictor
+    return load_runtime(directory, workers, **options).predictor  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")
@@ -255,15 +256,20 @@ def test_longest_side_limit_is_checked_before_detection(no_face, monkeypatch) ->
 
 
 def test_max_image_side_option(no_face_dir: Path, workers) -> None:
-    predictor = load(no_face_dir, workers, max_image_side=20, review_threshold=0.9)
+    runtime = load_runtime(no_face_dir, workers, max_image_side=20, review_threshold=0.9)
+    predictor = runtime.predictor
     params = predictor.parse_parameters({"require_face": False})
     with pytest.raises(ImageTooLarge):
         predictor.prepare({"image": Image.new("RGB", (21, 8))}, params)
-    (result,) = run(predictor, [Image.new("RGB", (20, 8), (200, 10, 10))], require_face=False)
+    # through the runtime, which counts the flagged results of requests
+    picture = io.BytesIO()
+    Image.new("RGB", (20, 8), (200, 10, 10)).save(picture, "PNG")
+    (result,) = asyncio.run(runtime.infer([{"image": picture.getvalue()}],
+                                          {"require_face": False, "output_format": "png"}, None))
     assert (result["width"], result["height"]) == (40, 16)
     # random SR weights do not keep the picture: flagged and counted
     assert result["needs_review"] is (result["quality_score"] < 0.9)
-    flagged = metric_value(predictor.metrics.review_flags.labels("face-enhancement"))
+    flagged = metric_value(runtime.metrics.review_flags.labels("face-enhancement"))
     assert flagged == (1.0 if result["needs_review"] else 0.0)
 
 

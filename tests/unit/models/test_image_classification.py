@@ -14,10 +14,11 @@ from prometheus_client import CollectorRegistry
 from predictors.device import CPU, DeviceLost, copy_to_device, warmup_batch_sizes
 from predictors.models.base import ModelConfig, ModelFileError
 from predictors.models.registry import predictor_class
+from predictors.runtime import ModelRuntime
 from predictors.server.kserve_compat import metric_value
 from predictors.telemetry.metrics import Metrics
 from tests.conftest import sample_image
-from tests.unit.models.conftest import load_predictor
+from tests.unit.models.conftest import load_predictor, load_runtime
 
 
 class TinyNet(torch.nn.Module):
@@ -117,10 +118,13 @@ def write_creating_dir(directory: Path, fmt: str) -> Path:
     return directory
 
 
-def unloaded(directory: Path, workers, device: str = "cpu"):
-    return predictor_class("image-classification")(
-        "image-classification", directory, ModelConfig(device=device), Metrics(CollectorRegistry()), workers
-    )
+def unloaded(directory: Path, device: str = "cpu"):
+    return predictor_class("image-classification")("image-classification", directory, ModelConfig(device=device))
+
+
+def unloaded_runtime(directory: Path, workers, name: str = "image-classification") -> ModelRuntime:
+    model = predictor_class("image-classification")(name, directory, ModelConfig(device="cpu"))
+    return ModelRuntime(model, Metrics(CollectorRegistry()), workers)
 
 
 def graph_devices(module: torch.nn.Module) -> set[str]:
@@ -134,7 +138,7 @@ def test_exported_graph_constants_move_to_the_primary_device(tmp_path: Path, wor
     with pytest.raises(RuntimeError, match="expected device meta"):
         naive(torch.zeros(3, 3, 32, 32, device=META))
 
-    predictor = unloaded(directory, workers)
+    predictor = unloaded(directory)
     predictor.load_weights(META)
     on_meta = predictor.replicas.on(META)["network"]
     assert graph_devices(on_meta) == {"meta"}
@@ -145,7 +149,7 @@ def test_exported_graph_constants_move_to_the_primary_device(tmp_path: Path, wor
 
 
 def test_scripted_models_follow_the_input_device(tmp_path: Path, workers) -> None:
-    predictor = unloaded(write_creating_dir(tmp_path / "script", "script"), workers)
+    predictor = unloaded(write_creating_dir(tmp_path / "script", "script"))
     predictor.load_weights(META)
     network = predictor.replicas.on(META)["network"]
     assert {tensor.device for tensor in network.parameters()} == {META}
@@ -155,14 +159,15 @@ def test_scripted_models_follow_the_input_device(tmp_path: Path, workers) -> Non
 def test_traced_models_with_baked_devices_are_refused_off_the_cpu(tmp_path: Path, workers) -> None:
     directory = write_creating_dir(tmp_path / "trace", "trace")
     with pytest.raises(ValueError, match=r"creates tensors on \['cpu'\].*torch.jit.script"):
-        unloaded(directory, workers).load_weights(META)
+        unloaded(directory).load_weights(META)
     # on the CPU the same file is fine (the baked device is the one it runs on)
-    assert load_predictor("image-classification", directory, workers).ready
+    assert load_runtime("image-classification", directory, workers).ready
 
 
 def test_warm_up_runs_on_the_device_thread(tmp_path: Path, workers) -> None:
     directory, _ = write_dir(tmp_path / "d", "torchscript")
-    predictor = unloaded(directory, workers)
+    runtime = unloaded_runtime(directory, workers)
+    predictor = runtime.predictor
     forwards: list[tuple[str, int]] = []
     forward = predictor.forward
 
@@ -171,11 +176,11 @@ def test_warm_up_runs_on_the_device_thread(tmp_path: Path, workers) -> None:
         return forward(batch, device)
 
     predictor.forward = recording_forward
-    predictor.load()
+    runtime.load()
     # on the CPU one batch of 1 (warmup_batch_sizes); on the runner's thread, not this loader thread
     assert [size for _, size in forwards] == warmup_batch_sizes(CPU, 8) == [1]
     assert all(name.startswith("torch-cpu") for name, _ in forwards)
-    assert predictor.ready
+    assert runtime.ready
 
 
 class FailsOnBrightPictures(TinyNet):
@@ -191,14 +196,15 @@ def test_a_lost_device_makes_the_model_not_ready(tmp_path: Path, workers) -> Non
     torch.jit.save(torch.jit.script(FailsOnBrightPictures().eval()), str(directory / "model.pt"))
     (directory / "labels.txt").write_text("\n".join(LABELS) + "\n")
     (directory / "config.json").write_text(json.dumps({"input_size": 32, "resize": 40}))
-    predictor = load_predictor("image-classification", directory, workers)
+    runtime = load_runtime("image-classification", directory, workers)
+    predictor = runtime.predictor
     told: list[str] = []
-    predictor.on_device_lost = told.append
+    runtime.on_device_lost = told.append
     white = predictor.prepare({"image": Image.new("RGB", (40, 40), (255, 255, 255))}, None)
     with pytest.raises(DeviceLost, match="illegal memory access"):
         predictor.run_on_device(predictor.forward, [white])
-    assert told == ["image-classification"] and not predictor.ready
-    assert metric_value(predictor.metrics.model_ready.labels("image-classification")) == 0
+    assert told == ["image-classification"] and not runtime.ready
+    assert metric_value(runtime.metrics.model_ready.labels("image-classification")) == 0
 
 
 @pytest.mark.parametrize(
@@ -214,8 +220,7 @@ def test_a_lost_device_makes_the_model_not_ready(tmp_path: Path, workers) -> Non
 def test_a_broken_file_is_reported_by_name(tmp_path: Path, workers, damage, file: str, reason: str) -> None:
     directory, _ = write_dir(tmp_path / "d", "export")
     damage(directory)
-    model = predictor_class("image-classification")(
-        "d", directory, ModelConfig(device="cpu"), Metrics(CollectorRegistry()), workers)
+    model = unloaded_runtime(directory, workers, name="d")
     with pytest.raises(ModelFileError) as error:
         model.load()
     assert error.value.path == directory / file

@@ -34,7 +34,7 @@ from predictors.demo import visual_entailment as visual_entailment_demo
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
 from tests.conftest import sample_image
-from tests.unit.models.conftest import load_predictor
+from tests.unit.models.conftest import load_runtime
 from tests.unit.models.test_image_classification import write_dir
 
 PROBABILITY_TOLERANCE = 0.03
@@ -42,18 +42,19 @@ TOP_LOGIT_TOLERANCE = 0.03
 SIZES = [(320, 240), (240, 320), (256, 256), (500, 300), (224, 224), (300, 500), (640, 480), (200, 260)]
 
 
-def run(predictor: Any, items: list[dict[str, Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
+def run(runtime: Any, items: list[dict[str, Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
     """What the device thread runs (the forward under the model's precision), then `finish`."""
+    predictor = runtime.predictor
     params = predictor.parse_parameters({})
     prepared = [predictor.prepare(item, params) for item in items]
     with torch.inference_mode():
-        raw = predictor.forward_in_precision(prepared, CPU)
+        raw = runtime.forward_in_precision(prepared, CPU)
     return raw, [predictor.finish(p, r, params) for p, r in zip(prepared, raw, strict=True)]
 
 
 def pair(predictor: str, directory: Path, workers: Any) -> dict[str, Any]:
     return {
-        precision: load_predictor(predictor, directory, workers, config=ModelConfig(device="cpu", precision=precision))
+        precision: load_runtime(predictor, directory, workers, config=ModelConfig(device="cpu", precision=precision))
         for precision in ("fp32", "bf16")
     }
 
@@ -102,11 +103,12 @@ def test_face_enhancement_bf16_keeps_the_image(tmp_path: Path, workers) -> None:
     models = pair("face-enhancement", directory, workers)
     items = [{"image": sample_image(seed, (16, 16))} for seed in (11, 12)]  # one face each (demo detector)
 
-    def outputs(model: Any) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def outputs(runtime: Any) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        model = runtime.predictor
         params = model.parse_parameters({"output_format": "png"})
         prepared = [model.prepare(item, params) for item in items]
         with torch.inference_mode():
-            raw = model.forward_in_precision(prepared, CPU)
+            raw = runtime.forward_in_precision(prepared, CPU)
         results = [model.finish(p, r, params) for p, r in zip(prepared, raw, strict=True)]
         return [(np.asarray(Image.open(io.BytesIO(r["image"].data)).convert("RGB")).astype(int), r) for r in results]
 

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
 
 from predictors.codecs import v1
 from predictors.demo import visual_entailment as demo
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
 from predictors.models.visual_entailment import CLASSES
+from predictors.runtime import ModelRuntime
+from predictors.server.kserve_model import KServeModel
+from predictors.telemetry.metrics import Metrics
 from tests.conftest import sample_image
 from tests.unit.models.conftest import load_predictor
 
@@ -162,11 +166,12 @@ def test_premise_goes_into_upstreams_prompt(predictor) -> None:
     assert torch.equal(with_premise.decoder_prompt, with_premise.source[:-1])
 
 
-def test_outputs_metadata_and_v1_encoding(predictor, batched) -> None:
-    by_name = {spec["name"]: spec for spec in predictor.get_output_types()}
+def test_outputs_metadata_and_v1_encoding(predictor, batched, workers) -> None:
+    served = KServeModel(ModelRuntime(predictor, Metrics(CollectorRegistry()), workers))  # what KServe asks
+    by_name = {spec["name"]: spec for spec in served.get_output_types()}
     assert by_name["label"] == {"name": "label", "datatype": "BYTES", "shape": [-1]}
     assert by_name["scores"] == {"name": "scores", "datatype": "FP32", "shape": [-1, 3]}
-    assert [spec["name"] for spec in predictor.get_input_types()] == ["image", "hypothesis", "premise"]
+    assert [spec["name"] for spec in served.get_input_types()] == ["image", "hypothesis", "premise"]
     _, _, results = batched
     predictions = v1.encode_response(results, predictor.outputs)["predictions"]
     for prediction, result in zip(predictions, results, strict=True):

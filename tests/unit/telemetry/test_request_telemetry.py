@@ -22,9 +22,11 @@ from prometheus_client import CollectorRegistry
 
 from predictors.batching import BatchingConfig
 from predictors.codecs.types import OutputSpec
-from predictors.models.base import ModelConfig, VisionPredictor
+from predictors.models.base import ModelConfig, Predictor
+from predictors.runtime import ModelRuntime
 from predictors.server.errors import install_rest_handlers
 from predictors.server.kserve_compat import metric_value
+from predictors.server.kserve_model import KServeModel
 from predictors.server.middleware import RequestContextMiddleware
 from predictors.telemetry.edge import EdgeTelemetry
 from predictors.telemetry.metrics import Metrics
@@ -34,7 +36,7 @@ CALLER_SPAN = "b7ad6b7169203331"
 TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
 
 
-class Tiny(VisionPredictor[int, int]):
+class Tiny(Predictor[int, int]):
     predictor_name = "tiny"
     outputs = (OutputSpec("size", "INT64"),)
 
@@ -66,17 +68,17 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def model(metrics: Metrics) -> Iterator[Tiny]:
+def model(metrics: Metrics) -> Iterator[KServeModel]:
     pool = ThreadPoolExecutor(2)
     config = ModelConfig(device="cpu", batching=BatchingConfig(max_batch_size=8, max_latency_ms=50))
-    predictor = Tiny("tiny", Path("."), config, metrics, pool)
-    predictor.load()
-    yield predictor
-    predictor._runner.shutdown()
+    runtime = ModelRuntime(Tiny("tiny", Path("."), config), metrics, pool)
+    runtime.load()
+    yield KServeModel(runtime)
+    runtime._runner.shutdown()  # type: ignore[union-attr]
     pool.shutdown()
 
 
-def make_app(model: Tiny, metrics: Metrics, tracing: bool, outer_span: bool = False) -> Any:
+def make_app(model: KServeModel, metrics: Metrics, tracing: bool, outer_span: bool = False) -> Any:
     app = FastAPI(telemetry={"tracing": False})
     install_rest_handlers(app)
 
@@ -112,7 +114,7 @@ def by_name(finished: Sequence[Any]) -> dict[str, Any]:
     return {span.name: span for span in finished}
 
 
-async def test_span_tree_joins_the_callers_trace(spans: Any, model: Tiny, metrics: Metrics) -> None:
+async def test_span_tree_joins_the_callers_trace(spans: Any, model: KServeModel, metrics: Metrics) -> None:
     response = await post(make_app(model, metrics, tracing=True),
                           {"instances": [{"image": {"b64": png(5)}}, {"image": {"b64": png(7)}}]},
                           {"traceparent": TRACEPARENT})
@@ -141,7 +143,7 @@ async def test_span_tree_joins_the_callers_trace(spans: Any, model: Tiny, metric
     assert response.headers["traceparent"] == f"00-{CALLER_TRACE}-{server.context.span_id:016x}-01"
 
 
-async def test_one_forward_pass_is_linked_to_every_request_in_it(spans: Any, model: Tiny,
+async def test_one_forward_pass_is_linked_to_every_request_in_it(spans: Any, model: KServeModel,
                                                                  metrics: Metrics) -> None:
     app = make_app(model, metrics, tracing=True)
     responses = await asyncio.gather(*(post(app, {"instances": [{"image": {"b64": png(3 + i)}}]})
@@ -159,7 +161,7 @@ async def test_one_forward_pass_is_linked_to_every_request_in_it(spans: Any, mod
     assert sum(f.attributes["predictors.batch.size"] for f in forwards) == 3
 
 
-async def test_errors_carry_the_code(spans: Any, model: Tiny, metrics: Metrics,
+async def test_errors_carry_the_code(spans: Any, model: KServeModel, metrics: Metrics,
                                      caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "predictors.access")
     response = await post(make_app(model, metrics, tracing=True), {"instances": [{"image": {"b64": "%%"}}]})
@@ -172,7 +174,7 @@ async def test_errors_carry_the_code(spans: Any, model: Tiny, metrics: Metrics,
     assert access and access[-1]["code"] == "INVALID_INPUT" and access[-1]["status"] == 400
 
 
-async def test_auto_instrumentation_span_is_reused_not_doubled(spans: Any, model: Tiny,
+async def test_auto_instrumentation_span_is_reused_not_doubled(spans: Any, model: KServeModel,
                                                                metrics: Metrics) -> None:
     response = await post(make_app(model, metrics, tracing=True, outer_span=True),
                           {"instances": [{"image": {"b64": png(5)}}]})
@@ -186,7 +188,7 @@ async def test_auto_instrumentation_span_is_reused_not_doubled(spans: Any, model
 
 
 async def test_tracing_off_makes_no_spans_but_keeps_the_callers_trace_id(
-        spans: Any, model: Tiny, metrics: Metrics, caplog: pytest.LogCaptureFixture) -> None:
+        spans: Any, model: KServeModel, metrics: Metrics, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "predictors.access")
     response = await post(make_app(model, metrics, tracing=False),
                           {"instances": [{"image": {"b64": png(5)}}]},
@@ -202,7 +204,7 @@ async def test_tracing_off_makes_no_spans_but_keeps_the_callers_trace_id(
     assert set(line["latency_ms"]) == {"total", "preprocess", "queue", "predict", "postprocess"}
 
 
-async def test_request_metrics(model: Tiny, metrics: Metrics) -> None:
+async def test_request_metrics(model: KServeModel, metrics: Metrics) -> None:
     app = make_app(model, metrics, tracing=False)
     assert (await post(app, {"instances": [{"image": {"b64": png(5)}}] * 3})).status_code == 200
     registry = metrics.registry

@@ -1,0 +1,346 @@
+"""`ModelRuntime`: one model's way from decoded wire items to results, the only way into a predictor.
+
+It owns what every model shares, around the four steps of the `Predictor` contract (`models/base.py`):
+
+- load and warm-up (weights, then the warm-up item at `warmup_batch_sizes` on the device thread);
+- the worker pool (image decoding and ``prepare`` in parallel, ``finish``);
+- the `Batcher` (bounded queue, deadlines, cancellation, poison items isolated by `is_item_failure`),
+  whose arrivals are counted here from the start of `infer` until the request's items are queued;
+- the `DeviceRunner` (device thread, CUDA out-of-memory split and CPU fallback, a lost device -> not
+  ready and `on_device_lost`) and the `Fallback` items settled within the request's deadline;
+- precision (`forward_in_precision`), stage times, spans and the model's metrics.
+
+Transports drive it with ``await runtime.infer(items, parameters, deadline)``: the KServe adapter
+(`server/kserve_model.py`), the benchmark's in-process path and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic
+
+import torch
+
+from predictors.batching import Batcher
+from predictors.codecs.images import decode_image
+from predictors.codecs.types import RawItem
+from predictors.device import (
+    DeviceLost,
+    DeviceRunner,
+    Fallback,
+    check_precision,
+    enable_cudnn_autotuner,
+    is_out_of_memory,
+    precision_context,
+    resolve_device,
+    settle,
+    wait_for_fallbacks,
+    warmup_batch_sizes,
+)
+from predictors.errors import ModelNotReady, PredictorError, RequestTimeout
+from predictors.models.base import ModelFileError, Predictor, Prepared, Raw
+from predictors.settings import ModelConfig
+from predictors.telemetry import tracing
+from predictors.telemetry.metrics import Metrics
+from predictors.telemetry.requests import RequestRecord, current_request
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Queued(Generic[Prepared]):
+    """One prepared item in the batcher's queue, with what telemetry needs to know about its trip."""
+
+    item: Prepared
+    record: RequestRecord | None
+    enqueued_ns: int = field(default_factory=time.time_ns)
+    #: set on the device thread when its forward pass starts/ends (read after its future resolved)
+    started_ns: int = 0
+    ended_ns: int = 0
+    batch_size: int = 0
+
+
+class ModelRuntime(Generic[Prepared, Raw]):
+    """Runs one `Predictor`: `load` once (blocking, off the event loop), then `infer` per request."""
+
+    def __init__(self, predictor: Predictor[Prepared, Raw], metrics: Metrics, workers: Executor) -> None:
+        self.predictor = predictor
+        self.name = predictor.name
+        self.metrics = metrics
+        self._workers = workers
+        self.device = torch.device("cpu")
+        self.ready = False
+        self.load_error: str | None = None
+        #: told the model's name when its device is lost (the server then exits for a restart)
+        self.on_device_lost: Callable[[str], None] = lambda name: None
+        self._runner: DeviceRunner | None = None
+        self._batcher: Batcher[_Queued[Prepared], Raw | Fallback[Raw]] | None = None
+        self._arrivals = 0  # requests inside `infer` whose items are not queued yet
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.predictor.config
+
+    @property
+    def predictor_name(self) -> str:
+        return self.predictor.predictor_name
+
+    @property
+    def queue_depth(self) -> int:
+        return 0 if self._batcher is None else self._batcher.depth
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Load weights and warm up on the device thread; blocking, called once off the event loop."""
+        predictor, config = self.predictor, self.config
+        started = time.perf_counter()
+        try:
+            self.device = resolve_device(config.device)
+            check_precision(self.device, config.precision)
+            logger.info("model %s: loading %s from %s on %s", self.name, predictor.predictor_name,
+                        predictor.model_dir, self.device)
+            if config.demo_weights:
+                logger.warning("model %s: serving DEMO weights (random/crafted, not the published model); "
+                               "its answers are meaningless", self.name)
+            predictor.load_weights(self.device)
+            weights_s = time.perf_counter() - started
+            enable_cudnn_autotuner(self.device)
+            self._runner = DeviceRunner(
+                self.device,
+                on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc(),
+                on_device_lost=self._device_lost,
+            )
+            predictor.bind_device(self._runner.call)
+            self._warm_up(self._runner)
+        except ModelFileError as error:
+            self.load_error = str(error)
+            logger.debug("model %s: loading failed", self.name, exc_info=True)
+            raise
+        except Exception as error:
+            self.load_error = f"{type(error).__name__}: {error}"
+            raise
+        elapsed = time.perf_counter() - started
+        self.metrics.model_loaded(self.name, str(self.device), elapsed)
+        logger.info("model %s ready on %s in %.2f s (weights %.2f s, warm-up %.2f s)", self.name, self.device,
+                    elapsed, weights_s, elapsed - weights_s)
+        self.ready = True
+        return True
+
+    def _warm_up(self, runner: DeviceRunner) -> None:
+        """The warm-up item through every step; its forward passes run on the device thread (where CUDA
+        handles, plans and allocator pools are per thread and per shape) at `warmup_batch_sizes`."""
+        started = time.perf_counter()
+        params = self.predictor.parse_parameters({})
+        prepared = self.predictor.prepare_warmup(params)
+        sizes = warmup_batch_sizes(self.device, self.config.batching.max_batch_size)
+
+        def forward_each_size() -> list[Raw | Fallback[Raw]]:
+            results: list[Raw | Fallback[Raw]] = []
+            for size in sizes:
+                results = runner.run(self.forward_in_precision, [prepared] * size)
+            return results[:1]
+
+        raw = wait_for_fallbacks(runner.executor.submit(forward_each_size).result())
+        self.predictor.finish(prepared, raw[0], params)
+        logger.info("model %s: warmed up on %s at batch sizes %s in %.2f s", self.name, self.device,
+                    sizes, time.perf_counter() - started)
+
+    def _device_lost(self, error: DeviceLost) -> None:
+        """The runner found the device unusable: stop being ready and tell the server (any thread)."""
+        self.ready = False
+        self.load_error = str(error)
+        self.metrics.model_ready.labels(self.name).set(0)
+        self.on_device_lost(self.name)
+
+    def stop(self) -> None:
+        self.ready = False
+        self.metrics.model_ready.labels(self.name).set(0)
+
+    async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+        if self._runner is not None:
+            self._runner.shutdown()
+
+    # ---- one request ---------------------------------------------------------------------------
+
+    async def infer(self, items: Sequence[RawItem], parameters: Mapping[str, Any],
+                    deadline: float | None) -> list[dict[str, Any]]:
+        """Wire items (image bytes, texts) and the model's parameters -> one result per item.
+
+        Decoding and ``prepare`` run in the worker pool, the forward passes in the batcher's batches on
+        the device thread, ``finish`` in the worker pool; `deadline` (``time.monotonic()``) bounds the
+        wait. The request's stages and spans go to the current request record, if any."""
+        record = current_request.get()
+        # Counted from here until the items are queued: the batcher waits for them only.
+        self._arrivals += 1
+        arriving = True
+        try:
+            with tracing.stage_span(record, "preprocess"):
+                if record is not None:
+                    record.model, record.device, record.items = self.name, str(self.device), len(items)
+                    record.set_attribute(tracing.DEVICE, record.device)
+                    record.set_attribute(tracing.ITEMS, record.items)
+                params = self.predictor.parse_parameters(parameters)
+                loop = asyncio.get_running_loop()
+                prepared = await asyncio.gather(
+                    *(loop.run_in_executor(self._workers, self._decode_and_prepare, item, params)
+                      for item in items)
+                )
+            queued = [_Queued(item, record) for item in prepared]
+            self._arrivals -= 1
+            arriving = False
+            try:
+                raw = await self._ensure_batcher().submit(queued, deadline)
+                settled = await self._settle(raw, deadline)
+            finally:
+                _note_batches(record, queued)
+        finally:
+            if arriving:
+                self._arrival_ended()
+        with tracing.stage_span(record, "postprocess"):
+            results = await asyncio.gather(
+                *(loop.run_in_executor(self._workers, self.predictor.finish, item, raw_item, params)
+                  for item, raw_item in zip(prepared, settled, strict=True))
+            )
+        self._count_reviews(results)
+        return list(results)
+
+    def _arrival_ended(self) -> None:
+        self._arrivals -= 1
+        if self._batcher is not None:
+            self._batcher.wake()
+
+    def _decode_and_prepare(self, item: RawItem, params: Any) -> Prepared:
+        decoded: dict[str, Any] = {}
+        for spec in self.predictor.inputs:
+            if spec.name not in item:
+                continue
+            value = item[spec.name]
+            if spec.kind == "image":
+                assert isinstance(value, bytes)
+                decoded[spec.name] = decode_image(value, self.config.image_limits, spec.name)
+            else:
+                decoded[spec.name] = value
+        return self.predictor.prepare(decoded, params)
+
+    def _count_reviews(self, results: Sequence[Mapping[str, Any]]) -> None:
+        output = self.predictor.review_output
+        if output is None:
+            return
+        flagged = sum(1 for result in results if result.get(output) is True)
+        if flagged:
+            self.metrics.review_flags.labels(self.name).inc(flagged)
+
+    # ---- the batcher and the device thread -----------------------------------------------------
+
+    def _ensure_batcher(self) -> Batcher[_Queued[Prepared], Raw | Fallback[Raw]]:
+        if self._runner is None or not self.ready:
+            raise ModelNotReady(f"model '{self.name}' is not ready")
+        if self._batcher is None:
+            runner = self._runner
+            self._batcher = Batcher(
+                self.name,
+                lambda batch: self._run_batch(runner, batch),
+                runner.executor,
+                self.config.batching,
+                on_batch=self._count_batch,
+                on_queue_change=lambda depth: self.metrics.queue_depth.labels(self.name).set(depth),
+                arrivals=lambda: self._arrivals,
+                isolates=is_item_failure,
+                on_poison_item=self._count_poison_item,
+            )
+        return self._batcher
+
+    def _run_batch(self, runner: DeviceRunner, batch: Sequence[_Queued[Prepared]]) -> list[Raw | Fallback[Raw]]:
+        """One forward pass (device thread): times it and makes its span, linked to every request in it."""
+        started_ns = time.time_ns()
+        for queued in batch:
+            # A retry of part of a failed batch keeps the first pass: the request's queue wait ended there.
+            if not queued.started_ns:
+                queued.started_ns, queued.batch_size = started_ns, len(batch)
+        span = tracing.batch_span(
+            (queued.record for queued in batch),
+            {tracing.MODEL: self.name, tracing.DEVICE: str(self.device), tracing.BATCH_SIZE: len(batch)},
+        )
+        try:
+            return runner.run(self.forward_in_precision, [queued.item for queued in batch])
+        except BaseException as error:
+            if span is not None:
+                span.record_exception(error)
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR, type(error).__name__))
+            raise
+        finally:
+            ended_ns = time.time_ns()
+            for queued in batch:
+                queued.ended_ns = ended_ns
+            self.metrics.forward_duration.labels(self.name).observe((ended_ns - started_ns) / 1e9)
+            if span is not None:
+                span.end(end_time=ended_ns)
+
+    def forward_in_precision(self, batch: Sequence[Prepared], device: torch.device) -> Sequence[Raw]:
+        """`forward` under the model's `precision` (autocast for fp16/bf16): what the device thread runs."""
+        with precision_context(device, self.config.precision):
+            return self.predictor.forward(batch, device)
+
+    def run_forward(self, batch: Sequence[Prepared]) -> list[Raw | Fallback[Raw]]:
+        """One forward pass of `batch` in precision on the device thread, outside the batcher (the
+        benchmark's timing loop); blocks the calling thread."""
+        if self._runner is None:
+            raise ModelNotReady(f"model '{self.name}' is not loaded")
+        return self._runner.run(self.forward_in_precision, batch)
+
+    @property
+    def device_executor(self) -> Executor:
+        """The device thread (e.g. for a FLOP counter entered there while `run_forward` runs)."""
+        if self._runner is None:
+            raise ModelNotReady(f"model '{self.name}' is not loaded")
+        return self._runner.executor
+
+    def _count_poison_item(self, error: BaseException) -> None:
+        # A documented error (the item's own fault, e.g. its content) is an answer, not a poison item.
+        if not isinstance(error, PredictorError):
+            self.metrics.poison_items.labels(self.name).inc()
+
+    def _count_batch(self, size: int) -> None:
+        self.metrics.batch_size.labels(self.name).observe(size)
+        self.metrics.items.labels(self.name).inc(size)
+
+    async def _settle(self, raw: Sequence[Raw | Fallback[Raw]], deadline: float | None) -> list[Raw]:
+        """Wait for the items of the request recomputed on the CPU after an out-of-memory error."""
+        if deadline is None or not any(isinstance(r, Fallback) for r in raw):
+            return await settle(raw)
+        try:
+            return await asyncio.wait_for(settle(raw), timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"the request's deadline passed before model '{self.name}' answered") from None
+
+
+def is_item_failure(error: BaseException) -> bool:
+    """Whether a failed forward pass may be retried in parts to find the item that fails: not when the
+    device failed (CUDA out-of-memory was already split by the device runner; a lost device fails all)."""
+    return not isinstance(error, DeviceLost) and not is_out_of_memory(error)
+
+
+def _note_batches(record: RequestRecord | None, queued: Sequence[_Queued[Any]]) -> None:
+    """The request's queue wait (until its first forward pass started) and predict time (until its last
+    ended), as stages of `record` and a ``queue`` child span; the ``predict`` spans are the batches'."""
+    if record is None or not queued:
+        return
+    enqueued = min(q.enqueued_ns for q in queued)
+    started = [q.started_ns for q in queued if q.started_ns]
+    first_start = min(started) if started else time.time_ns()
+    record.stages["queue"] = max(0, first_start - enqueued) / 1e9
+    tracing.retro_span(record, "queue", enqueued, first_start)
+    ended = [q.ended_ns for q in queued if q.ended_ns]
+    if started and ended:
+        record.stages["predict"] = max(0, max(ended) - first_start) / 1e9
+    record.batch_size = max((q.batch_size for q in queued), default=0)
+    if record.batch_size:
+        record.set_attribute(tracing.BATCH_SIZE, record.batch_size)
