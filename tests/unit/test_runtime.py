@@ -1,0 +1,136 @@
+"""`ModelRuntime` with a tiny fake predictor, driven directly (no KServe): batching across requests whose
+items are still being prepared, review flags, the warm-up item, the device capability it binds."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from predictors.batching import BatchingConfig
+from predictors.codecs.types import OutputSpec
+from predictors.errors import ModelNotReady
+from predictors.models.base import ModelConfig, Predictor
+from predictors.runtime import ModelRuntime
+from predictors.server.kserve_compat import metric_value
+from predictors.telemetry.metrics import Metrics
+
+#: an item this wide takes a while to prepare; one this wide fails in prepare
+SLOW_WIDTH = 7
+FAILING_WIDTH = 9
+#: the batcher's latency budget: far longer than any test waits
+LATENCY_MS = 5000
+
+
+class Widths(Predictor[int, int]):
+    predictor_name = "widths"
+    outputs = (OutputSpec("width", "INT64"), OutputSpec("flagged", "BOOL"))
+    review_output = "flagged"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.batches: list[list[int]] = []
+        self.warmup_prepared = 0
+
+    def load_weights(self, device: torch.device) -> None:
+        pass
+
+    def prepare(self, item: Any, params: Any) -> int:
+        width = int(item["image"].width)
+        if width == SLOW_WIDTH:
+            time.sleep(0.5)
+        if width == FAILING_WIDTH:
+            raise ValueError("cannot prepare this one")
+        return width
+
+    def prepare_warmup(self, params: Any) -> int:
+        self.warmup_prepared += 1
+        return super().prepare_warmup(params)
+
+    def forward(self, batch: Sequence[int], device: torch.device) -> list[int]:
+        self.batches.append(list(batch))
+        return list(batch)
+
+    def finish(self, prepared: int, raw: int, params: Any) -> dict[str, Any]:
+        return {"width": raw, "flagged": True}  # every result, the warm-up's too, asks for a review
+
+    def warmup_item(self) -> dict[str, Any]:
+        return {"image": Image.new("RGB", (3, 3))}
+
+
+def png(width: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, 2)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def runtime() -> Iterator[ModelRuntime[int, int]]:
+    pool = ThreadPoolExecutor(4)
+    config = ModelConfig(device="cpu", batching=BatchingConfig(max_batch_size=8, max_latency_ms=LATENCY_MS))
+    model = ModelRuntime(Widths("widths", Path("."), config), Metrics(CollectorRegistry()), pool)
+    model.load()
+    yield model
+    model._runner.shutdown()  # type: ignore[union-attr]
+    pool.shutdown()
+
+
+def test_a_request_still_being_prepared_joins_the_batch_and_a_lone_one_leaves_at_once(
+        runtime: ModelRuntime[int, int]) -> None:
+    predictor: Widths = runtime.predictor  # type: ignore[assignment]
+
+    async def scenario() -> tuple[list[Any], float]:
+        both = await asyncio.gather(runtime.infer([{"image": png(5)}], {}, None),
+                                    runtime.infer([{"image": png(SLOW_WIDTH)}], {}, None))
+        with pytest.raises(ValueError):
+            await runtime.infer([{"image": png(FAILING_WIDTH)}], {}, None)
+        started = time.monotonic()
+        await runtime.infer([{"image": png(4)}], {}, None)
+        return list(both), time.monotonic() - started
+
+    both, lone_seconds = asyncio.run(scenario())
+    assert [result["width"] for (result,) in both] == [5, SLOW_WIDTH]
+    # the fast item waited for the slow one's preparation (an arrival counted inside `infer`) ...
+    assert predictor.batches[1:] == [[5, SLOW_WIDTH], [4]]
+    # ... and nobody is counted as arriving afterwards, not even the request whose prepare failed
+    assert lone_seconds < LATENCY_MS / 1000 / 2
+
+
+def test_review_flags_of_requests_are_counted_not_the_warm_ups(runtime: ModelRuntime[int, int]) -> None:
+    predictor: Widths = runtime.predictor  # type: ignore[assignment]
+    assert predictor.warmup_prepared == 1 and predictor.batches == [[3]]  # the warm-up ran, via prepare_warmup
+    flags = runtime.metrics.review_flags.labels("widths")
+    assert metric_value(flags) == 0
+    asyncio.run(runtime.infer([{"image": png(5)}, {"image": png(6)}], {}, None))
+    assert metric_value(flags) == 2
+
+
+def test_the_device_capability_is_bound_by_the_runtime() -> None:
+    predictor = Widths("widths", Path("."), ModelConfig(device="cpu"))
+    with pytest.raises(ModelNotReady):
+        predictor.run_on_device(predictor.forward, [1])
+    pool = ThreadPoolExecutor(1)
+    runtime = ModelRuntime(predictor, Metrics(CollectorRegistry()), pool)
+    runtime.load()
+    try:
+        threads: list[str] = []
+
+        def forward(batch: Sequence[int], device: torch.device) -> list[int]:
+            threads.append(threading.current_thread().name)
+            return [2 * value for value in batch]
+
+        assert predictor.run_on_device(forward, [1, 2]) == [2, 4]
+        assert threads and threads[0].startswith("torch-cpu")
+    finally:
+        runtime._runner.shutdown()  # type: ignore[union-attr]
+        pool.shutdown()
