@@ -74,14 +74,20 @@ class ModelNotReady(PredictorError):
     grpc_status = grpc.StatusCode.UNAVAILABLE
 
 
-class ServiceBusy(PredictorError):
+class RetryLater(PredictorError):
+    """A 503 that tells the caller when to come back (``Retry-After``)."""
+
     status = HTTPStatus.SERVICE_UNAVAILABLE
-    code = "SERVICE_BUSY"
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_status = grpc.StatusCode.UNAVAILABLE
 
     def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after_seconds)}
+
+
+class ServiceBusy(RetryLater):
+    code = "SERVICE_BUSY"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class RequestTimeout(PredictorError):
@@ -102,6 +108,28 @@ class MethodNotAllowed(PredictorError):
     status = HTTPStatus.METHOD_NOT_ALLOWED
     code = "METHOD_NOT_ALLOWED"
     grpc_status = grpc.StatusCode.UNIMPLEMENTED
+
+
+class JobNotFound(PredictorError):
+    """No such asynchronous job: never submitted, or expired after ``jobs_result_ttl_seconds``."""
+
+    status = HTTPStatus.NOT_FOUND
+    code = "JOB_NOT_FOUND"
+    grpc_status = grpc.StatusCode.NOT_FOUND
+
+
+class JobsDisabled(PredictorError):
+    """The job routes exist, but this server runs without ``jobs_redis_url``."""
+
+    status = HTTPStatus.NOT_FOUND
+    code = "JOBS_DISABLED"
+    grpc_status = grpc.StatusCode.UNIMPLEMENTED
+
+
+class JobsUnavailable(RetryLater):
+    """The jobs' Redis cannot be reached: retry later (synchronous inference is unaffected)."""
+
+    code = "JOBS_UNAVAILABLE"
 
 
 class InternalError(PredictorError):

@@ -68,6 +68,24 @@ class Settings(BaseSettings):
         30, ge=0, description="After SIGTERM, time allowed for in-flight requests to finish."
     )
 
+    # Asynchronous jobs (predictors/jobs): off unless a Redis URL is given.
+    jobs_redis_url: str | None = Field(
+        None, description="Redis for asynchronous jobs (redis:// or rediss://, may hold a password); unset: off."
+    )
+    jobs_result_ttl_seconds: int = Field(
+        86400, ge=1, description="How long a job, its result and its Idempotency-Key are kept."
+    )
+    jobs_max_backlog: int = Field(
+        10000, ge=1, description="Unfinished jobs per model beyond which a submit gets 503 SERVICE_BUSY."
+    )
+    jobs_visibility_timeout_seconds: float = Field(
+        300, gt=0, description="Idle time after which another process reclaims a job whose process went silent."
+    )
+    jobs_max_attempts: int = Field(3, ge=1, description="Runs of a job before it ends failed (4xx: never rerun).")
+    jobs_consumer_name: str | None = Field(
+        None, description="This process' consumer name in Redis; default: $POD_NAME, else hostname-pid."
+    )
+
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
@@ -94,6 +112,19 @@ class Settings(BaseSettings):
     @classmethod
     def _check_device(cls, value: str) -> str:
         return check_device(value)
+
+    @field_validator("jobs_redis_url", "jobs_consumer_name", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # a chart or shell that sets the variable to "" means "not set"
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jobs_redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("jobs_redis_url must start with redis:// or rediss://")
+        return value
 
 
 def check_device(value: str) -> str:
