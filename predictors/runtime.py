@@ -94,6 +94,12 @@ class ModelRuntime(Generic[Prepared, Raw]):
     def queue_depth(self) -> int:
         return 0 if self._batcher is None else self._batcher.depth
 
+    @property
+    def free_slots(self) -> int:
+        """Items the batcher's queue takes before it refuses requests (503 SERVICE_BUSY): the room that
+        background work (asynchronous jobs) may fill without crowding out synchronous requests."""
+        return max(0, self.config.batching.max_queue - self.queue_depth)
+
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def load(self) -> bool:
@@ -217,7 +223,17 @@ class ModelRuntime(Generic[Prepared, Raw]):
         if self._batcher is not None:
             self._batcher.wake()
 
+    async def validate(self, items: Sequence[RawItem], parameters: Mapping[str, Any]) -> None:
+        """Raise the error `infer` would raise for these parameters or for an item that does not decode
+        (images decoded in the worker pool, with the model's limits), without running the model."""
+        self.predictor.parse_parameters(parameters)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._workers, self._decode, item) for item in items))
+
     def _decode_and_prepare(self, item: RawItem, params: Any) -> Prepared:
+        return self.predictor.prepare(self._decode(item), params)
+
+    def _decode(self, item: RawItem) -> dict[str, Any]:
         decoded: dict[str, Any] = {}
         for spec in self.predictor.inputs:
             if spec.name not in item:
@@ -228,7 +244,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
                 decoded[spec.name] = decode_image(value, self.config.image_limits, spec.name)
             else:
                 decoded[spec.name] = value
-        return self.predictor.prepare(decoded, params)
+        return decoded
 
     def _count_reviews(self, results: Sequence[Mapping[str, Any]]) -> None:
         output = self.predictor.review_output

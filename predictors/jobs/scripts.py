@@ -100,14 +100,14 @@ if ARGV[5] == '0' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
 return 'requeued'
 """
 
-#: KEYS: job hash; ARGV: now -> the status after the call, or false when there is no such job
+#: KEYS: job hash; ARGV: now -> {1 if this call cancelled it else 0, status}, or false: no such job
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
   redis.call('HDEL', KEYS[1], 'body')
-  return 'cancelled'
+  return {1, 'cancelled'}
 end
-return status
+return {0, status}
 """

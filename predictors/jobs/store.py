@@ -85,7 +85,8 @@ class StoredRequest:
 @dataclass(frozen=True)
 class Submitted:
     job_id: str
-    created: bool  # False: an earlier submit with the same Idempotency-Key made it
+    #: when the job was made; "" when an earlier submit with the same Idempotency-Key made it
+    created_at: str
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class JobStore:
         if outcome == b"busy":
             raise ServiceBusy(f"model '{model}' has {int(value)} unfinished jobs (limit {max_backlog}); "
                               "retry later", retry_after_seconds=5)
-        return Submitted(value.decode(), created=outcome == b"created")
+        return Submitted(value.decode(), str(fields["created_at"]) if outcome == b"created" else "")
 
     async def get(self, job_id: str) -> JobView | None:
         names = (*_PUBLIC_FIELDS, "result", "error")
@@ -183,10 +184,11 @@ class JobStore:
             return JobView(fields, "error", stored["error"])
         return JobView(fields)
 
-    async def cancel(self, job_id: str) -> str | None:
-        """Cancel a queued or running job; the status it has afterwards, None when there is no such job."""
-        status = await self._cancel(keys=[job_key(job_id)], args=[now_iso()])
-        return status.decode() if status else None
+    async def cancel(self, job_id: str) -> bool | None:
+        """Cancel a queued or running job: True when this call cancelled it, False when it had ended
+        already, None when there is no such job."""
+        answer = await self._cancel(keys=[job_key(job_id)], args=[now_iso()])
+        return None if not answer else bool(answer[0])
 
     async def backlog(self, model: str) -> int:
         """Unfinished runs of the model's jobs (queued, running, or cancelled and not yet skipped)."""
@@ -227,17 +229,18 @@ class JobStore:
         if entry_ids:
             await self.redis.xclaim(stream_key(model), GROUP, consumer, 0, list(entry_ids), justid=True)
 
-    async def start(self, model: str, entry: Entry, consumer: str, *, max_attempts: int,
-                    ttl_seconds: int, exhausted_error: Mapping[str, str]) -> Claim | None:
-        """Begin a run: None when the entry is to be skipped (cancelled, finished, expired, superseded) or
-        the job has used its attempts (then it is failed here)."""
+    async def start(self, model: str, entry: Entry, consumer: str, *, max_attempts: int, ttl_seconds: int,
+                    exhausted_error: Mapping[str, str]) -> Claim | Literal["skipped", "exhausted"]:
+        """Begin a run. "skipped": the entry is dropped (its job was cancelled, has ended, expired, or was
+        queued again under a newer entry); "exhausted": the job had used its runs and is failed now with
+        its last error (else `exhausted_error`)."""
         answer = await self._start(
             keys=[job_key(entry.job_id), stream_key(model)],
             args=[entry.entry_id, GROUP, consumer, now_iso(), max_attempts, ttl_seconds,
                   orjson.dumps(exhausted_error)],
         )
         if answer[0] != b"run":
-            return None
+            return "exhausted" if answer[0] == b"exhausted" else "skipped"
         attempts, protocol, body, content_type, header_length, request_id, traceparent, tracestate, created = \
             answer[1:]
         request = StoredRequest("v1" if protocol == b"v1" else "v2", body or b"", _text(content_type),

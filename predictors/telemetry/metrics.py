@@ -23,6 +23,8 @@ from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: a job waits in its queue: seconds to a day
+JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 #: how far back `predictors status` looks for "recent" latency
 RECENT_WINDOW_SECONDS = 300.0
 
@@ -109,6 +111,32 @@ class Metrics:
         )
         self.device_info = Gauge(
             "predictors_model_device_info", "The device a model runs on (value 1).", ["model", "device"],
+            registry=registry,
+        )
+        self.jobs = Counter(
+            "predictors_jobs_total",
+            "Asynchronous jobs by the status this process gave them: queued (submitted here), succeeded and "
+            "failed (run here; each job counted once, by the process whose outcome was written), cancelled.",
+            ["model", "status"],
+            registry=registry,
+        )
+        self.jobs_backlog = Gauge(
+            "predictors_jobs_backlog_items",
+            "Unfinished asynchronous jobs of the model in Redis (queued or running), as last read here.",
+            ["model"],
+            registry=registry,
+        )
+        self.job_duration = Histogram(
+            "predictors_job_duration_seconds",
+            "Asynchronous jobs from submission to their outcome (succeeded or failed).",
+            ["model"],
+            buckets=JOB_BUCKETS,
+            registry=registry,
+        )
+        self.jobs_reclaimed = Counter(
+            "predictors_jobs_reclaimed_total",
+            "Job runs taken over from a process silent for jobs_visibility_timeout_seconds (died or hung).",
+            ["model"],
             registry=registry,
         )
         self.review_flags = Counter(
