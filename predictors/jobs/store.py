@@ -14,8 +14,9 @@ later one is discarded. No server code (KServe, torch) is imported here.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -205,24 +206,32 @@ class JobStore:
 
     async def read(self, model: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """Up to `count` entries never delivered before, waiting up to `block_ms` for the first."""
-        try:
+        async with self._group_lost(model):
             answer: list[Any] | None = await self.redis.xreadgroup(  # type: ignore[assignment]
                 GROUP, consumer, {stream_key(model): ">"}, count=count, block=block_ms)
-        except ResponseError as error:
-            if "NOGROUP" not in str(error):
-                raise
-            await self.ensure_group(model)  # Redis lost its data (or someone deleted the stream)
-            return []
-        return [entry for _, entries in answer or [] for entry in _entries(entries)]
+            return [entry for _, entries in answer or [] for entry in _entries(entries)]
+        return []
 
     async def reclaim(self, model: str, consumer: str, min_idle_ms: int, count: int,
                       cursor: str) -> tuple[str, list[Entry]]:
         """Entries delivered to any consumer and idle longer than `min_idle_ms`, now this consumer's; and
         the cursor to continue from ("0-0" once the whole pending list was scanned)."""
-        answer: list[Any] = await self.redis.xautoclaim(  # type: ignore[assignment]
-            stream_key(model), GROUP, consumer, min_idle_ms, cursor, count=count)
-        next_cursor, entries = answer[0], answer[1]
-        return _text(next_cursor), _entries(entries)
+        async with self._group_lost(model):
+            answer: list[Any] = await self.redis.xautoclaim(  # type: ignore[assignment]
+                stream_key(model), GROUP, consumer, min_idle_ms, cursor, count=count)
+            return _text(answer[0]), _entries(answer[1])
+        return "0-0", []
+
+    @contextlib.asynccontextmanager
+    async def _group_lost(self, model: str) -> AsyncIterator[None]:
+        """The consumer group is gone (Redis lost its data, or the stream was deleted): make it again; the
+        block's result is then nothing."""
+        try:
+            yield
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            await self.ensure_group(model)
 
     async def heartbeat(self, model: str, consumer: str, entry_ids: Sequence[str]) -> None:
         """Reset the idle time of entries this consumer is running, so that nobody reclaims them."""

@@ -498,6 +498,22 @@ def test_a_killed_process_jobs_are_taken_over(pair: tuple[ServerProcess, ServerP
     assert metric(main, "predictors_job_duration_seconds_count", model=FAULTY) > 0
 
 
+def test_sigterm_finishes_running_jobs_and_takes_no_new_ones(main: ServerProcess, redis_server: RedisServer) -> None:
+    """Runs after the kill test (main is the last consumer): it stops `main`."""
+    redis = redis_server.client()
+    ids = [submitted(main, FAULTY, faulty_image(faults.FORWARD_SLOW)) for _ in range(3)]  # two run, one waits
+    for job_id in ids[:2]:
+        wait_for(main, job_id, until=frozenset({"running"}))
+    started = time.monotonic()
+    assert main.stop() == 0
+    assert time.monotonic() - started < SLOW_SECONDS + 8  # the running ones finished, nothing more
+    states = [redis.hmget(f"predictors:job:{job_id}", "status", "attempts", "finished_by") for job_id in ids]
+    assert states[:2] == [[b"succeeded", b"1", b"main"]] * 2
+    assert states[2] == [b"queued", b"0", None]  # left in the queue for another server
+    assert redis.xlen(stream(FAULTY)) == 1
+    assert b"main" not in [consumer["name"] for consumer in redis.xinfo_consumers(stream(FAULTY), "predictors")]
+
+
 # ---- a short TTL and a small backlog --------------------------------------------------------------------
 
 

@@ -211,8 +211,11 @@ async def test_a_clean_consumer_leaves_the_group(store: JobStore) -> None:
 
 
 async def test_a_lost_group_is_made_again(store: JobStore) -> None:
-    await store.ensure_group(MODEL)
-    await store.redis.delete(stream_key(MODEL))
-    assert await store.read(MODEL, "pod-a", count=1, block_ms=10) == []
+    for lost_group_call in (lambda: store.reclaim(MODEL, "pod-a", 0, 10, "0-0"),
+                            lambda: store.read(MODEL, "pod-a", count=1, block_ms=10)):
+        await store.ensure_group(MODEL)
+        await store.redis.delete(stream_key(MODEL))
+        assert await lost_group_call() in ([], ("0-0", []))
+        assert await store.redis.xinfo_groups(stream_key(MODEL))  # made again
     await submit(store)
     assert len(await store.read(MODEL, "pod-a", count=1, block_ms=10)) == 1
