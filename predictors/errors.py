@@ -50,6 +50,23 @@ class PayloadTooLarge(PredictorError):
     grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class UnsupportedMediaType(PredictorError):
+    """A request body whose Content-Type the route does not take (e.g. ``image/gif`` or ``text/plain``)."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT  # REST only: gRPC messages have no Content-Type
+
+
+class NotAcceptable(PredictorError):
+    """The caller's ``Accept`` asks for a representation this answer does not have (an image from a model
+    that returns none, or one image for several)."""
+
+    status = HTTPStatus.NOT_ACCEPTABLE
+    code = "NOT_ACCEPTABLE"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT  # REST only: gRPC has no Accept
+
+
 class ImageTooLarge(PredictorError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     code = "IMAGE_TOO_LARGE"
