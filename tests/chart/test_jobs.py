@@ -26,6 +26,19 @@ JOBS = scenario("jobs-values.yaml")
 # The server's contract (issue 13): one stream per model, one consumer group on each.
 STREAM = "predictors:jobs:{model}"
 GROUP = "predictors"
+
+
+def engine_stream_and_group(model: str) -> tuple[str, str]:
+    """The stream and group the server itself writes a model's jobs to."""
+    try:
+        from predictors.jobs.store import GROUP as ENGINE_GROUP
+        from predictors.jobs.store import stream_key
+    except ImportError:
+        # TODO(issue 13): the engine is built on another branch; until it is merged, its contract.
+        return STREAM.format(model=model), GROUP
+    return stream_key(model), ENGINE_GROUP
+
+
 GR = ("models.gr.predictor=general-recognition", "models.gr.weights.path=/m")
 GR_SCALING = (*GR, "autoscaling.maxReplicas=4")
 URL_ON = ("jobs.enabled=true", "jobs.redis.url=redis://redis.redis.svc:6379/0")
@@ -140,7 +153,7 @@ def test_every_served_model_is_scaled_on_its_own_stream(helm4: Helm) -> None:
         so = sos[f"{RELEASE}-{unit}-predictor"]
         parsed, errors = keda.redis_streams(trigger(so, "redis-streams")["metadata"])
         assert errors == []
-        assert parsed["stream"] == STREAM.format(model=model) and parsed["consumerGroup"] == GROUP
+        assert (parsed["stream"], parsed["consumerGroup"]) == engine_stream_and_group(model)
         assert parsed["scaleFactor"] == "lag"  # not KEDA's pending-entries fallback
         assert (parsed["lagCount"], parsed["activationLagCount"]) == (lag_count, activation)
         assert (parsed["address"], parsed["tls"], parsed["databaseIndex"]) == ("valkey.redis.svc:6380", True, 0)
@@ -606,21 +619,21 @@ def test_keda_reads_the_backlog_of_the_rendered_stream(helm4: Helm, redis_port: 
     assert errors == [] and not meta["tls"]
     host, port = meta["address"].rsplit(":", 1)
     keda_client = redis.Redis(host=host, port=int(port), db=meta["databaseIndex"])
-    stream, group = meta["stream"], meta["consumerGroup"]
-    # the server's side of the contract: submits XADD to the model's stream, which has the group
+    # the server's side: submits XADD to the model's stream, whose group its workers create
+    stream, group = engine_stream_and_group("general-recognition")
     server = redis.Redis(port=redis_port, db=3)
     server.delete(stream)
-    assert keda.redis_streams_lag(keda_client, stream, group) == 0  # no stream yet: nothing to scale on
-    server.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    assert keda.redis_streams_lag(keda_client, meta["stream"], meta["consumerGroup"]) == 0  # nothing yet
+    server.xgroup_create(stream, group, id="0", mkstream=True)
     for i in range(5):
         server.xadd(stream, {"job": f"j{i}"})
-    lag = keda.redis_streams_lag(keda_client, stream, group)
+    lag = keda.redis_streams_lag(keda_client, meta["stream"], meta["consumerGroup"])
     assert lag == 5
     assert math.ceil(lag / meta["lagCount"]) == 3  # replicas the HPA asks for (AverageValue)
     assert lag > meta["activationLagCount"]  # active: a pool at zero wakes up
     # a pod takes two: they are running (pending), no longer waiting, so no longer scale-out pressure
-    server.xreadgroup(GROUP, f"{RELEASE}-gr-predictor-abc12", {stream: ">"}, count=2)
-    assert keda.redis_streams_lag(keda_client, stream, group) == 3
+    server.xreadgroup(group, f"{RELEASE}-gr-predictor-abc12", {stream: ">"}, count=2)
+    assert keda.redis_streams_lag(keda_client, meta["stream"], meta["consumerGroup"]) == 3
     # another database holds nothing: the trigger's databaseIndex is the one the server writes to
     assert keda.redis_streams_lag(redis.Redis(port=redis_port, db=0), stream, group) == 0
 
@@ -628,6 +641,17 @@ def test_keda_reads_the_backlog_of_the_rendered_stream(helm4: Helm, redis_port: 
 # --------------------------------------------------------------------------------------------
 # values and docs stay in step
 # --------------------------------------------------------------------------------------------
+def test_notes_show_submit_and_backlog(helm4: Helm) -> None:
+    proc = helm4.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", "-f", JOBS)
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    for model in ("face-enhancement", "general-recognition", "visual-entailment"):
+        assert f'"$URL/v2/models/{model}/jobs" -d @request.json' in notes
+        assert f"XINFO GROUPS {STREAM.format(model=model)}\n" in notes
+    assert "XINFO GROUPS predictors:jobs:image-classification" not in notes  # its only pool has jobs off
+    assert "(models.image-classification.jobs.enabled=false): 404 JOBS_DISABLED" in notes
+    assert f"get scaledobject {RELEASE}-face-enhancement-batch-predictor" in notes
+
+
 def _value_paths(node: dict[str, Any], prefix: str) -> Iterator[str]:
     """Dotted paths of the values a user sets (a map of plain values is one setting: authenticationRef)."""
     for key, value in node.items():
