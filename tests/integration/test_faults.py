@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import re
 import shutil
@@ -268,6 +269,30 @@ def test_sigterm_while_a_model_is_still_loading_exits_within_the_grace_period(
         assert time.monotonic() - started < 10
     assert code == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_sigterm_during_a_forward_pass_longer_than_the_grace_period_still_exits(
+        demo_repository: Path, tmp_path: Path) -> None:
+    # A forward pass cannot be interrupted; the process must not wait for it past the drain (Kubernetes
+    # would SIGKILL it at terminationGracePeriodSeconds, and the pod would sit Terminating until then).
+    repository = write_faulty_model(demo_repository, tmp_path / "repo", slow_forward_seconds=120)
+    log = tmp_path / "server.log"
+    with run_server(["--model-repository", str(repository), "--shutdown-grace-seconds", "2",
+                     "--log-format", "json"], log, wait_for=[MODEL]) as server, \
+            concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = occupy_the_device(server, pool, "sigterm")
+        server.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            code = server.process.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 30 s after SIGTERM (grace 2 s, forward 120 s):\n{server.log()[-3000:]}")
+        took = time.monotonic() - started
+        with contextlib.suppress(Exception):
+            slow.result(timeout=5)  # the abandoned request's connection is closed; any outcome
+    assert took < 15, f"exit took {took:.1f} s"
+    assert code == 0, log.read_text()[-3000:]
+    assert "a forward pass was still running" in log.read_text()
 
 
 def truncate_weights(directory: Path) -> str:
