@@ -247,6 +247,17 @@ def test_a_forward_pass_past_the_deadline_answers_504_and_the_server_recovers(
 
 # ---- lifecycle faults ---------------------------------------------------------------------------
 
+def sigterm_and_wait(server: ServerProcess, wait_seconds: float) -> tuple[int, float]:
+    """SIGTERM the server; its exit code and how long it took to exit (fails if it outlives `wait_seconds`)."""
+    server.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        code = server.process.wait(wait_seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {wait_seconds} s after SIGTERM:\n{server.log()[-3000:]}")
+    return code, time.monotonic() - started
+
+
 def test_sigterm_while_a_model_is_still_loading_exits_within_the_grace_period(
         demo_repository: Path, tmp_path: Path) -> None:
     repository = write_faulty_model(demo_repository, tmp_path / "repo", load_seconds=300)
@@ -260,13 +271,8 @@ def test_sigterm_while_a_model_is_still_loading_exits_within_the_grace_period(
             time.sleep(0.1)
         assert httpx.get(f"{server.url}/v2/health/live", timeout=5).status_code == 200
         assert httpx.get(f"{server.url}/v2/models/{MODEL}/ready", timeout=5).status_code == 503
-        server.process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        try:
-            code = server.process.wait(15)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"still running 15 s after SIGTERM (grace 5 s):\n{server.log()[-3000:]}")
-        assert time.monotonic() - started < 10
+        code, took = sigterm_and_wait(server, wait_seconds=15)
+        assert took < 10
     assert code == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
@@ -281,13 +287,7 @@ def test_sigterm_during_a_forward_pass_longer_than_the_grace_period_still_exits(
                      "--log-format", "json"], log, wait_for=[MODEL]) as server, \
             concurrent.futures.ThreadPoolExecutor(1) as pool:
         slow = occupy_the_device(server, pool, "sigterm")
-        server.process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        try:
-            code = server.process.wait(30)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"still running 30 s after SIGTERM (grace 2 s, forward 120 s):\n{server.log()[-3000:]}")
-        took = time.monotonic() - started
+        code, took = sigterm_and_wait(server, wait_seconds=30)
         with contextlib.suppress(Exception):
             slow.result(timeout=5)  # the abandoned request's connection is closed; any outcome
     assert took < 15, f"exit took {took:.1f} s"
