@@ -437,6 +437,7 @@ NO_CUSTOM_METRIC = "models.general-recognition.autoscaling.customMetric.enabled=
         # deployment mode: the chart's own HPA <unit>
         (scenario("deployment-values.yaml"), (NO_CUSTOM_METRIC,), (NO_CUSTOM_METRIC, *URL_ON)),
     ],
+    ids=["kserve-standard", "deployment"],
 )
 def test_upgrade_from_the_hpa_is_admitted(
     helm4: Helm, values: str, before: tuple[str, ...], after: tuple[str, ...]
