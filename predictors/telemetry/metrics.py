@@ -86,6 +86,14 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.batch_size_target = Gauge(
+            "predictors_batch_size_target_items",
+            "Items the batcher chose for its latest forward pass: with latency_target_ms, the largest batch "
+            "(at most max_batch_size and what waited) whose predicted end kept the oldest waiting item within "
+            "the target; without, what waited up to max_batch_size.",
+            ["model"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "predictors_queue_depth_items", "Items waiting for a forward pass.", ["model"], registry=registry
         )
