@@ -18,8 +18,9 @@ Latency target (`latency_target_ms` > 0, `predictors.latency_target`): batch siz
 the measured cost of forward passes (fixed + per item x size, with a margin for its spread) instead of
 `max_latency_ms`: a batch takes the largest number of waiting items (at most `max_batch_size`) whose
 predicted end keeps the oldest within the target while the rest can still make it (all of them, up to
-`max_batch_size`, when they cannot all make it anyway), and waits for an announced arrival only while
-a batch one item bigger could still end within it. With `max_queue_delay_ms` set as well, a request is
+`max_batch_size`, when they cannot all make it anyway), and waits for an announced arrival no longer
+than the fixed cost of a pass (what taking it along saves) and only while a batch one item bigger could
+still end within the target. With `max_queue_delay_ms` set as well, a request is
 refused when work is ahead of it and, serving the queue and its items first come first served in
 batches of up to `max_batch_size` after the running pass, it or an item ahead of it would end after
 the target, or when its predicted wait exceeds `max_queue_delay_ms`. A request that finds the device
@@ -204,12 +205,13 @@ class Batcher(Generic[P, R]):
 
     async def _wait_for_fuller_batch(self) -> None:
         max_wait = self.config.max_latency_ms / 1000.0
+        free_since = self._clock()
         while self._queue and (live := self._live_count()) < self.config.max_batch_size and self._arrivals() > 0:
             oldest = self._queue[0].enqueued_at
             if self.target is None:
                 remaining = oldest + max_wait - self._clock()
             else:
-                remaining = self.target.latest_start(oldest, live + 1) - self._clock()
+                remaining = self.target.wait_until(free_since, oldest, live + 1) - self._clock()
             if remaining <= 0:
                 return
             self._arrived.clear()

@@ -16,8 +16,9 @@ wait + forward pass (seconds), all of them predicted with `ForwardCost.upper`:
   keeps the oldest waiting item within T, provided the items it leaves behind can still be served within
   T after it; when the waiting items cannot all be served within T anyway (overload without refusal),
   as many as allowed (throughput first: a smaller batch would only make more items late);
-- the wait for a fuller batch (`latest_start`; only while another request is being preprocessed, as
-  without a target): until the last moment a batch one item bigger still ends the oldest within T;
+- the wait for a fuller batch (`wait_until`; only while another request is being preprocessed, as
+  without a target): at most the fixed cost of a pass, which taking the arrival along saves, and never
+  past the last moment a batch one item bigger still ends the oldest within T;
 - refusal (`predict`; the batcher refuses only with ``max_queue_delay_ms`` set): a request is refused
   when, serving the queue as it is plus the request's items first come first served in batches of up to
   ``max_batch_size`` after the running pass, some batch (the request's or one ahead of it that the
@@ -151,6 +152,12 @@ class LatencyTarget:
     def latest_start(self, oldest_enqueued_at: float, size: int) -> float:
         """The last moment a batch of `size` may start and still end the oldest item within the target."""
         return oldest_enqueued_at + self.seconds - self.cost.upper(min(size, self.max_batch_size))
+
+    def wait_until(self, free_since: float, oldest_enqueued_at: float, size: int) -> float:
+        """How long a free device waits (since `free_since`) for an announced item to make a batch of `size`:
+        at most the fixed cost of a pass, which taking the item along saves (so waiting never costs more
+        than not waiting would have), and never past `latest_start`."""
+        return min(free_since + self.cost.fixed, self.latest_start(oldest_enqueued_at, size))
 
     def predict(self, busy_for: float, ahead_ages: Sequence[float], own: int) -> Prediction:
         """A request of `own` items queued now behind items aged `ahead_ages` (seconds, oldest first)
