@@ -31,10 +31,10 @@ class RequestContextMiddleware:
     access-log line; other routes an access-log line; probes, ``/metrics`` and the status page nothing.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, telemetry: EdgeTelemetry | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, telemetry: EdgeTelemetry) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.telemetry = telemetry or EdgeTelemetry()
+        self.telemetry = telemetry  # also knows which models are served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +75,9 @@ class RequestContextMiddleware:
             if body is None:
                 client_closed(record, CLIENT_CLOSED_STATUS, "the client closed the connection while sending the body")
                 return
+            if record.kind == "infer" and not self.telemetry.serves(record.model):
+                # Before the framework parses the body: an unknown model is a 404 whatever the body holds.
+                raise ModelNotFound(f"model '{record.model}' is not served here")
             if record.kind == "infer" and record.version:
                 # KServe answers versioned routes with NotImplementedError (a 500); no version is served here.
                 raise ModelNotFound(f"model '{record.model}' has no version '{record.version}': this server "
