@@ -65,6 +65,11 @@ class Metrics:
             "their failed batch in halves (their requests got INTERNAL_ERROR, their batch-mates answers).", ["model"])
         self.batch_size = Histogram("predictors_batch_size_items", "Items per forward pass.", ["model"],
                                     buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_size_target = gauge(
+            "predictors_batch_size_target_items",
+            "Items the batcher chose for its latest forward pass: with latency_target_ms, the largest batch "
+            "(at most max_batch_size and what waited) whose predicted end kept the oldest waiting item within "
+            "the target; without, what waited up to max_batch_size.", ["model"])
         self.queue_depth = gauge("predictors_queue_depth_items", "Items waiting for a forward pass.", ["model"])
         self.items = counter("predictors_items_processed_total", "Items that went through a forward pass.", ["model"])
         self.rejected = counter(
