@@ -38,6 +38,9 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--max-queue", type=int)
     serve.add_argument("--max-queue-delay-ms", type=float,
                        help="refuse requests whose estimated queue wait exceeds this (default 0: off)")
+    serve.add_argument("--latency-target-ms", type=float,
+                       help="adapt batch size and wait so queue wait + forward stays under this; with "
+                            "--max-queue-delay-ms also refuse what cannot finish in time (default 0: off)")
     serve.add_argument("--worker-threads", type=int)
     serve.add_argument("--max-body-bytes", type=int)
     serve.add_argument("--max-image-pixels", type=int)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-import grpc
+from grpc import StatusCode
 
 #: What the edge records (status label and ``code``) for a request whose client hung up before its answer:
 #: nginx's 499 "client closed request". No response is sent (nobody is there to read it).
@@ -19,117 +19,103 @@ CLIENT_CLOSED_STATUS = 499
 
 
 class PredictorError(Exception):
-    """Base class: subclasses set `status`, `code` and `grpc_status`."""
+    """Base class. A subclass declares its stable `code`, HTTP status and gRPC status as class keywords, one
+    line per error: ``class Gone(PredictorError, code="GONE", http=410, grpc=StatusCode.NOT_FOUND)``."""
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
     code: str = "INTERNAL_ERROR"
-    grpc_status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    grpc_status: StatusCode = StatusCode.INTERNAL
     #: extra response headers, e.g. Retry-After
     headers: dict[str, str] = {}
+
+    def __init_subclass__(cls, *, code: str | None = None, http: int | None = None, grpc: StatusCode | None = None,
+                          **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.code = code or cls.code
+        cls.status = HTTPStatus(http) if http else cls.status
+        cls.grpc_status = grpc or cls.grpc_status
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class InvalidInput(PredictorError):
-    status = HTTPStatus.BAD_REQUEST
-    code = "INVALID_INPUT"
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+class InvalidInput(PredictorError, code="INVALID_INPUT", http=400, grpc=StatusCode.INVALID_ARGUMENT):
+    """A field, parameter or tensor is missing, ill-typed, out of range or not expected."""
 
 
-class InvalidImage(PredictorError):
-    status = HTTPStatus.BAD_REQUEST
-    code = "INVALID_IMAGE"
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+class InvalidImage(PredictorError, code="INVALID_IMAGE", http=400, grpc=StatusCode.INVALID_ARGUMENT):
+    """Image bytes that do not decode (unknown format, truncated, corrupt)."""
 
 
-class PayloadTooLarge(PredictorError):
-    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-    code = "PAYLOAD_TOO_LARGE"
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+class PayloadTooLarge(PredictorError, code="PAYLOAD_TOO_LARGE", http=413, grpc=StatusCode.RESOURCE_EXHAUSTED):
+    """A request body (or gRPC message) larger than `max_body_bytes`."""
 
 
-class ImageTooLarge(PredictorError):
-    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-    code = "IMAGE_TOO_LARGE"
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+# REST only, both: gRPC messages carry no Content-Type and gRPC has no Accept.
+class UnsupportedMediaType(PredictorError, code="UNSUPPORTED_MEDIA_TYPE", http=415,
+                           grpc=StatusCode.INVALID_ARGUMENT):
+    """A request body whose Content-Type the route does not take (e.g. ``image/gif``, or ``text/plain`` that is
+    not JSON)."""
 
 
-class FaceNotFound(PredictorError):
-    status = HTTPStatus.UNPROCESSABLE_ENTITY
-    code = "FACE_NOT_FOUND"
-    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+class NotAcceptable(PredictorError, code="NOT_ACCEPTABLE", http=406, grpc=StatusCode.INVALID_ARGUMENT):
+    """The caller's ``Accept`` asks for a representation this answer does not have (an image from a model that
+    returns none, or one image for several)."""
 
 
-class ModelNotFound(PredictorError):
-    status = HTTPStatus.NOT_FOUND
-    code = "MODEL_NOT_FOUND"
-    grpc_status = grpc.StatusCode.NOT_FOUND
+class ImageTooLarge(PredictorError, code="IMAGE_TOO_LARGE", http=413, grpc=StatusCode.INVALID_ARGUMENT):
+    """An image above the pixel count or the longest side a model accepts (checked before decoding)."""
 
 
-class ModelNotReady(PredictorError):
-    status = HTTPStatus.SERVICE_UNAVAILABLE
-    code = "MODEL_NOT_READY"
-    grpc_status = grpc.StatusCode.UNAVAILABLE
+class FaceNotFound(PredictorError, code="FACE_NOT_FOUND", http=422, grpc=StatusCode.FAILED_PRECONDITION):
+    """Face enhancement with ``require_face`` on an image in which the detector finds no face."""
 
 
-class RetryLater(PredictorError):
-    """A 503 that tells the caller when to come back (``Retry-After``)."""
+class ModelNotFound(PredictorError, code="MODEL_NOT_FOUND", http=404, grpc=StatusCode.NOT_FOUND):
+    """No served model of that name (or version)."""
 
-    status = HTTPStatus.SERVICE_UNAVAILABLE
-    grpc_status = grpc.StatusCode.UNAVAILABLE
+
+class ModelNotReady(PredictorError, code="MODEL_NOT_READY", http=503, grpc=StatusCode.UNAVAILABLE):
+    """The model is still loading, or its device was lost and the process is about to restart."""
+
+
+class RetryLater(PredictorError, http=503, grpc=StatusCode.UNAVAILABLE):
+    """A 503 that tells the caller when to come back (``Retry-After`` seconds)."""
 
     def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
-class ServiceBusy(RetryLater):
-    code = "SERVICE_BUSY"
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+class ServiceBusy(RetryLater, code="SERVICE_BUSY", grpc=StatusCode.RESOURCE_EXHAUSTED):
+    """The queue is full (or its estimated wait too long), or a model's job backlog is: try again after
+    ``Retry-After`` seconds."""
 
 
-class RequestTimeout(PredictorError):
-    status = HTTPStatus.GATEWAY_TIMEOUT
-    code = "TIMEOUT"
-    grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
+class RequestTimeout(PredictorError, code="TIMEOUT", http=504, grpc=StatusCode.DEADLINE_EXCEEDED):
+    """The request's deadline (``timeout_ms`` or its header) passed before its answer was ready."""
 
 
-class RouteNotFound(PredictorError):
+class RouteNotFound(PredictorError, code="NOT_FOUND", http=404, grpc=StatusCode.UNIMPLEMENTED):
     """No such route (a wrong path, not an unknown model)."""
 
-    status = HTTPStatus.NOT_FOUND
-    code = "NOT_FOUND"
-    grpc_status = grpc.StatusCode.UNIMPLEMENTED
+
+class MethodNotAllowed(PredictorError, code="METHOD_NOT_ALLOWED", http=405, grpc=StatusCode.UNIMPLEMENTED):
+    """A known route called with a method it does not serve."""
 
 
-class MethodNotAllowed(PredictorError):
-    status = HTTPStatus.METHOD_NOT_ALLOWED
-    code = "METHOD_NOT_ALLOWED"
-    grpc_status = grpc.StatusCode.UNIMPLEMENTED
-
-
-class JobNotFound(PredictorError):
+# Asynchronous jobs (REST only: gRPC has no job routes).
+class JobNotFound(PredictorError, code="JOB_NOT_FOUND", http=404, grpc=StatusCode.NOT_FOUND):
     """No such asynchronous job: never submitted, or expired after ``jobs_result_ttl_seconds``."""
 
-    status = HTTPStatus.NOT_FOUND
-    code = "JOB_NOT_FOUND"
-    grpc_status = grpc.StatusCode.NOT_FOUND
 
-
-class JobsDisabled(PredictorError):
+class JobsDisabled(PredictorError, code="JOBS_DISABLED", http=404, grpc=StatusCode.UNIMPLEMENTED):
     """The job routes exist, but this server runs without ``jobs_redis_url``."""
 
-    status = HTTPStatus.NOT_FOUND
-    code = "JOBS_DISABLED"
-    grpc_status = grpc.StatusCode.UNIMPLEMENTED
 
-
-class JobsUnavailable(RetryLater):
+class JobsUnavailable(RetryLater, code="JOBS_UNAVAILABLE"):
     """The jobs' Redis cannot be reached: retry later (synchronous inference is unaffected)."""
-
-    code = "JOBS_UNAVAILABLE"
 
 
 class InternalError(PredictorError):

@@ -184,6 +184,9 @@ class ModelRuntime(Generic[Prepared, Raw]):
         the device thread, ``finish`` in the worker pool; `deadline` (``time.monotonic()``) bounds the
         wait. The request's stages and spans go to the current request record, if any."""
         record = current_request.get()
+        if self._batcher is not None:
+            # Refused before its items are decoded: a busy server spends nothing on work it turns away.
+            self._batcher.admit(len(items))
         # Counted from here until the items are queued: the batcher waits for them only.
         self._arrivals += 1
         arriving = True
@@ -326,6 +329,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
 
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)
+        self.metrics.batch_size_target.labels(self.name).set(size)
         self.metrics.items.labels(self.name).inc(size)
 
     async def _settle(self, raw: Sequence[Raw | Fallback[Raw]], deadline: float | None) -> list[Raw]:

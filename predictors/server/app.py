@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine
@@ -64,6 +65,9 @@ MAX_GRPC_SEND_BYTES = 64 * 1024 * 1024
 EXIT_LOAD_FAILED = 1
 EXIT_CANNOT_LISTEN = 2  # a port cannot be bound: configuration, like the CLI's other exit-2 cases
 EXIT_DEVICE_LOST = 3
+#: After the servers have drained, how long the interpreter may take to exit before the process ends anyway:
+#: a forward pass cannot be interrupted, and Python joins the device thread running it at exit.
+EXIT_WATCHDOG_SECONDS = 3.0
 
 
 class _DrainingUvicorn(RefreshingUvicorn):
@@ -182,10 +186,12 @@ class PredictorServer(kserve.ModelServer):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
         try:
-            return asyncio.run(self._serve_all())
+            exit_code = asyncio.run(self._serve_all())
         finally:
             if tracer_provider is not None and hasattr(tracer_provider, "shutdown"):
                 tracer_provider.shutdown()  # flushes the spans still queued for export
+        _exit_even_if_a_forward_pass_runs(exit_code)
+        return exit_code
 
     async def _serve_all(self) -> int:
         self._loop = asyncio.get_running_loop()
@@ -289,6 +295,24 @@ class PredictorServer(kserve.ModelServer):
         loop = self._loop
         assert loop is not None
         loop.call_soon_threadsafe(lambda: loop.create_task(grpc_server.stop(signal.SIGTERM)))
+
+
+def _exit_even_if_a_forward_pass_runs(exit_code: int) -> None:
+    """Arm a daemon timer that ends the process `EXIT_WATCHDOG_SECONDS` from now with `exit_code`.
+
+    The drain is over (its grace period spent); a forward pass still running on a device thread (a 30 s
+    face enhancement on a CPU) would otherwise keep the process alive until it ends, since the
+    interpreter joins executor threads at exit, and Kubernetes would have to SIGKILL it. A normal exit
+    comes first and the timer dies with the process."""
+    def end() -> None:
+        logger.warning("a forward pass was still running %.0f s after the drain; exiting without it",
+                       EXIT_WATCHDOG_SECONDS)
+        logging.shutdown()  # flush the log handlers: os._exit skips them
+        os._exit(exit_code)
+
+    timer = threading.Timer(EXIT_WATCHDOG_SECONDS, end)
+    timer.daemon = True
+    timer.start()
 
 
 async def _on_daemon_thread(work: Callable[[], T], name: str) -> T:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
 
+#: the query string of the REST request being served: KServe's v1 handler gives the data plane only the body and
+#: the headers, and a raw image upload carries its parameters in the query string (`codecs.forms`)
+request_query: ContextVar[str] = ContextVar("request_query", default="")
+
 
 class RequestContextMiddleware:
     """Accepts or makes the request id, echoes it, enforces the body limit, and turns crashes into 500s.
@@ -31,10 +36,10 @@ class RequestContextMiddleware:
     access-log line; other routes an access-log line; probes, ``/metrics`` and the status page nothing.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, telemetry: EdgeTelemetry | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, telemetry: EdgeTelemetry) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.telemetry = telemetry or EdgeTelemetry()
+        self.telemetry = telemetry  # also knows which models are served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,10 +80,14 @@ class RequestContextMiddleware:
             if body is None:
                 client_closed(record, CLIENT_CLOSED_STATUS, "the client closed the connection while sending the body")
                 return
+            if record.kind == "infer" and not self.telemetry.serves(record.model):
+                # Before the framework parses the body: an unknown model is a 404 whatever the body holds.
+                raise ModelNotFound(f"model '{record.model}' is not served here")
             if record.kind == "infer" and record.version:
                 # KServe answers versioned routes with NotImplementedError (a 500); no version is served here.
                 raise ModelNotFound(f"model '{record.model}' has no version '{record.version}': this server "
                                     f"serves unversioned models (POST /v2/models/{record.model}/infer)")
+            request_query.set(scope.get("query_string", b"").decode("latin-1"))
             replay = _BodyReplay(body)
             if record.kind != "infer":
                 await self.app(scope, replay.receive, send_with_id)

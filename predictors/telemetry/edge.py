@@ -23,6 +23,9 @@ class EdgeTelemetry:
         self.tracing = tracing
         self._served_models = served_models
 
+    def serves(self, model: str) -> bool:
+        return model in self._served_models()
+
     def model_label(self, record: RequestRecord) -> str:
         """The model's name as a metric label; "" for names not served (bounded label values)."""
         return record.model if record.model and record.model in self._served_models() else ""

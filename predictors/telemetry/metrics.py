@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -32,119 +33,71 @@ RECENT_WINDOW_SECONDS = 300.0
 class Metrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
-        self.requests = Counter(
+        # Every metric is registered in `registry` (tests and the bench use their own); histograms of durations
+        # share LATENCY_BUCKETS.
+        counter = partial(Counter, registry=registry)
+        gauge = partial(Gauge, registry=registry)
+        seconds = partial(Histogram, buckets=LATENCY_BUCKETS, registry=registry)
+        self.requests = counter(
             "predictors_requests_total",
             "Inference requests by protocol (v1, v2, grpc) and outcome code (OK or the error code).",
-            ["model", "protocol", "code"],
-            registry=registry,
-        )
-        self.request_duration = Histogram(
+            ["model", "protocol", "code"])
+        self.request_duration = seconds(
             "predictors_request_duration_seconds",
-            "Inference request latency at the edge, from the request's arrival to its response.",
-            ["model", "protocol"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.stage_duration = Histogram(
+            "Inference request latency at the edge, from the request's arrival to its response.", ["model", "protocol"])
+        self.stage_duration = seconds(
             "predictors_request_stage_duration_seconds",
             "Time a request spent per stage: preprocess (decode+prepare), queue (waiting for a batch), "
-            "predict (forward passes), postprocess (finish+encode).",
-            ["model", "stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "predictors_requests_in_flight", "Inference requests being served.", ["model"], registry=registry
-        )
-        self.forward_duration = Histogram(
+            "predict (forward passes), postprocess (finish+encode).", ["model", "stage"])
+        self.in_flight = gauge("predictors_requests_in_flight", "Inference requests being served.", ["model"])
+        self.forward_duration = seconds(
             "predictors_forward_duration_seconds",
-            "Duration of one batched forward pass (with its OOM split/fallback retries).",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+            "Duration of one batched forward pass (with its OOM split/fallback retries).", ["model"])
         self._gpu = _GpuMemoryCollector()
         registry.register(self._gpu)
         self._recent: dict[str, _RecentLatency] = {}
         self._recent_lock = threading.Lock()
-        self.oom_fallbacks = Counter(
+        self.oom_fallbacks = counter(
             "predictors_cuda_oom_fallbacks_total",
             "Forward passes that hit CUDA out-of-memory and were split ('split') or moved to the CPU "
-            "('cpu_fallback').",
-            ["model", "action"],
-            registry=registry,
-        )
-        self.poison_items = Counter(
+            "('cpu_fallback').", ["model", "action"])
+        self.poison_items = counter(
             "predictors_poison_items_total",
             "Items whose forward pass failed on their own with an unexpected error, found by retrying "
-            "their failed batch in halves (their requests got INTERNAL_ERROR, their batch-mates answers).",
-            ["model"],
-            registry=registry,
-        )
-        self.batch_size = Histogram(
-            "predictors_batch_size_items",
-            "Items per forward pass.",
-            ["model"],
-            buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.queue_depth = Gauge(
-            "predictors_queue_depth_items", "Items waiting for a forward pass.", ["model"], registry=registry
-        )
-        self.items = Counter(
-            "predictors_items_processed_total", "Items that went through a forward pass.", ["model"],
-            registry=registry,
-        )
-        self.rejected = Counter(
+            "their failed batch in halves (their requests got INTERNAL_ERROR, their batch-mates answers).", ["model"])
+        self.batch_size = Histogram("predictors_batch_size_items", "Items per forward pass.", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_size_target = gauge(
+            "predictors_batch_size_target_items",
+            "Items the batcher chose for its latest forward pass: with latency_target_ms, the largest batch "
+            "(at most max_batch_size and what waited) whose predicted end kept the oldest waiting item within "
+            "the target; without, what waited up to max_batch_size.", ["model"])
+        self.queue_depth = gauge("predictors_queue_depth_items", "Items waiting for a forward pass.", ["model"])
+        self.items = counter("predictors_items_processed_total", "Items that went through a forward pass.", ["model"])
+        self.rejected = counter(
             "predictors_rejected_requests_total",
-            "Requests refused before inference, by reason (SERVICE_BUSY, TIMEOUT).",
-            ["model", "code"],
-            registry=registry,
-        )
-        self.model_ready = Gauge(
-            "predictors_model_ready", "1 when the model is loaded and warmed up.", ["model"],
-            registry=registry,
-        )
-        self.load_seconds = Gauge(
-            "predictors_model_load_seconds", "Time to load and warm up the model.", ["model"],
-            registry=registry,
-        )
-        self.device_info = Gauge(
-            "predictors_model_device_info", "The device a model runs on (value 1).", ["model", "device"],
-            registry=registry,
-        )
-        self.jobs = Counter(
+            "Requests refused before inference, by reason (SERVICE_BUSY, TIMEOUT).", ["model", "code"])
+        self.model_ready = gauge("predictors_model_ready", "1 when the model is loaded and warmed up.", ["model"])
+        self.load_seconds = gauge("predictors_model_load_seconds", "Time to load and warm up the model.", ["model"])
+        self.device_info = gauge(
+            "predictors_model_device_info", "The device a model runs on (value 1).", ["model", "device"])
+        self.jobs = counter(
             "predictors_jobs_total",
             "Asynchronous jobs by the status this process gave them: queued (submitted here), succeeded and "
             "failed (run here; each job counted once, by the process whose outcome was written), cancelled.",
-            ["model", "status"],
-            registry=registry,
-        )
-        self.jobs_backlog = Gauge(
+            ["model", "status"])
+        self.jobs_backlog = gauge(
             "predictors_jobs_backlog_items",
-            "Unfinished asynchronous jobs of the model in Redis (queued or running), as last read here.",
-            ["model"],
-            registry=registry,
-        )
+            "Unfinished asynchronous jobs of the model in Redis (queued or running), as last read here.", ["model"])
         self.job_duration = Histogram(
-            "predictors_job_duration_seconds",
-            "Asynchronous jobs from submission to their outcome (succeeded or failed).",
-            ["model"],
-            buckets=JOB_BUCKETS,
-            registry=registry,
-        )
-        self.jobs_reclaimed = Counter(
+            "predictors_job_duration_seconds", "Asynchronous jobs from submission to their outcome (succeeded or "
+            "failed).", ["model"], buckets=JOB_BUCKETS, registry=registry)
+        self.jobs_reclaimed = counter(
             "predictors_jobs_reclaimed_total",
-            "Job runs taken over from a process silent for jobs_visibility_timeout_seconds (died or hung).",
-            ["model"],
-            registry=registry,
-        )
-        self.review_flags = Counter(
+            "Job runs taken over from a process silent for jobs_visibility_timeout_seconds (died or hung).", ["model"])
+        self.review_flags = counter(
             "predictors_results_needing_review_total",
-            "Results whose quality signal fell below the model's review threshold.",
-            ["model"],
-            registry=registry,
-        )
+            "Results whose quality signal fell below the model's review threshold.", ["model"])
 
     # ---- helpers used by the model and the edge ------------------------------------------------
 

@@ -120,6 +120,12 @@ class Helm:
             args += ["--set", s]
         return self.run(*args, check=check)
 
+    def template_error(self, *values: str, sets: tuple[str, ...] = ()) -> str:
+        """stderr of a `helm template` that must fail (the chart refusing the values)."""
+        proc = self.template_text(*values, sets=sets, check=False)
+        assert proc.returncode != 0, f"rendered {values} {sets}"
+        return proc.stderr
+
     def render(self, *values: str, sets: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         key = (values, sets)
         if key not in self._cache:

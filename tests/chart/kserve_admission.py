@@ -460,3 +460,57 @@ def _regex_prefix(regex: str) -> str:
     """Literal scheme of a supportedUriFormats regex ("https?://..." -> "http"), enough to tell
     which containers could match a URI."""
     return re.split(r"[^a-z:/]", regex, maxsplit=1)[0] or regex
+
+
+# ------------------------------------------------------------------------------------------ autoscalers
+def autoscalers(isvc: Isvc) -> list[dict[str, Any]]:
+    """The autoscaler KServe's controller creates for the stable predictor Deployment <isvc>-predictor in
+    Standard mode, by serving.kserve.io/autoscalerClass (default hpa): an HPA of that name (scaleMetric
+    cpu|memory utilization), or a KEDA ScaledObject of that name whose triggers come from
+    spec.predictor.autoScaling.metrics (Resource -> cpu/memory, External -> its backend: prometheus or
+    graphite only, per the CRD) and whose HPA keeps KEDA's default name; for external and none, nothing
+    (the HPA reconciler deletes an HPA the InferenceService owns and creates none). Knative mode: the KPA,
+    not a Kubernetes object here.
+
+    Mirrors pkg/controller/v1beta1/inferenceservice/reconcilers/autoscaler/autoscaler_reconciler.go,
+    hpa/hpa_reconciler.go (shouldCreateHPA, shouldDeleteHPA) and keda/keda_reconciler.go
+    (createKedaScaledObject, getKedaMetrics) @ KSERVE_COMMIT."""
+    if deployment_mode(isvc) != "Standard":
+        return []
+    name = f"{isvc['metadata']['name']}-predictor"
+    pred = isvc["spec"]["predictor"]
+    meta = {"name": name, "namespace": isvc["metadata"].get("namespace", "")}
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    low = pred.get("minReplicas", 1)
+    high = max(pred.get("maxReplicas", 0), low)
+    autoscaler_class = annotations(isvc).get("serving.kserve.io/autoscalerClass", "hpa")
+    if autoscaler_class == "hpa":
+        owner = {"kind": "InferenceService", "name": isvc["metadata"]["name"]}
+        return [
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {**meta, "ownerReferences": [owner]},
+                "spec": {"scaleTargetRef": target, "minReplicas": low, "maxReplicas": high},
+            }
+        ]
+    if autoscaler_class != "keda":
+        return []
+    triggers = []
+    for metric in (pred.get("autoScaling") or {}).get("metrics") or []:
+        if metric["type"] == "Resource":
+            target_spec = metric["resource"]["target"]
+            value = target_spec.get("averageUtilization", 80 if metric["resource"]["name"] == "cpu" else 0)
+            if target_spec["type"] != "Utilization":
+                value = target_spec.get("averageValue", target_spec.get("value", 0))
+            triggers.append({"type": metric["resource"]["name"], "metricType": target_spec["type"],
+                             "metadata": {"value": str(value)}})
+        elif metric["type"] == "External":
+            external = metric["external"]
+            triggers.append({"type": external["metric"]["backend"],
+                             "metadata": {"serverAddress": external["metric"].get("serverAddress", ""),
+                                          "query": external["metric"]["query"],
+                                          "threshold": str(external["target"].get("value", "0"))}})
+    return [{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta,
+             "spec": {"scaleTargetRef": {"name": name}, "minReplicaCount": low, "maxReplicaCount": high,
+                      "triggers": triggers}}]

@@ -26,11 +26,29 @@ EXPECTED_SCENARIOS = {
     "deployment-values.yaml",
     "keda-values.yaml",
     "restricted-storage-values.yaml",
+    "jobs-values.yaml",
 }
-# Kinds of the Prometheus Operator: no schema available offline, checked by hand below.
+# Kinds of the Prometheus Operator and of KEDA: no schema available offline; checked by hand below and,
+# for KEDA's, by tests/chart/keda_admission.py (test_jobs.py).
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor"}
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 K8S_VERSIONS = ("1.30.0", "1.37.0")  # Chart.yaml kubeVersion floor, and the newest bundled schema
 SETTINGS_ENV = yaml.safe_load((CHART / "files" / "settings-env.yaml").read_text())
+CHART_ENV_NAMES = {name for section in ("settings", "chart", "jobs") for name in SETTINGS_ENV[section].values()}
+# The asynchronous-jobs settings the chart was written against (issue 13's engine contract).
+JOBS_ENGINE_CONTRACT = {
+    "PREDICTORS_JOBS_REDIS_URL",
+    "PREDICTORS_JOBS_RESULT_TTL_SECONDS",
+    "PREDICTORS_JOBS_MAX_BACKLOG",
+    "PREDICTORS_JOBS_VISIBILITY_TIMEOUT_SECONDS",
+    "PREDICTORS_JOBS_MAX_ATTEMPTS",
+    "PREDICTORS_JOBS_CONSUMER_NAME",
+}
+# Server settings the chart deliberately leaves to the server: the consumer name is per pod, and the
+# server's default for it is the POD_NAME the chart sets from the downward API.
+LEFT_TO_THE_SERVER = {"PREDICTORS_JOBS_CONSUMER_NAME"}
+# What a secretKeyRef env var holds at run time (the Secret is the user's): a URL with a password.
+SECRET_URL_STANDIN = "rediss://:s3cret@redis.example.com:6380/0"
 HTTP_PORT, GRPC_PORT = 8080, 8081  # server contract
 
 
@@ -152,6 +170,9 @@ def test_helm3_and_helm4_render_identically(helm3: Helm, helm4: Helm, values: st
 # --------------------------------------------------------------------------------------------
 # values.schema.json rejects unknown keys and invalid combinations
 # --------------------------------------------------------------------------------------------
+CONSTRAINT_KEYWORDS = {"if", "then", "else", "not"}
+
+
 def test_schema_forbids_unknown_keys_everywhere() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     loose = []
@@ -169,7 +190,9 @@ def test_schema_forbids_unknown_keys_everywhere() -> None:
                 ):
                     loose.append(path)  # an object without properties must say what its values are
             for k, v in node.items():
-                walk(v, f"{path}/{k}")
+                # if/then/else/not only constrain an object defined elsewhere: they list no keys of their own
+                if k not in CONSTRAINT_KEYWORDS:
+                    walk(v, f"{path}/{k}")
         elif isinstance(node, list):
             for i, v in enumerate(node):
                 walk(v, f"{path}/{i}")
@@ -279,9 +302,7 @@ def test_lint_rejects_typos_and_bad_values(
     ],
 )
 def test_template_fails_on_contradictory_values(helm4: Helm, sets: tuple[str, ...], message: str) -> None:
-    proc = helm4.template_text(sets=sets, check=False)
-    assert proc.returncode != 0
-    assert message in proc.stderr
+    assert message in helm4.template_error(sets=sets)
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,7 +315,7 @@ def test_builtin_objects_validate_strict(helm4: Helm, values: str) -> None:
     docs = helm4.render(scenario(values))
     checked = 0
     for doc in docs:
-        if doc["kind"] == "InferenceService" or doc["kind"] in OPERATOR_KINDS:
+        if doc["kind"] == "InferenceService" or doc["kind"] in OPERATOR_KINDS | KEDA_KINDS:
             continue
         for version in K8S_VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -354,13 +375,17 @@ def _settings_env_names() -> set[str]:
 
 def test_settings_env_list_matches_the_server() -> None:
     server_names = _settings_env_names()
-    chart_names = {*SETTINGS_ENV["settings"].values(), *SETTINGS_ENV["chart"].values()}
+    if not any(name.startswith("PREDICTORS_JOBS_") for name in server_names):
+        # TODO(issue 13): the jobs engine is built on another branch; until it is merged, compare with
+        # its contract. Delete this branch once predictors.settings has the jobs settings.
+        server_names |= JOBS_ENGINE_CONTRACT
+    chart_names = CHART_ENV_NAMES
     assert chart_names <= server_names, (
         f"chart sets env vars the server does not read: {chart_names - server_names}"
     )
     # Every tunable the server has (besides model selection, which the chart passes as args) is exposed.
     model_selection = {"PREDICTORS_MODEL_REPOSITORY", "PREDICTORS_MODELS", "PREDICTORS_MODEL_DIRS"}
-    assert server_names - model_selection - chart_names == set()
+    assert server_names - model_selection - LEFT_TO_THE_SERVER - chart_names == set()
     # values.yaml exposes exactly the settings keys of the list
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values["settings"]) == set(SETTINGS_ENV["settings"])
@@ -368,7 +393,7 @@ def test_settings_env_list_matches_the_server() -> None:
 
 @pytest.mark.parametrize("values", SCENARIOS)
 def test_rendered_env_names_come_from_the_one_list(helm4: Helm, values: str) -> None:
-    allowed = {*SETTINGS_ENV["settings"].values(), *SETTINGS_ENV["chart"].values()}
+    allowed = CHART_ENV_NAMES
     for pod in server_pods(helm4.render(scenario(values))):
         names = {n for n in env_of(server_container(pod["spec"])) if n.startswith("PREDICTORS_")}
         assert names <= allowed
@@ -391,6 +416,8 @@ def test_server_accepts_rendered_args_and_env(
                 monkeypatch.delenv(name)
         for name, value in env_of(c).items():
             if name.startswith("PREDICTORS_"):
+                if isinstance(value, dict) and "secretKeyRef" in value:
+                    value = SECRET_URL_STANDIN
                 assert isinstance(value, str), name
                 monkeypatch.setenv(name, value)
         args = build_parser().parse_args(c["args"])
@@ -908,12 +935,18 @@ def test_helm_test_hook_calls_every_ready_endpoint(helm4: Helm, values: str) -> 
             continue
         name, model = pod["owner"]["metadata"]["name"], pod["labels"]["vision-predictors.io/model"]
         if pod["owner"]["kind"] == "InferenceService":
-            # KServe's predictor Service: <isvc>-predictor, port 80
-            expected.add(f"http://{name}-predictor.{NAMESPACE}.svc/v2/models/{model}/ready")
+            # KServe's predictor Service (and Deployment): <isvc>-predictor, port 80
+            url, deployment = f"http://{name}-predictor.{NAMESPACE}.svc/v2/models/{model}/ready", f"{name}-predictor"
         else:
             svc = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == name)
             port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "http")
-            expected.add(f"http://{name}.{NAMESPACE}.svc:{port}/v2/models/{model}/ready")
+            url, deployment = f"http://{name}.{NAMESPACE}.svc:{port}/v2/models/{model}/ready", name
+        if f'echo "skipped {url} ' in script:
+            # a pool KEDA scales to zero on its jobs backlog: nothing may answer (no Knative activator)
+            (so,) = [s for s in by_kind(docs, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == deployment]
+            assert so["spec"]["minReplicaCount"] == 0
+            continue
+        expected.add(url)
     assert set(urls) == expected and len(urls) == len(expected)
     assert "--fail" in script
 

@@ -136,6 +136,15 @@ def test_unknown_model(server) -> None:
     assert_error(httpx.get(f"{server.url}/v2/models/no-such-model/ready"), 404, "MODEL_NOT_FOUND")
 
 
+@pytest.mark.parametrize("route", ["/v1/models/no-such-model:predict", "/v2/models/no-such-model/infer"])
+@pytest.mark.parametrize("body", [b"{not json", b'{"inputs": "wrong shape"}', b""])
+def test_unknown_model_is_404_whatever_the_body(server, route: str, body: bytes) -> None:
+    # The model is looked up before the body is parsed: a bad body for a model that is not served is
+    # still the 404 that tells the caller what is wrong.
+    response = httpx.post(f"{server.url}{route}", content=body, headers={"content-type": "application/json"})
+    assert_error(response, 404, "MODEL_NOT_FOUND")
+
+
 def test_tritonclient_sees_the_error_message(server) -> None:
     http = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
     tensor = httpclient.InferInput("image", [1], "BYTES")

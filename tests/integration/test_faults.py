@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import re
 import shutil
@@ -246,6 +247,17 @@ def test_a_forward_pass_past_the_deadline_answers_504_and_the_server_recovers(
 
 # ---- lifecycle faults ---------------------------------------------------------------------------
 
+def sigterm_and_wait(server: ServerProcess, wait_seconds: float) -> tuple[int, float]:
+    """SIGTERM the server; its exit code and how long it took to exit (fails if it outlives `wait_seconds`)."""
+    server.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        code = server.process.wait(wait_seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {wait_seconds} s after SIGTERM:\n{server.log()[-3000:]}")
+    return code, time.monotonic() - started
+
+
 def test_sigterm_while_a_model_is_still_loading_exits_within_the_grace_period(
         demo_repository: Path, tmp_path: Path) -> None:
     repository = write_faulty_model(demo_repository, tmp_path / "repo", load_seconds=300)
@@ -259,15 +271,28 @@ def test_sigterm_while_a_model_is_still_loading_exits_within_the_grace_period(
             time.sleep(0.1)
         assert httpx.get(f"{server.url}/v2/health/live", timeout=5).status_code == 200
         assert httpx.get(f"{server.url}/v2/models/{MODEL}/ready", timeout=5).status_code == 503
-        server.process.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        try:
-            code = server.process.wait(15)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"still running 15 s after SIGTERM (grace 5 s):\n{server.log()[-3000:]}")
-        assert time.monotonic() - started < 10
+        code, took = sigterm_and_wait(server, wait_seconds=15)
+        assert took < 10
     assert code == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_sigterm_during_a_forward_pass_longer_than_the_grace_period_still_exits(
+        demo_repository: Path, tmp_path: Path) -> None:
+    # A forward pass cannot be interrupted; the process must not wait for it past the drain (Kubernetes
+    # would SIGKILL it at terminationGracePeriodSeconds, and the pod would sit Terminating until then).
+    repository = write_faulty_model(demo_repository, tmp_path / "repo", slow_forward_seconds=120)
+    log = tmp_path / "server.log"
+    with run_server(["--model-repository", str(repository), "--shutdown-grace-seconds", "2",
+                     "--log-format", "json"], log, wait_for=[MODEL]) as server, \
+            concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = occupy_the_device(server, pool, "sigterm")
+        code, took = sigterm_and_wait(server, wait_seconds=30)
+        with contextlib.suppress(Exception):
+            slow.result(timeout=5)  # the abandoned request's connection is closed; any outcome
+    assert took < 15, f"exit took {took:.1f} s"
+    assert code == 0, log.read_text()[-3000:]
+    assert "a forward pass was still running" in log.read_text()
 
 
 def truncate_weights(directory: Path) -> str:

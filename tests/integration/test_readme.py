@@ -5,7 +5,9 @@ the working directory, as a user who just ran `make serve` would: so the server 
 on those ports (with jobs on, on a redis-server of its own), and the examples run in a directory holding those
 pictures and a `.venv` link to this checkout's virtualenv. Shell blocks run in one bash process, command by
 command; a curl command passes when it printed a JSON answer without an error (an inference answer in "Calling
-it", a job in "Asynchronous jobs"). Python blocks run with the virtualenv's interpreter and must exit 0.
+it", a job in "Asynchronous jobs"), or, when it saves its answer (``-o FILE``), when FILE is an image and the
+response head it printed (if any, ``-D -``) says 200. Python blocks run with the virtualenv's interpreter and must
+exit 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import encode, sample_image
 from tests.support.redis_server import RedisServer, run_redis
@@ -51,6 +54,20 @@ def shell_commands(block: str) -> list[str]:
             commands.append(current)
             current = ""
     return commands
+
+
+def saved_file(command: str) -> str | None:
+    """The file a curl command writes its answer to (``-o FILE``), if it does."""
+    match = re.search(r"(?:^|\s)(?:-o|--output)\s+(\S+)", command)
+    return match[1] if match else None
+
+
+def assert_saved_image(path: Path, printed: str) -> None:
+    assert path.is_file(), f"{path.name} was not written"
+    with Image.open(path) as image:  # an error answer saved instead would be JSON, not an image
+        image.verify()
+    if printed.strip():
+        assert printed.startswith("HTTP/") and printed.split()[1] == "200", printed
 
 
 def port_is_free(port: int) -> bool:
@@ -108,13 +125,18 @@ def examples_of(language: str) -> list[tuple[str, int]]:
 @pytest.mark.parametrize(("section", "index"), examples_of("bash"))
 def test_shell_example(readme_server: ServerProcess, user_directory: Path, section: str, index: int) -> None:
     commands = shell_commands(readme_examples(section)[index][1])
+    for command in commands:  # a file left by another example must not pass for this one's answer
+        if command.lstrip().startswith("curl") and (name := saved_file(command)):
+            (user_directory / name).unlink(missing_ok=True)
     script = "set -e\n" + "".join(f"{command}echo '{SEPARATOR}'\n" for command in commands)
     result = subprocess.run(["bash", "-c", script], cwd=user_directory, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     outputs = result.stdout.split(SEPARATOR + "\n")[:-1]
     assert len(outputs) == len(commands)
     for command, output in zip(commands, outputs, strict=True):
-        if command.lstrip().startswith("curl"):
+        if command.lstrip().startswith("curl") and (name := saved_file(command)):
+            assert_saved_image(user_directory / name, output)
+        elif command.lstrip().startswith("curl"):
             answer = json.loads(output)
             assert "error" not in answer, f"{command}\n-> {output}"
             if section == JOBS:

@@ -148,6 +148,14 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- if kindIs "invalid" $autoscaling.target }}
 {{- $_ := set $autoscaling "target" (ternary 8 70 (has $autoscaling.metric (list "concurrency" "rps"))) }}
 {{- end }}
+{{- /* jobs: models.<key>.jobs over the global switch and lag trigger; KEDA scales a pool on its
+     stream's lag only if the pool scales at all. The chart renders a ScaledObject itself (KServe's
+     autoScaling spec has no redis-streams trigger) for jobs scaling, and in deployment mode for
+     autoscaling.keda too (it replaces the HPA there). */}}
+{{- $jobs := mergeOverwrite (dict "enabled" $v.jobs.enabled "keda" (pick $v.jobs.keda "enabled" "lagCount" "activationLagCount")) (deepCopy (default dict $m.jobs)) }}
+{{- $scales := gt (int $autoscaling.maxReplicas) (int $autoscaling.minReplicas) }}
+{{- $jobsScaling := and $jobs.enabled $jobs.keda.enabled $scales (not $knative) }}
+{{- $scaledObject := and $scales (or $jobsScaling (and (eq $v.mode "deployment") $autoscaling.keda.enabled)) }}
 {{- $canary := dict "enabled" (default false $canaryIn.enabled) "trafficPercent" (ternary $canaryIn.trafficPercent $v.canary.trafficPercent (hasKey $canaryIn "trafficPercent")) "imageRef" (include "vision-predictors.imageRef" (dict "image" $canaryImage "defaultTag" $root.Chart.AppVersion)) "weights" (default $m.weights $canaryIn.weights) "settings" (mergeOverwrite (deepCopy $settings) (default dict $canaryIn.settings)) }}
 {{- /* cross-field rules */}}
 {{- if gt (int $gpuCount) 1 }}
@@ -183,6 +191,9 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- if $autoscaling.keda.enabled }}
 {{- fail (printf "models.%s: KEDA and a Standard-mode canary do not mix: KServe builds the canary's autoscaler from the same class with no metrics (a ScaledObject without triggers); scale the stable predictor with the HPA while the canary runs" $key) }}
 {{- end }}
+{{- if $jobsScaling }}
+{{- fail (printf "models.%s: jobs scaling and a Standard-mode canary do not mix: with serving.kserve.io/autoscalerClass external KServe creates the canary Deployment without its fixed replica count (1 pod whatever trafficPercent); set jobs.keda.enabled=false for this model while the canary runs" $key) }}
+{{- end }}
 {{- if gt (len $name) 41 }}
 {{- fail (printf "models.%s: unit name %q is %d characters; with a Standard-mode canary the limit is 41 (KServe labels the canary pods app: isvc.<name>-canary-predictor, at most 63 characters)" $key $name (len $name)) }}
 {{- end }}
@@ -199,8 +210,8 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- if $canary.enabled }}
 {{- fail (printf "models.%s: canary is supported in kserve mode only" $key) }}
 {{- end }}
-{{- if $autoscaling.keda.enabled }}
-{{- fail (printf "models.%s: autoscaling.keda needs kserve mode (Standard); in deployment mode use autoscaling.customMetric" $key) }}
+{{- if and $scaledObject $autoscaling.customMetric.enabled }}
+{{- fail (printf "models.%s: KEDA scales this pool (autoscaling.keda or jobs.keda), and a ScaledObject cannot carry autoscaling.customMetric (an HPA metric of your metrics adapter): use autoscaling.keda's Prometheus query instead" $key) }}
 {{- end }}
 {{- else }}
 {{- if $autoscaling.customMetric.enabled }}
@@ -209,6 +220,9 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- if and $autoscaling.keda.enabled (eq $kmode "Knative") }}
 {{- fail (printf "models.%s: KEDA autoscaling needs kserve.deploymentMode Standard" $key) }}
 {{- end }}
+{{- if and (eq $v.mode "kserve") (eq $kmode "Standard") $autoscaling.keda.enabled (not $scaledObject) (gt (len $name) 44) }}
+{{- fail (printf "models.%s: unit name %q is %d characters; with autoscaling.keda the limit is 44 (KServe names its ScaledObject <name>-predictor, and KEDA >= 2.20 refuses one whose HPA name keda-hpa-<name>-predictor exceeds 63)" $key $name (len $name)) }}
+{{- end }}
 {{- end }}
 {{- if and (has $autoscaling.metric (list "concurrency" "rps")) (not (and (eq $v.mode "kserve") (eq $kmode "Knative"))) }}
 {{- fail (printf "models.%s: autoscaling.metric %s needs kserve.deploymentMode Knative; use cpu or memory" $key $autoscaling.metric) }}
@@ -216,8 +230,19 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- if gt (int $autoscaling.minReplicas) (int $autoscaling.maxReplicas) }}
 {{- fail (printf "models.%s: autoscaling.minReplicas > maxReplicas" $key) }}
 {{- end }}
-{{- if and (eq (int $autoscaling.minReplicas) 0) (not (and (eq $v.mode "kserve") (eq $kmode "Knative"))) }}
-{{- fail (printf "models.%s: minReplicas 0 (scale to zero) needs kserve.deploymentMode Knative" $key) }}
+{{- if and (eq (int $autoscaling.minReplicas) 0) (not $knative) (not $jobsScaling) }}
+{{- fail (printf "models.%s: minReplicas 0 (scale to zero) needs kserve.deploymentMode Knative, or jobs scaling (jobs.enabled with jobs.keda: KEDA wakes the pool on a backlog)" $key) }}
+{{- end }}
+{{- if $jobs.enabled }}
+{{- if not (or $v.jobs.redis.url $v.jobs.redis.existingSecret) }}
+{{- fail (printf "models.%s: jobs are on but Redis is not set: jobs.redis.url or jobs.redis.existingSecret" $key) }}
+{{- end }}
+{{- if and $knative $jobs.keda.enabled }}
+{{- fail (printf "models.%s: jobs.keda (scaling on the stream's backlog) needs kserve.deploymentMode Standard or deployment mode: Knative's autoscaler owns the revisions and scales on requests only; set jobs.keda.enabled=false (the pods still take jobs)" $key) }}
+{{- end }}
+{{- if and $knative (eq (int $autoscaling.minReplicas) 0) }}
+{{- fail (printf "models.%s: a Knative pool at zero takes no jobs (Knative wakes it on requests only): keep minReplicas >= 1 with jobs on" $key) }}
+{{- end }}
 {{- end }}
 {{- $units = append $units (dict
     "key" $key
@@ -231,6 +256,9 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
     "resources" $resources
     "settings" $settings
     "autoscaling" $autoscaling
+    "jobs" $jobs
+    "jobsScaling" $jobsScaling
+    "scaledObject" $scaledObject
     "probes" $probes
     "nodeSelector" (ternary $m.nodeSelector $pool.nodeSelector (hasKey $m "nodeSelector"))
     "tolerations" (ternary $m.tolerations $pool.tolerations (hasKey $m "tolerations"))
@@ -361,6 +389,9 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
   value: {{ join "," $attrs | quote }}
 {{- end }}
 {{- end }}
+{{- if $u.jobs.enabled }}
+{{ include "vision-predictors.jobs.env" $root }}
+{{- end }}
 {{- with $root.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -476,6 +507,23 @@ containers:
         {{- end }}
         readOnly: true
       {{- end }}
+{{- end }}
+
+{{/* HPA behavior of the chart's HPAs and ScaledObjects: model loads are expensive, so scale down one
+     pod a minute after a stabilization window, up by two. Args: root. */}}
+{{- define "vision-predictors.hpaBehavior" -}}
+scaleDown:
+  stabilizationWindowSeconds: {{ .Values.autoscaling.scaleDownStabilizationSeconds }}
+  policies:
+    - type: Pods
+      value: 1
+      periodSeconds: 60
+scaleUp:
+  stabilizationWindowSeconds: 0
+  policies:
+    - type: Pods
+      value: 2
+      periodSeconds: 60
 {{- end }}
 
 {{/* Pod annotations (scrape, OTel operator, extra). Args: root. */}}

@@ -30,7 +30,9 @@ annotations:
 {{- else }}
 minReplicas: {{ $as.minReplicas }}
 maxReplicas: {{ $as.maxReplicas }}
-{{- if and (eq $kmode "Standard") $as.keda.enabled }}
+{{- if $u.scaledObject }}
+{{- /* autoscalerClass external: the chart's ScaledObject scales the predictor Deployment */}}
+{{- else if and (eq $kmode "Standard") $as.keda.enabled }}
 autoScaling:
   metrics:
     {{- if $as.keda.cpu }}
