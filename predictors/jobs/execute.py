@@ -22,6 +22,7 @@ from predictors.codecs.types import model_parameters, request_deadline
 from predictors.jobs.store import StoredRequest
 from predictors.server.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
 from predictors.server.kserve_model import KServeModel
+from predictors.server.middleware import request_query
 from predictors.telemetry.context import REQUEST_ID_HEADER
 
 #: what the v1 route's ORJSONResponse renders with
@@ -54,6 +55,7 @@ class JobExecutor:
 
     def _decode(self, model_name: str, request: StoredRequest) -> tuple[Any, dict[str, str]]:
         headers = request_headers(request)
+        request_query.set(request.query)  # where a v1 upload's parameters may be (the data plane reads it)
         if request.protocol == "v1":
             decoded, _ = self.dataplane.decode(request.body, headers)
         else:

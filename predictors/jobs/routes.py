@@ -1,7 +1,8 @@
 """The REST routes of asynchronous jobs, a thin adapter onto `JobService` (README "Asynchronous jobs").
 
 - ``POST /v2/models/{name}/jobs`` (a v2 body: JSON or binary extension) and ``POST /v1/models/{name}:submit``
-  (a v1 body) -> 202, ``Location: /v2/jobs/{id}``, ``{"id", "model", "status", "created_at"}``;
+  (a v1 body: JSON, or an upload with its query string, as ``:predict`` takes) -> 202,
+  ``Location: /v2/jobs/{id}``, ``{"id", "model", "status", "created_at"}``;
 - ``GET /v2/jobs/{id}`` -> the job, with its ``result`` or ``error`` once it has one;
 - ``DELETE /v2/jobs/{id}`` -> cancels a queued or running job; answers the job as it is afterwards.
 
@@ -28,7 +29,8 @@ def install_job_routes(app: FastAPI, service: JobService | None) -> None:
 
     async def accept(model_name: str, request: Request, protocol: str) -> Response:
         accepted = await enabled().submit(model_name, "v1" if protocol == "v1" else "v2", await request.body(),
-                                          {key.lower(): value for key, value in request.headers.items()})
+                                          {key.lower(): value for key, value in request.headers.items()},
+                                          request.url.query)
         return Response(accepted.body, status_code=202, media_type=JSON, headers={"Location": accepted.location})
 
     async def submit_v2(model_name: str, request: Request) -> Response:

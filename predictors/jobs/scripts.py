@@ -67,7 +67,7 @@ end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[4], 'consumer', ARGV[3])
 local request = redis.call('HMGET', KEYS[1], 'protocol', 'body', 'content_type', 'header_length', 'request_id',
-                           'traceparent', 'tracestate', 'created_ts')
+                           'traceparent', 'tracestate', 'query', 'created_ts')
 return {'run', attempts, unpack(request)}
 """
 

@@ -54,7 +54,7 @@ class JobService:
         self.metrics = metrics
 
     async def submit(self, model_name: str, protocol: Literal["v1", "v2"], body: bytes,
-                     headers: Mapping[str, str]) -> Accepted:
+                     headers: Mapping[str, str], query: str = "") -> Accepted:
         model = await self.dataplane.get_model(model_name)
         assert isinstance(model, KServeModel)
         idempotency = headers.get(IDEMPOTENCY_HEADER)
@@ -63,7 +63,7 @@ class JobService:
         request = StoredRequest(
             protocol, body, content_type=headers.get("content-type", ""),
             header_length=headers.get(INFERENCE_HEADER_LENGTH, ""), request_id=current_request_id.get(),
-            traceparent=headers.get("traceparent", ""), tracestate=headers.get("tracestate", ""),
+            traceparent=headers.get("traceparent", ""), tracestate=headers.get("tracestate", ""), query=query,
         )
         await self.executor.check(model, request)
         async with _redis(f"submitting a job to model '{model_name}'"):

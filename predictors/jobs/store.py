@@ -81,6 +81,8 @@ class StoredRequest:
     request_id: str = ""
     traceparent: str = ""
     tracestate: str = ""
+    #: v1 uploads may carry parameters in the query string (`codecs.forms`)
+    query: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class JobStore:
             "created_ts": repr(created.timestamp()), "attempts": "0",
             "protocol": request.protocol, "body": request.body, "content_type": request.content_type,
             "header_length": request.header_length, "request_id": request.request_id,
-            "traceparent": request.traceparent, "tracestate": request.tracestate,
+            "traceparent": request.traceparent, "tracestate": request.tracestate, "query": request.query,
         }
         keys = [stream_key(model), job_key(job_id)]
         if idempotency is not None:
@@ -250,10 +252,11 @@ class JobStore:
         )
         if answer[0] != b"run":
             return "exhausted" if answer[0] == b"exhausted" else "skipped"
-        attempts, protocol, body, content_type, header_length, request_id, traceparent, tracestate, created = \
-            answer[1:]
+        attempts, protocol, body, content_type, header_length, request_id, traceparent, tracestate, query, \
+            created = answer[1:]
         request = StoredRequest("v1" if protocol == b"v1" else "v2", body or b"", _text(content_type),
-                                _text(header_length), _text(request_id), _text(traceparent), _text(tracestate))
+                                _text(header_length), _text(request_id), _text(traceparent), _text(tracestate),
+                                _text(query))
         return Claim(model, entry, int(attempts), request, float(created or 0))
 
     async def finish(self, claim: Claim, consumer: str, *, result: bytes | None = None,

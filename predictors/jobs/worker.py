@@ -52,6 +52,8 @@ BLOCK_MS = 1000
 #: how often a loop whose batcher is full looks again (the batcher does not signal it)
 ROOM_POLL_SECONDS = 0.02
 BACKLOG_REFRESH_SECONDS = 1.0
+#: longest pause of a model's consumer after its batcher refused a job (busy, not ready)
+REFUSED_PAUSE_MAX = 5.0
 #: pauses between retries while Redis is unreachable
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 #: a job whose processes keep dying has no error of its own
@@ -102,6 +104,8 @@ class JobWorker:
         self._stopping = False
         self._deadline: float | None = None
         self._running: dict[str, dict[str, asyncio.Task[None]]] = {name: {} for name in runtimes}
+        #: a model's consumer takes nothing until then (its batcher refused a job: busy or not ready)
+        self._paused_until: dict[str, float] = dict.fromkeys(runtimes, 0.0)
         self._finished = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -153,7 +157,8 @@ class JobWorker:
         cursor, next_reclaim, next_backlog = "0-0", 0.0, 0.0
         grouped = False
         while not self._stopping:
-            room = min(most, runtime.free_slots) - len(running) if runtime.ready else 0
+            takes = runtime.ready and time.monotonic() >= self._paused_until[model]
+            room = min(most, runtime.free_slots) - len(running) if takes else 0
             if room <= 0:
                 await self._wait_for_room()
                 continue
@@ -240,7 +245,10 @@ class JobWorker:
     async def _settle(self, claim: Claim, result: bytes | None, error: PredictorError | None) -> None:
         settings, model = self.settings, claim.model
         if error is not None and isinstance(error, (ServiceBusy, ModelNotReady)):
-            # this process could not take it after all: not the job's fault, not a run
+            # this process could not take it after all: not the job's fault, not a run; and no more for a while
+            # (a batcher with a latency target refuses while its queue has room: no loop of refusals)
+            pause = float(error.headers.get("Retry-After", 1)) if error.headers else 1.0
+            self._paused_until[model] = time.monotonic() + min(REFUSED_PAUSE_MAX, pause)
             await self._persist(lambda: self.store.requeue(claim, None, count_attempt=False))
             return
         details = None if error is None else {"error": error.message, "code": error.code}

@@ -254,6 +254,21 @@ def test_a_binary_submission_answers_in_json(main: ServerProcess) -> None:
     assert same_answer(done["result"], json_answer.json())
 
 
+def test_uploads_are_submitted_like_they_are_predicted(main: ServerProcess) -> None:
+    """A v1 multipart body, and a raw image with its parameters in the query string (`codecs.forms`)."""
+    form = httpx.Request("POST", main.url, files={"image": ("cat.jpg", JPEG, "image/jpeg")}, data={"top_k": "2"})
+    uploads = [(form.read(), {"content-type": form.headers["content-type"]}, ""),
+               (JPEG, {"content-type": "image/jpeg"}, "?top_k=4")]
+    for index, (body, headers, query) in enumerate(uploads):
+        headers = {**headers, "x-request-id": f"upload-{index}"}
+        answer = httpx.post(f"{main.url}/v1/models/{GR}:predict{query}", content=body, headers=headers, timeout=WAIT)
+        accepted = httpx.post(f"{main.url}/v1/models/{GR}:submit{query}", content=body, headers=headers, timeout=60)
+        assert answer.status_code == 200 and accepted.status_code == 202, (answer.text, accepted.text)
+        done = wait_for(main, accepted.json()["id"])
+        assert same_answer(done["result"], answer.json())
+        assert len(done["result"]["predictions"][0]["labels"]) == (2, 4)[index]
+
+
 # ---- at submission: the synchronous route's 4xx ---------------------------------------------------------
 
 
