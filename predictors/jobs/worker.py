@@ -157,15 +157,19 @@ class JobWorker:
         cursor, next_reclaim, next_backlog = "0-0", 0.0, 0.0
         grouped = False
         while not self._stopping:
-            takes = runtime.ready and time.monotonic() >= self._paused_until[model]
-            room = min(most, runtime.free_slots) - len(running) if takes else 0
-            if room <= 0:
-                await self._wait_for_room()
-                continue
             try:
                 if not grouped:
-                    await self.store.ensure_group(model)
+                    await self.store.ensure_group(model)  # at once: the scaler reads the group's lag
                     grouped = True
+                if time.monotonic() >= next_backlog:  # also while the batcher is full: then most of all
+                    self.metrics.jobs_backlog.labels(model).set(await self.store.backlog(model))
+                    next_backlog = time.monotonic() + BACKLOG_REFRESH_SECONDS
+                    self.outage.ok()
+                takes = runtime.ready and time.monotonic() >= self._paused_until[model]
+                room = min(most, runtime.free_slots) - len(running) if takes else 0
+                if room <= 0:
+                    await self._wait_for_room()
+                    continue
                 entries: list[Entry] = []
                 now = time.monotonic()
                 if now >= next_reclaim:
@@ -180,11 +184,9 @@ class JobWorker:
                 if not entries:
                     entries = await self.store.read(model, self.consumer, room, BLOCK_MS)
                 for entry in entries:
-                    running[entry.entry_id] = asyncio.get_running_loop().create_task(
-                        self._run(model, entry), name=f"job-{entry.job_id}")
-                if time.monotonic() >= next_backlog:
-                    self.metrics.jobs_backlog.labels(model).set(await self.store.backlog(model))
-                    next_backlog = time.monotonic() + BACKLOG_REFRESH_SECONDS
+                    if entry.entry_id not in running:  # (a run of ours reclaimed after a stall runs once here)
+                        running[entry.entry_id] = asyncio.get_running_loop().create_task(
+                            self._run(model, entry), name=f"job-{entry.job_id}")
                 self.outage.ok()
             except RedisError as error:
                 await asyncio.sleep(self.outage.failed(f"reading the jobs of model {model}", error))
@@ -244,7 +246,7 @@ class JobWorker:
 
     async def _settle(self, claim: Claim, result: bytes | None, error: PredictorError | None) -> None:
         settings, model = self.settings, claim.model
-        if error is not None and isinstance(error, (ServiceBusy, ModelNotReady)):
+        if isinstance(error, (ServiceBusy, ModelNotReady)):
             # this process could not take it after all: not the job's fault, not a run; and no more for a while
             # (a batcher with a latency target refuses while its queue has room: no loop of refusals)
             pause = float(error.headers.get("Retry-After", 1)) if error.headers else 1.0
@@ -252,7 +254,7 @@ class JobWorker:
             await self._persist(lambda: self.store.requeue(claim, None, count_attempt=False))
             return
         details = None if error is None else {"error": error.message, "code": error.code}
-        if details is not None and error is not None and error.status >= 500 \
+        if error is not None and details is not None and error.status >= 500 \
                 and claim.attempts < settings.jobs_max_attempts:
             await self._persist(lambda: self.store.requeue(claim, details, count_attempt=True))
             logger.info("job %s: run %d of %d failed (%s); queued again", claim.entry.job_id, claim.attempts,
@@ -261,6 +263,10 @@ class JobWorker:
         written = await self._persist(lambda: self.store.finish(
             claim, self.consumer, result=result, error=details, ttl_seconds=settings.jobs_result_ttl_seconds))
         status = "succeeded" if error is None else "failed"
+        if written is None:
+            logger.warning("job %s: its outcome could not be written (Redis unavailable); it will run again",
+                           claim.entry.job_id)
+            return
         if not written:
             logger.info("job %s: outcome discarded (the job was cancelled or had ended already)",
                         claim.entry.job_id)
