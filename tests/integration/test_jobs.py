@@ -40,12 +40,12 @@ from predictors_client import (
 )
 from predictors_client.results import labels_from
 
+from bench.redis_server import RedisServer, run_redis
 from predictors.demo import face_enhancement, visual_entailment
 from tests.conftest import encode, sample_image
 from tests.integration.test_faults import write_faulty_model
 from tests.integration.test_observability import CALLER_SPAN, CALLER_TRACE, OtlpReceiver
 from tests.support import faults
-from tests.support.redis_server import RedisServer, run_redis
 from tests.support.server import ServerProcess, run_server
 
 GR, IC, FACE, VE, FAULTY = "general-recognition", "image-classification", "face-enhancement", "visual-entailment", \

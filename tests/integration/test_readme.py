@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bench.redis_server import RedisServer, run_redis
 from tests.conftest import encode, sample_image
-from tests.support.redis_server import RedisServer, run_redis
 from tests.support.server import ServerProcess, run_server
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from bench.redis_server import RedisServer, run_redis
 from predictors.jobs.store import JobStore, connect
-from tests.support.redis_server import RedisServer, run_redis
 
 
 @pytest.fixture(scope="session")

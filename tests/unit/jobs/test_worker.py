@@ -15,6 +15,7 @@ import pytest
 from kserve.model_repository import ModelRepository
 from prometheus_client import CollectorRegistry
 
+from bench.redis_server import RedisServer
 from predictors.batching import BatchingConfig
 from predictors.errors import ServiceBusy
 from predictors.jobs.execute import JobExecutor
@@ -27,7 +28,6 @@ from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.kserve_model import KServeModel
 from predictors.settings import Settings
 from predictors.telemetry.metrics import Metrics
-from tests.support.redis_server import RedisServer
 from tests.unit.test_runtime import Widths, png
 
 MODEL = "widths"

@@ -2,7 +2,8 @@
 
 Started with the append-only file on and RDB snapshots off, so that a stop and a start on the same port
 and directory is a Redis restart that recovers its data from the AOF, as a persistent Redis in
-production would. Stopped by pid (SIGTERM: Redis flushes the AOF on a clean shutdown).
+production would. Stopped by pid (SIGTERM: Redis flushes the AOF on a clean shutdown). Shared by the
+jobs' tests and `python -m bench jobs` (bench/jobs.py), which both need the real server.
 """
 
 from __future__ import annotations
