@@ -41,14 +41,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import math
-import os
 import re
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +55,10 @@ import httpx
 
 from bench import loadgen
 from bench.common import Request, model_instance, ratio, v1_instance_request
-from bench.procs import Child, child_env, close_run, free_port, run_child_json, say, start
+from bench.procs import Child, free_port, open_run, parse_section_args, publish, run_child_json, say, start
 from bench.report import _f, _table
 from predictors.settings import default
 
-BENCH_DIR = Path(__file__).resolve().parent
 LEVELS = (4, 16)
 STEP = (2, 16, 2)
 OPEN_LOOP_LOAD = 0.7
@@ -91,13 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the model (default: the profile's)")
     parser.add_argument("--latency-targets", help="comma-separated targets in ms (default: derived, see above)")
     parser.add_argument("--duration", type=float, help="seconds per closed-loop level (overrides the profile)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the server")
-    parser.add_argument("--work-dir", type=Path, default=BENCH_DIR / "results" / "work")
-    parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
-    parser.add_argument("--start-timeout", type=float, default=900.0)
-    args = parser.parse_args(argv)
-    args.profile = "smoke" if args.smoke else "quick" if args.quick else "full"
-    return args
+    return parse_section_args(parser, argv)
 
 
 # ---- contenders and servers ---------------------------------------------------------------------
@@ -120,16 +112,22 @@ def write_variants(args: argparse.Namespace, env: dict[str, str], variants: dict
     return Path(written["repository"])
 
 
-def serve(repository: Path, models: list[str], args: argparse.Namespace, env: dict[str, str], tag: str) -> Child:
+def serve(repository: Path, models: list[str], args: argparse.Namespace, env: dict[str, str], tag: str,
+          extra: Sequence[str] = ()) -> Child:
+    """The server on `models` of `repository` (access log off), ready; `extra`: more serve flags."""
     port = free_port()
     server = start(
         f"server-{tag}",
         [sys.executable, "-m", "predictors", "serve", "--model-repository", str(repository),
          "--models", ",".join(models), "--http-port", str(port), "--grpc-port", str(free_port()),
-         "--enable-grpc", "false", "--log-level", "WARNING", "--no-access-log"],
+         "--enable-grpc", "false", "--log-level", "WARNING", "--no-access-log", *extra],
         port, args.log_dir, env,
     )
-    server.wait_ready([f"/v2/models/{model}/ready" for model in models], args.start_timeout)
+    try:
+        server.wait_ready([f"/v2/models/{model}/ready" for model in models], args.start_timeout)
+    except BaseException:
+        server.stop()  # a server that never got ready is not left running
+        raise
     return server
 
 
@@ -378,24 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration is not None:
         p["duration"] = p["step_seconds"] = p["open_seconds"] = args.duration
     args.model = args.model or p["model"]
-    args.work_dir = args.work_dir.resolve()
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    args.log_dir = args.work_dir / "logs" / f"latency-{stamp}"
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    env = child_env(args.threads, args.work_dir)
-    began = time.monotonic()
-    results: dict[str, Any] = {
-        "started_at": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python -m bench latency", *(argv if argv is not None else sys.argv[2:])]),
-        "profile": args.profile, "model": args.model, "threads": args.threads, "settings": p,
-        "load_average_at_start": list(os.getloadavg()),
-    }
+    stamp, env, began, results = open_run(args, "latency", argv)
+    results["settings"] = p
     results["comparison"] = run_comparison(args, p, env)
-    out = args.out_dir / f"latency-{stamp}.json"
-    close_run(results, began, args.log_dir, out)
-    print(render(results))
-    print(f"\nJSON: {out}")
-    return 0
+    return publish(results, began, args.log_dir, args.out_dir / f"latency-{stamp}.json", render)
 
 
 if __name__ == "__main__":

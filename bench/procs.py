@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +138,34 @@ def rss_mb(pid: int | str = "self") -> dict[str, float]:
     return out
 
 
+def parse_section_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """A section's own flags (in `parser`) plus those of every section; `profile` from --quick / --smoke."""
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the server")
+    parser.add_argument("--work-dir", type=Path, default=REPO_DIR / "bench" / "results" / "work")
+    parser.add_argument("--out-dir", type=Path, default=REPO_DIR / "bench" / "results")
+    parser.add_argument("--start-timeout", type=float, default=900.0)
+    args = parser.parse_args(argv)
+    args.profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    return args
+
+
+def open_run(args: argparse.Namespace, section: str, argv: list[str] | None) -> tuple[str, dict[str, str],
+                                                                                    float, dict[str, Any]]:
+    """A `python -m bench SECTION` run begins: its time stamp, its log directory (set as `args.log_dir`),
+    the children's environment, its start (monotonic) and the opening record of its results."""
+    args.work_dir = args.work_dir.resolve()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.log_dir = args.work_dir / "logs" / f"{section}-{stamp}"
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "started_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join([f"python -m bench {section}", *(argv if argv is not None else sys.argv[2:])]),
+        "profile": args.profile, "model": args.model, "threads": args.threads,
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    return stamp, child_env(args.threads, args.work_dir), time.monotonic(), results
+
+
 def close_run(results: dict[str, Any], began: float, log_dir: Path, out: Path) -> None:
     """A run's closing record (wall time since `began`, load, whether the machine was busy, its logs)
     and its JSON file `out`."""
@@ -146,3 +177,12 @@ def close_run(results: dict[str, Any], began: float, log_dir: Path, out: Path) -
     results["logs"] = str(log_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def publish(results: dict[str, Any], began: float, log_dir: Path, out: Path,
+            render: Callable[[dict[str, Any]], str]) -> int:
+    """`close_run`, then the run's table and where its JSON went on stdout; the exit code (0)."""
+    close_run(results, began, log_dir, out)
+    print(render(results))
+    print(f"\nJSON: {out}")
+    return 0
