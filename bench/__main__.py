@@ -8,6 +8,10 @@ if sys.argv[1:2] == ["latency"]:
     from bench.latency import main as latency
 
     sys.exit(latency(sys.argv[2:]))
+if sys.argv[1:2] == ["jobs"]:
+    from bench.jobs import main as jobs
+
+    sys.exit(jobs(sys.argv[2:]))
 
 from bench.run import main  # noqa: E402 - the soak run needs none of the benchmark's imports
 

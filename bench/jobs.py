@@ -1,0 +1,437 @@
+"""Asynchronous jobs against synchronous inference, on a real server and a real Redis (issue 13).
+
+    .venv/bin/python -m bench jobs                  # general recognition (ResNeSt-101), ~3 min on a quiet CPU
+    .venv/bin/python -m bench jobs --quick          # the same, shorter (~2 min with the start-up)
+    .venv/bin/python -m bench jobs --smoke --model tiny   # seconds, plumbing only (the tests)
+
+One server process serves one model with the server's batching defaults and consumes its jobs from a
+Debian `redis-server` started here on a free loopback port in a temporary directory (bench/redis_server.py,
+as the jobs' tests do). The same v1 JSON bodies go to ``:predict`` and to ``:submit``.
+
+1. sync: closed loop at c = 16 (the worker keeps at most 2 x max_batch_size = 16 jobs in flight) after a
+   warm-up; items/s.
+2. burst: N jobs (the sync rate x `burst_seconds`, at least `burst_min_jobs`) submitted back to back by
+   `SUBMITTERS` concurrent clients, which is far faster than the model runs them, so the backlog stays
+   above 0 until the end. Throughput = jobs succeeded / (first submit sent -> last ``finished_at``).
+3. steady: for `steady_seconds` the submitters keep about `STEADY_BACKLOG` jobs unfinished (a new one
+   whenever one finished); throughput = jobs whose ``finished_at`` falls in that window / its length.
+   Its submit latencies are the "busy" ones: the 202 while the model is saturated with jobs.
+4. idle: `idle_submits` submits one at a time, each after the previous job finished; the 202 of an idle
+   server.
+
+One client per scenario follows the jobs in submission order (``GET /v2/jobs/{id}`` on the oldest
+unfinished one, every `POLL_SECONDS` while it runs), so polling costs the server little; finish times are
+the server's ``finished_at``, not when the poller noticed.
+
+Targets: job throughput >= 0.95 x sync throughput (burst and steady), submit p99 <= 20 ms (busy and idle),
+and exactly once: every submit accepted, every job succeeded with one result each, the server's
+``predictors_jobs_total{status="succeeded"}`` equal to the jobs submitted and nothing left pending in the
+consumer group. Results go to ``bench/results/jobs-<time>.json``. This process imports neither KServe nor
+model code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import loadgen
+from bench.common import Request, latency_summary, ratio
+from bench.latency import requests_for, serve, write_variants
+from bench.models import MODEL_KINDS
+from bench.procs import Child, open_run, parse_section_args, publish, say
+from bench.redis_server import RedisServer
+from bench.report import _f, _table
+from predictors.settings import default
+
+SYNC_CONCURRENCY = 16
+SUBMITTERS = 4
+#: unfinished jobs the steady scenario keeps: twice what the worker runs at once at batch size 8
+STEADY_BACKLOG = 32
+POLL_SECONDS = 0.05
+THROUGHPUT_TARGET = 0.95
+SUBMIT_P99_TARGET_MS = 20.0
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAX_JOBS = 5000
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {"model": "general-recognition", "warm_seconds": 5.0, "sync_seconds": 20.0, "burst_seconds": 20.0,
+             "burst_min_jobs": 100, "steady_seconds": 20.0, "idle_submits": 200},
+    "quick": {"model": "general-recognition", "warm_seconds": 2.0, "sync_seconds": 6.0, "burst_seconds": 8.0,
+              "burst_min_jobs": 40, "steady_seconds": 8.0, "idle_submits": 60},
+    "smoke": {"model": "tiny", "warm_seconds": 0.3, "sync_seconds": 0.5, "burst_seconds": 0.5,
+              "burst_min_jobs": 40, "steady_seconds": 0.5, "idle_submits": 8},
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench jobs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter scenarios (~2 min with the start-up)")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for the test suite")
+    parser.add_argument("--model", choices=MODEL_KINDS, help="the model (default: the profile's)")
+    parser.add_argument("--jobs", type=int, help="jobs of the burst (default: sync rate x the profile's seconds)")
+    return parse_section_args(parser, argv)
+
+
+# ---- following jobs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Submitted:
+    job_id: str
+    sample: int  # index of the request body (its synchronous answer is the reference)
+    sent_at: float  # wall clock (time.time(), as the server's times) when the submit left
+    latency: float  # seconds to the 202
+
+
+@dataclass
+class Ledger:
+    """The jobs of one scenario: what was submitted, how each ended, and how far the follower got."""
+
+    submitted: list[Submitted] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)  # submit answers other than 202
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> its final GET
+    reserved: int = 0  # submits sent or about to be (the steady scenario's backlog count)
+    followed: int = 0  # the first `followed` jobs have ended
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    submitting_done: bool = False
+
+    def unfinished(self) -> int:
+        return self.reserved - self.followed
+
+
+async def submit(client: httpx.AsyncClient, requests: list[Request], ledger: Ledger) -> None:
+    sample = ledger.reserved % len(requests)
+    ledger.reserved += 1
+    path, body, headers = requests[sample]
+    sent_at, started = time.time(), time.perf_counter()
+    try:
+        response = await client.post(path, content=body, headers=headers)
+    except httpx.HTTPError as error:
+        ledger.refused[type(error).__name__] += 1
+        ledger.reserved -= 1
+        return
+    latency = time.perf_counter() - started
+    if response.status_code != 202:
+        ledger.refused[str(response.status_code)] += 1
+        ledger.reserved -= 1
+        return
+    ledger.submitted.append(Submitted(response.json()["id"], sample, sent_at, latency))
+
+
+async def follow(client: httpx.AsyncClient, ledger: Ledger) -> None:
+    """GET the oldest unfinished job until it has ended, then the next, until the submitters are done and
+    every job they submitted has ended."""
+    while True:
+        if ledger.followed >= len(ledger.submitted):
+            if ledger.submitting_done and ledger.followed >= len(ledger.submitted):
+                return
+            await asyncio.sleep(POLL_SECONDS)
+            continue
+        job = ledger.submitted[ledger.followed]
+        try:
+            response = await client.get(f"/v2/jobs/{job.job_id}")
+        except httpx.HTTPError:
+            await asyncio.sleep(POLL_SECONDS)
+            continue
+        document = response.json() if response.status_code == 200 else {"status": f"http {response.status_code}"}
+        if response.status_code == 200 and document["status"] not in FINAL:
+            await asyncio.sleep(POLL_SECONDS)
+            continue
+        ledger.documents[job.job_id] = document
+        ledger.followed += 1
+        ledger.progress.set()
+
+
+def clients(url: str) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+    """The submitters' client and the follower's."""
+    return loadgen.make_client(url, SUBMITTERS, 30.0), loadgen.make_client(url, 1, 30.0)
+
+
+def epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def job_rows(ledger: Ledger) -> list[tuple[Submitted, dict[str, Any]]]:
+    return [(job, ledger.documents[job.job_id]) for job in ledger.submitted if job.job_id in ledger.documents]
+
+
+def scenario_summary(ledger: Ledger) -> dict[str, Any]:
+    """Counts, submit latency and the server's own times of the jobs (queued = created -> started)."""
+    rows = job_rows(ledger)
+    done = [doc for _, doc in rows if doc.get("status") == "succeeded"]
+    queued = [epoch(doc["started_at"]) - epoch(doc["created_at"]) for doc in done]
+    total = [epoch(doc["finished_at"]) - epoch(doc["created_at"]) for doc in done]
+    return {
+        "submitted": len(ledger.submitted),
+        "refused": dict(ledger.refused),
+        "succeeded": len(done),
+        "submit": latency_summary([job.latency for job in ledger.submitted]),
+        "job_queued": latency_summary(queued),
+        "job_total": latency_summary(total),
+    }
+
+
+# ---- scenarios --------------------------------------------------------------------------------------
+
+
+async def sync_saturation(url: str, requests: list[Request], p: dict[str, Any]) -> dict[str, Any]:
+    warm = await loadgen.closed_loop(url, requests, SYNC_CONCURRENCY, p["warm_seconds"], 100_000)
+    if not any(o.status == 200 for o in warm.outcomes):
+        raise RuntimeError(f"warm-up against {url}{requests[0][0]} failed: {warm.outcomes[:3]}")
+    result = await loadgen.closed_loop(url, requests, SYNC_CONCURRENCY, p["sync_seconds"], 1_000_000)
+    return {"concurrency": SYNC_CONCURRENCY, **result.summary()}
+
+
+async def burst(url: str, requests: list[Request], count: int) -> dict[str, Any]:
+    ledger = Ledger()
+    submitters, follower = clients(url)
+    async with submitters, follower:
+        async def submitter() -> None:
+            while ledger.reserved < count:
+                await submit(submitters, requests, ledger)
+
+        following = asyncio.create_task(follow(follower, ledger))
+        await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
+        ledger.submitting_done = True
+        await following
+    summary = scenario_summary(ledger)
+    finishes = [epoch(doc["finished_at"]) for _, doc in job_rows(ledger) if doc.get("status") == "succeeded"]
+    first_sent = min((job.sent_at for job in ledger.submitted), default=None)
+    seconds = max(finishes) - first_sent if finishes and first_sent is not None else None
+    last_sent = max((job.sent_at for job in ledger.submitted), default=None)
+    # jobs not yet started when the last submit left: 0 would mean the model kept up with the submitters
+    # (the burst then measured the submitters, not the model)
+    waiting = sum(1 for _, doc in job_rows(ledger) if last_sent is not None and doc.get("started_at")
+                  and epoch(doc["started_at"]) > last_sent)
+    return {"ledger": ledger, "jobs": count, "submitters": SUBMITTERS, **summary,
+            "submitting_s": None if last_sent is None or first_sent is None else round(last_sent - first_sent, 3),
+            "queued_when_submitting_ended": waiting,
+            "seconds": None if seconds is None else round(seconds, 3),
+            "throughput_jobs_per_s": round(summary["succeeded"] / seconds, 3) if seconds else 0.0}
+
+
+async def steady(url: str, requests: list[Request], seconds: float, backlog: int) -> dict[str, Any]:
+    ledger = Ledger()
+    submitters, follower = clients(url)
+    async with submitters, follower:
+        origin = time.time()
+        stop_at = origin + seconds
+
+        async def submitter() -> None:
+            while time.time() < stop_at:
+                if ledger.unfinished() >= backlog:
+                    ledger.progress.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(ledger.progress.wait(), timeout=POLL_SECONDS)
+                    continue
+                await submit(submitters, requests, ledger)
+
+        following = asyncio.create_task(follow(follower, ledger))
+        await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
+        ledger.submitting_done = True
+        await following  # drained: every job submitted has ended (the exactly-once check needs them all)
+    summary = scenario_summary(ledger)
+    inside = [doc for _, doc in job_rows(ledger)
+              if doc.get("status") == "succeeded" and origin <= epoch(doc["finished_at"]) < stop_at]
+    return {"ledger": ledger, "backlog": backlog, "submitters": SUBMITTERS, **summary, "seconds": seconds,
+            "finished_in_window": len(inside), "throughput_jobs_per_s": round(len(inside) / seconds, 3)}
+
+
+async def idle(url: str, requests: list[Request], count: int) -> dict[str, Any]:
+    ledger = Ledger()
+    submitters, follower = clients(url)
+    async with submitters, follower:
+        following = asyncio.create_task(follow(follower, ledger))
+        for _ in range(count):
+            await submit(submitters, requests, ledger)
+            while ledger.followed < len(ledger.submitted):  # the server is idle again once the job ended
+                ledger.progress.clear()
+                await ledger.progress.wait()
+        ledger.submitting_done = True
+        await following
+    return {"ledger": ledger, **scenario_summary(ledger)}
+
+
+# ---- checks ------------------------------------------------------------------------------------------
+
+
+def close_enough(a: Any, b: Any) -> bool:
+    """Equal, floats within 1e-3 (a batch of 8 and a batch of 1 need not round the same)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-3,
+                                                                                             abs_tol=1e-4)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close_enough(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close_enough(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def succeeded_counter(metrics: str, model: str) -> float | None:
+    for line in metrics.splitlines():
+        if line.startswith("predictors_jobs_total{") and f'model="{model}"' in line and 'status="succeeded"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def exactly_once(ledgers: list[Ledger], references: list[Any], server: Child, model: str,
+                 redis: RedisServer) -> dict[str, Any]:
+    rows = [row for ledger in ledgers for row in job_rows(ledger)]
+    submitted = [job for ledger in ledgers for job in ledger.submitted]
+    ids = [job.job_id for job in submitted]
+    statuses = Counter(str(doc.get("status")) for _, doc in rows)
+    with_result = [(job, doc) for job, doc in rows if doc.get("status") == "succeeded" and "result" in doc]
+    metrics = httpx.get(server.url + "/metrics", timeout=10, trust_env=False).text
+    with contextlib.closing(redis.client()) as client:
+        pending = int(client.xpending(f"predictors:jobs:{model}", "predictors")["pending"])
+    out: dict[str, Any] = {
+        "submitted": len(submitted),
+        "refused": sum(sum(ledger.refused.values()) for ledger in ledgers),
+        "distinct_ids": len(set(ids)),
+        "statuses": dict(statuses),
+        "with_result": len(with_result),
+        "run_more_than_once": sum(1 for _, doc in rows if doc.get("attempts", 0) > 1),
+        "matching_sync_answer": sum(1 for job, doc in with_result if close_enough(doc["result"],
+                                                                                  references[job.sample])),
+        "server_succeeded_counter": succeeded_counter(metrics, model),
+        "redis_pending_entries": pending,
+    }
+    out["met"] = (out["refused"] == 0 and out["distinct_ids"] == len(submitted) == out["with_result"] > 0
+                  and statuses.get("succeeded", 0) == len(submitted) and pending == 0
+                  and out["server_succeeded_counter"] == len(submitted))
+    return out
+
+
+def judge(results: dict[str, Any]) -> dict[str, Any]:
+    sync_rps = results["sync"]["throughput_rps"]
+    targets: dict[str, Any] = {}
+    for name in ("burst", "steady"):
+        value = ratio(results[name]["throughput_jobs_per_s"], sync_rps)
+        targets[f"throughput_{name}"] = {
+            "goal": f">= {THROUGHPUT_TARGET} x sync items/s at c = {SYNC_CONCURRENCY}", "value": value,
+            "detail": f"{results[name]['throughput_jobs_per_s']} jobs/s vs {sync_rps} items/s",
+            "met": value is not None and value >= THROUGHPUT_TARGET}
+    for name, scenario in (("busy", "steady"), ("idle", "idle")):
+        p99 = results[scenario]["submit"]["p99_ms"]
+        targets[f"submit_p99_{name}"] = {
+            "goal": f"<= {SUBMIT_P99_TARGET_MS:g} ms", "value": p99,
+            "detail": f"p50 {results[scenario]['submit']['p50_ms']} ms over {results[scenario]['submitted']} submits",
+            "met": p99 is not None and p99 <= SUBMIT_P99_TARGET_MS}
+    once = results["exactly_once"]
+    targets["exactly_once"] = {
+        "goal": "every job succeeded, one result each, counter and Redis agree", "value": once["with_result"],
+        "detail": f"{once['with_result']} results of {once['submitted']} jobs, statuses {once['statuses']}, "
+                  f"counter {once['server_succeeded_counter']}, pending {once['redis_pending_entries']}",
+        "met": once["met"]}
+    return targets
+
+
+# ---- the run -----------------------------------------------------------------------------------------
+
+
+def measure(server: Child, redis: RedisServer, args: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
+    model = args.model
+    requests = requests_for(model, args.model)
+    jobs = [(path.replace(":predict", ":submit"), body, headers) for path, body, headers in requests]
+    references = []
+    for path, body, headers in requests:
+        response = httpx.post(server.url + path, content=body, headers=headers, timeout=120, trust_env=False)
+        response.raise_for_status()
+        references.append(response.json())
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        say(f"sync: closed loop at c = {SYNC_CONCURRENCY} for {p['sync_seconds']} s")
+        out["sync"] = await sync_saturation(server.url, requests, p)
+        count = args.jobs or min(MAX_JOBS, max(p["burst_min_jobs"],
+                                               round(out["sync"]["throughput_rps"] * p["burst_seconds"])))
+        say(f"burst: {count} jobs from {SUBMITTERS} submitters")
+        out["burst"] = await burst(server.url, jobs, count)
+        say(f"steady: backlog ~{STEADY_BACKLOG} for {p['steady_seconds']} s")
+        out["steady"] = await steady(server.url, jobs, p["steady_seconds"], STEADY_BACKLOG)
+        say(f"idle: {p['idle_submits']} submits, one at a time")
+        out["idle"] = await idle(server.url, jobs, p["idle_submits"])
+        return out
+
+    results = asyncio.run(run())
+    ledgers = [results[name].pop("ledger") for name in ("burst", "steady", "idle")]
+    results["exactly_once"] = exactly_once(ledgers, references, server, model, redis)
+    results["targets"] = judge(results)
+    return results
+
+
+def render(r: dict[str, Any]) -> str:
+    parts = [f"asynchronous jobs vs synchronous  {r['started_at']}  profile={r['profile']}  model={r['model']}  "
+             f"threads={r['threads']}  redis {r['redis_version']}  "
+             f"load avg at start={_f(r['load_average_at_start'][0], 2)}"]
+    if r["machine_busy"]:
+        parts.append("WARNING: the machine was busy: these numbers measure the neighbours as much as the server")
+    sync = r["sync"]
+    rows = [["sync :predict", f"c={sync['concurrency']}", sync["ok"], sync["elapsed_s"], sync["throughput_rps"],
+             "-", "-", "-"]]
+    for name, how in (("burst", f"{r['burst']['submitters']} submitters, back to back"),
+                      ("steady", f"backlog ~{r['steady']['backlog']}"), ("idle", "one at a time")):
+        s = r[name]
+        rows.append([f"jobs {name}", how, s["succeeded"], s.get("seconds", "-"), s.get("throughput_jobs_per_s", "-"),
+                     s["submit"]["p50_ms"], s["submit"]["p99_ms"], s["job_total"]["p50_ms"]])
+    parts.append("\n" + _table(["scenario", "load", "done", "seconds", "items/s", "submit p50 ms",
+                                "submit p99 ms", "job p50 ms"], rows))
+    parts.append(f"\nburst: {r['burst']['queued_when_submitting_ended']} of {r['burst']['jobs']} jobs still queued "
+                 f"when the last submit left ({r['burst']['submitting_s']} s); exactly once: "
+                 f"{r['exactly_once']['matching_sync_answer']} results equal to the synchronous answer")
+    target_rows = [[name, t["goal"], _f(t["value"], 3), "met" if t["met"] else "MISSED", t["detail"]]
+                   for name, t in r["targets"].items()]
+    parts.append("\n" + _table(["target", "goal", "measured", "verdict", "detail"], target_rows))
+    parts.append(f"\nwall time {r['wall_s']} s")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the `finally`s below
+    p = dict(PROFILES[args.profile])
+    args.model = args.model or p["model"]
+    stamp, env, began, results = open_run(args, "jobs", argv)
+    results["settings"] = {**p, "sync_concurrency": SYNC_CONCURRENCY, "submitters": SUBMITTERS,
+                           "steady_backlog": STEADY_BACKLOG, "poll_seconds": POLL_SECONDS,
+                           "max_batch_size": default("max_batch_size"), "max_latency_ms": default("max_latency_ms"),
+                           "max_queue": default("max_queue")}
+    repository = write_variants(args, env, {args.model: {}})  # the server's batching defaults
+    with tempfile.TemporaryDirectory(prefix="bench-jobs-redis-") as directory:
+        redis = RedisServer(Path(directory)).start()
+        try:
+            with contextlib.closing(redis.client()) as client:
+                results["redis_version"] = client.info("server")["redis_version"]
+            say(f"server on {args.model}, jobs on redis-server {results['redis_version']} (port {redis.port})")
+            server = serve(repository, [args.model], args, env, "jobs",
+                           ["--jobs-redis-url", redis.url, "--jobs-consumer-name", "bench"])
+            try:
+                results.update(measure(server, redis, args, p))
+                results["server_alive_at_end"] = server.alive()
+            finally:
+                results["server_exit_code"] = server.stop()
+        finally:
+            results["redis_exit_code"] = redis.stop()
+            if redis.log_path.exists():  # the temporary directory goes; its log stays with the run's
+                shutil.copy(redis.log_path, args.log_dir / "redis.log")
+    return publish(results, began, args.log_dir, args.out_dir / f"jobs-{stamp}.json", render)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Smoke run of the jobs benchmark (`python -m bench jobs --smoke --model tiny`): a real redis-server and a
+real server process, every scenario (sync closed loop, burst, steady backlog, idle submits), the
+exactly-once check and the verdicts, end to end in its own process.
+
+Plumbing only: seconds-long runs of a near-zero model on a shared machine say nothing about the targets
+(their verdicts are checked for shape, not asserted met), except exactly once, which must hold on any
+machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.test_bench_smoke import _check_load_row, _non_negative_numbers, run_bench
+
+TARGETS = {"throughput_burst", "throughput_steady", "submit_p99_busy", "submit_p99_idle", "exactly_once"}
+
+
+def test_the_jobs_benchmark_runs_every_scenario_and_every_job_exactly_once(tmp_path: Path) -> None:
+    report = run_bench(tmp_path, "jobs", "--smoke", "--model", "tiny")
+    _non_negative_numbers({k: v for k, v in report.items() if not k.startswith("_")})
+    assert report["profile"] == "smoke" and report["model"] == "tiny" and report["redis_version"]
+    _check_load_row(report["sync"])
+    assert report["sync"]["concurrency"] == 16
+
+    burst, steady, idle = report["burst"], report["steady"], report["idle"]
+    assert burst["submitted"] == burst["succeeded"] == burst["jobs"] >= 40 and burst["refused"] == {}
+    assert burst["seconds"] > burst["submitting_s"] >= 0 and burst["throughput_jobs_per_s"] > 0
+    assert steady["submitted"] == steady["succeeded"] > 0 and steady["backlog"] == 32
+    assert 0 < steady["finished_in_window"] <= steady["submitted"]
+    assert steady["throughput_jobs_per_s"] == round(steady["finished_in_window"] / steady["seconds"], 3)
+    assert idle["submitted"] == idle["succeeded"] == 8
+    for scenario in (burst, steady, idle):
+        submit = scenario["submit"]
+        assert 0 < submit["p50_ms"] <= submit["p99_ms"] <= submit["max_ms"]
+        assert scenario["job_queued"]["p50_ms"] <= scenario["job_total"]["p50_ms"]
+
+    once = report["exactly_once"]
+    submitted = burst["submitted"] + steady["submitted"] + idle["submitted"]
+    assert once["submitted"] == once["distinct_ids"] == once["with_result"] == submitted
+    assert once["statuses"] == {"succeeded": submitted} and once["refused"] == 0
+    assert once["server_succeeded_counter"] == submitted and once["redis_pending_entries"] == 0
+    assert once["matching_sync_answer"] == submitted and once["met"] is True
+
+    targets = report["targets"]
+    assert set(targets) == TARGETS and targets["exactly_once"]["met"] is True
+    assert targets["throughput_burst"]["value"] == round(burst["throughput_jobs_per_s"]
+                                                         / report["sync"]["throughput_rps"], 3)
+    assert targets["submit_p99_busy"]["value"] == steady["submit"]["p99_ms"]
+    for name, target in targets.items():
+        assert isinstance(target["met"], bool)
+        assert f"{name} " in report["_stdout"] and ("met" if target["met"] else "MISSED") in report["_stdout"]
+    assert report["server_alive_at_end"] and report["server_exit_code"] == 0 and report["redis_exit_code"] == 0
