@@ -14,8 +14,9 @@ as the jobs' tests do). The same v1 JSON bodies go to ``:predict`` and to ``:sub
    `SUBMITTERS` concurrent clients, which is far faster than the model runs them, so the backlog stays
    above 0 until the end. Throughput = jobs succeeded / (first submit sent -> last ``finished_at``).
 3. steady: for `steady_seconds` the submitters keep about `STEADY_BACKLOG` jobs unfinished (a new one
-   whenever one finished); throughput = jobs whose ``finished_at`` falls in that window / its length.
-   Its submit latencies are the "busy" ones: the 202 while the model is saturated with jobs.
+   whenever one finished), then the jobs drain: a closed loop of jobs, measured as the sync closed loop is
+   (ramp-up and drain included): jobs succeeded / (first submit sent -> last ``finished_at``). Its submit
+   latencies are the "busy" ones: the 202 while the model is saturated with jobs.
 4. idle: `idle_submits` submits one at a time, each after the previous job finished; the 202 of an idle
    server.
 
@@ -187,6 +188,17 @@ def scenario_summary(ledger: Ledger) -> dict[str, Any]:
     }
 
 
+def throughput(ledger: Ledger) -> dict[str, Any]:
+    """Jobs succeeded / (first submit sent -> last ``finished_at``), and how long submitting took."""
+    finishes = [epoch(doc["finished_at"]) for _, doc in job_rows(ledger) if doc.get("status") == "succeeded"]
+    if not finishes:
+        return {"submitting_s": None, "seconds": None, "throughput_jobs_per_s": 0.0}
+    sent = [job.sent_at for job in ledger.submitted]
+    seconds = max(finishes) - min(sent)
+    return {"submitting_s": round(max(sent) - min(sent), 3), "seconds": round(seconds, 3),
+            "throughput_jobs_per_s": round(len(finishes) / seconds, 3) if seconds > 0 else 0.0}
+
+
 # ---- scenarios --------------------------------------------------------------------------------------
 
 
@@ -211,19 +223,12 @@ async def burst(url: str, requests: list[Request], count: int) -> dict[str, Any]
         ledger.submitting_done = True
         await following
     summary = scenario_summary(ledger)
-    finishes = [epoch(doc["finished_at"]) for _, doc in job_rows(ledger) if doc.get("status") == "succeeded"]
-    first_sent = min((job.sent_at for job in ledger.submitted), default=None)
-    seconds = max(finishes) - first_sent if finishes and first_sent is not None else None
-    last_sent = max((job.sent_at for job in ledger.submitted), default=None)
-    # jobs not yet started when the last submit left: 0 would mean the model kept up with the submitters
-    # (the burst then measured the submitters, not the model)
-    waiting = sum(1 for _, doc in job_rows(ledger) if last_sent is not None and doc.get("started_at")
-                  and epoch(doc["started_at"]) > last_sent)
-    return {"ledger": ledger, "jobs": count, "submitters": SUBMITTERS, **summary,
-            "submitting_s": None if last_sent is None or first_sent is None else round(last_sent - first_sent, 3),
-            "queued_when_submitting_ended": waiting,
-            "seconds": None if seconds is None else round(seconds, 3),
-            "throughput_jobs_per_s": round(summary["succeeded"] / seconds, 3) if seconds else 0.0}
+    last_sent = max((job.sent_at for job in ledger.submitted), default=0.0)
+    # jobs the worker had not taken yet when the last submit left: 0 would mean the model kept up with the
+    # submitters (the burst then measured the submitters, not the model)
+    waiting = sum(1 for _, doc in job_rows(ledger) if doc.get("started_at") and epoch(doc["started_at"]) > last_sent)
+    return {"ledger": ledger, "jobs": count, "submitters": SUBMITTERS, **summary, **throughput(ledger),
+            "not_taken_when_submitting_ended": waiting}
 
 
 async def steady(url: str, requests: list[Request], seconds: float, backlog: int) -> dict[str, Any]:
@@ -246,11 +251,10 @@ async def steady(url: str, requests: list[Request], seconds: float, backlog: int
         await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
         ledger.submitting_done = True
         await following  # drained: every job submitted has ended (the exactly-once check needs them all)
-    summary = scenario_summary(ledger)
     inside = [doc for _, doc in job_rows(ledger)
               if doc.get("status") == "succeeded" and origin <= epoch(doc["finished_at"]) < stop_at]
-    return {"ledger": ledger, "backlog": backlog, "submitters": SUBMITTERS, **summary, "seconds": seconds,
-            "finished_in_window": len(inside), "throughput_jobs_per_s": round(len(inside) / seconds, 3)}
+    return {"ledger": ledger, "backlog": backlog, "submitters": SUBMITTERS, **scenario_summary(ledger),
+            "backlog_seconds": seconds, "finished_while_submitting": len(inside), **throughput(ledger)}
 
 
 async def idle(url: str, requests: list[Request], count: int) -> dict[str, Any]:
@@ -392,8 +396,8 @@ def render(r: dict[str, Any]) -> str:
                      s["submit"]["p50_ms"], s["submit"]["p99_ms"], s["job_total"]["p50_ms"]])
     parts.append("\n" + _table(["scenario", "load", "done", "seconds", "items/s", "submit p50 ms",
                                 "submit p99 ms", "job p50 ms"], rows))
-    parts.append(f"\nburst: {r['burst']['queued_when_submitting_ended']} of {r['burst']['jobs']} jobs still queued "
-                 f"when the last submit left ({r['burst']['submitting_s']} s); exactly once: "
+    parts.append(f"\nburst: {r['burst']['not_taken_when_submitting_ended']} of {r['burst']['jobs']} jobs not yet "
+                 f"taken by the worker when the last submit left ({r['burst']['submitting_s']} s); exactly once: "
                  f"{r['exactly_once']['matching_sync_answer']} results equal to the synchronous answer")
     target_rows = [[name, t["goal"], _f(t["value"], 3), "met" if t["met"] else "MISSED", t["detail"]]
                    for name, t in r["targets"].items()]
