@@ -1,0 +1,65 @@
+"""GPEN's blurs as depthwise convolutions (`predictors.models.gpen_ops`): the same numbers as upstream's
+``upfirdn2d_native``, and the whole generator unchanged by the switch (issue 15, item 3).
+
+Exactness is asserted bit for bit on the CPU: the depthwise convolution adds the same 16 products per
+output as upstream's one-channel convolution, and oneDNN does it in the same order.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from modelscope.models.cv.face_generation.op.upfirdn2d import upfirdn2d as upstream_upfirdn2d
+from modelscope.models.cv.image_portrait_enhancement import gpen
+
+from predictors.demo.face_enhancement import generator_state
+from predictors.models import layouts
+from predictors.models.gpen_ops import upfirdn2d_depthwise, use_depthwise_blurs
+
+
+def blur_kernel(upsample_factor: int = 1) -> torch.Tensor:
+    return gpen.make_kernel([1, 3, 3, 1]) * upsample_factor**2
+
+
+@pytest.mark.parametrize(
+    ("up", "down", "pad", "shape"),
+    [
+        (1, 1, (2, 1), (2, 5, 17, 12)),  # Blur after an upsampling conv
+        (2, 1, (2, 1), (1, 3, 9, 8)),  # Upsample (ToRGB skip)
+        (1, 2, (1, 1), (2, 4, 16, 10)),  # Downsample
+        (1, 1, (1, 2, 0, 3), (1, 2, 7, 9)),  # asymmetric four-value pad
+        (1, 1, (-1, 2), (1, 2, 11, 11)),  # a negative pad crops
+        (2, 2, (1, 0), (1, 2, 6, 5)),  # up and down together
+    ],
+)
+def test_depthwise_upfirdn2d_equals_upstream(up: int, down: int, pad: tuple[int, ...], shape) -> None:
+    torch.manual_seed(sum(shape))
+    x = torch.randn(shape)
+    kernel = blur_kernel(up) + torch.rand(4, 4)  # asymmetric: the kernel flip matters
+    expected = upstream_upfirdn2d(x, kernel, up=up, down=down, pad=pad)
+    ours = upfirdn2d_depthwise(x, kernel, up=up, down=down, pad=pad)
+    assert ours.shape == expected.shape
+    assert torch.equal(ours, expected)
+
+
+def test_generator_with_depthwise_blurs_is_unchanged() -> None:
+    """The real architecture (64 px, so the test is cheap) with demo weights, a batch of two faces."""
+    upstream = layouts.build_gpen_generator(64)
+    upstream.load_state_dict(generator_state(64, torch.Generator().manual_seed(3)), strict=True)
+    upstream.eval()
+    ours = copy.deepcopy(upstream)
+    switched = use_depthwise_blurs(ours)
+    # every Blur, Upsample and Downsample: one per encoder downsampling, one per upsampling conv and
+    # ToRGB skip, and a second call leaves the switched modules alone
+    expected_count = sum(isinstance(m, (gpen.Blur, gpen.Upsample, gpen.Downsample)) for m in upstream.modules())
+    assert switched == expected_count > 5
+    assert use_depthwise_blurs(ours) == 0
+    assert ours.state_dict().keys() == upstream.state_dict().keys()
+    faces = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with torch.inference_mode():
+        expected, _ = upstream(faces)
+        result, _ = ours(faces)
+    assert expected.std() > 0.01  # a real output, not a constant
+    assert torch.equal(result, expected)
