@@ -6,7 +6,7 @@ kernel is never built): it folds batch and channels into the batch dimension and
 convolution. The profile of one 512 px face put these one-channel convolutions at ~40 % of the GPEN
 pass. `upfirdn2d_depthwise` computes the same sums (zero-insertion for ``up``, padding or cropping,
 the flipped kernel, every ``down``-th output) as one grouped convolution with stride ``down``; on the
-CPU the result is bit-identical to upstream's (asserted in tests/unit/models/test_gpen_ops.py).
+CPU the result is bit-identical to upstream's (asserted in tests/unit/models/test_face_enhancement_speedups.py).
 
 `use_depthwise_blurs` switches a loaded generator's `Blur`, `Upsample` and `Downsample` modules over;
 their parameters, buffers and state-dict keys are unchanged.
@@ -32,6 +32,9 @@ def upfirdn2d_depthwise(
         out[:, :, ::up, ::up] = input
     out = F.pad(out, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
     out = out[:, :, max(-y0, 0) : out.shape[2] - max(-y1, 0), max(-x0, 0) : out.shape[3] - max(-x1, 0)]
+    # upstream's result is always contiguous NCHW (GPEN's encoder ends in a `view` that needs it), while
+    # a convolution keeps its input's memory format: GPEN's input is an NHWC-strided permuted array
+    out = out.contiguous()
     weight = torch.flip(kernel, [0, 1]).to(out.dtype).expand(channels, 1, *kernel.shape)
     return F.conv2d(out, weight, stride=down, groups=channels)
 

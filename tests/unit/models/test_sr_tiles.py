@@ -3,11 +3,13 @@
 
 One tile is upstream's computation exactly; several tiles with the default overlap stay within 1 grey
 level (measured on these weights: 76 grey levels apart with no overlap, 2 with 8 px, 1 from 16 px), and
-the network never sees more than a tile plus its context, whatever the picture's size.
+the network never sees more than a tile plus its context, whatever the picture's size. The model runs
+the network with channels-last (NHWC) weights; the reference is upstream's NCHW network.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,7 +89,9 @@ def test_the_model_tiles_with_its_options(tmp_path: Path, workers) -> None:
                            config=ModelConfig(device="cpu", options={"sr_tile_size": 16, "sr_tile_overlap": 16}))
     rgb = picture(4, 45, 37)
     sr = predictor.replicas.on(CPU)["sr"]
-    expected = upstream_sr(sr, rgb)
+    assert sr.conv_first.weight.is_contiguous(memory_format=torch.channels_last)  # NHWC weights (oneDNN)
+    # upstream's network as upstream lays it out
+    expected = upstream_sr(copy.deepcopy(sr).to(memory_format=torch.contiguous_format), rgb)
     calls: list[int] = []
     hook = tiled.replicas.on(CPU)["sr"].register_forward_pre_hook(lambda *_: calls.append(1))
     with torch.inference_mode():

@@ -1,8 +1,11 @@
-"""GPEN's blurs as depthwise convolutions (`predictors.models.gpen_ops`): the same numbers as upstream's
-``upfirdn2d_native``, and the whole generator unchanged by the switch (issue 15, item 3).
+"""Face enhancement speed-ups keep upstream's numbers (issue 15, item 3).
 
-Exactness is asserted bit for bit on the CPU: the depthwise convolution adds the same 16 products per
-output as upstream's one-channel convolution, and oneDNN does it in the same order.
+- GPEN's blurs as depthwise convolutions (`predictors.models.gpen_ops`): the same numbers as upstream's
+  ``upfirdn2d_native``, bit for bit on the CPU (the depthwise convolution adds the same 16 products per
+  output as upstream's one-channel convolution, in the same order), and the whole generator unchanged.
+- RetinaFace with channels-last weights: raw outputs within 1e-4 (relative) of upstream's layout.
+
+RealESRNet's channels-last weights and tiles are checked in test_sr_tiles.py.
 """
 
 from __future__ import annotations
@@ -58,8 +61,29 @@ def test_generator_with_depthwise_blurs_is_unchanged() -> None:
     assert use_depthwise_blurs(ours) == 0
     assert ours.state_dict().keys() == upstream.state_dict().keys()
     faces = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    # as the model feeds it: a permuted HWC array, channels-last in memory (oneDNN keeps that format)
+    faces_hwc = faces.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     with torch.inference_mode():
-        expected, _ = upstream(faces)
-        result, _ = ours(faces)
-    assert expected.std() > 0.01  # a real output, not a constant
-    assert torch.equal(result, expected)
+        for batch in (faces, faces_hwc):
+            expected, _ = upstream(batch)
+            result, _ = ours(batch)
+            assert expected.std() > 0.01  # a real output, not a constant
+            assert torch.equal(result, expected)
+
+
+def test_retinaface_in_channels_last_keeps_its_outputs() -> None:
+    """The model loads RetinaFace with NHWC weights: the raw outputs (boxes, scores, landmarks) of the
+    real architecture with random weights stay within 1e-4 of upstream's NCHW network (relative to the
+    largest value, which is what decides boxes and the 0.9 threshold after the softmax)."""
+    from modelscope.models.cv.image_portrait_enhancement.retinaface.detection import cfg_re50
+    from modelscope.models.cv.image_portrait_enhancement.retinaface.models.retinaface import RetinaFace
+
+    torch.manual_seed(5)
+    upstream = RetinaFace(cfg=cfg_re50).eval()
+    ours = copy.deepcopy(upstream).to(memory_format=torch.channels_last)
+    image = torch.rand(1, 3, 96, 80) * 255 - 117  # upstream's mean-subtracted BGR floats
+    with torch.inference_mode():
+        for expected, result in zip(upstream(image), ours(image), strict=True):
+            assert expected.shape == result.shape
+            assert expected.std() > 0
+            assert float((expected - result).abs().max() / expected.abs().max()) < 1e-4
