@@ -9,8 +9,9 @@ of each side and the median and range of the per-round ratios (after / before): 
 whole range is below 1.
 
 The "before" path is upstream's own code where the change replaced it (GPEN loaded without the depthwise
-blurs, ModelScope's `sr_process` for the whole picture); a candidate that was measured and not kept
-(EQFace in channels-last) is built here only. Each change's parity is checked on the same item.
+blurs, ModelScope's `sr_process` for the whole picture, NCHW copies of the networks loaded in NHWC), and
+the last row runs the model's whole forward and paste-back on all of upstream's modules against its own.
+Each change's parity is checked on the same item.
 """
 
 from __future__ import annotations
@@ -60,8 +61,24 @@ def relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / a.abs().max().clamp(min=1e-12))
 
 
-def channels_last(module: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(module).to(memory_format=torch.channels_last)
+def nchw(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a loaded module with upstream's (contiguous NCHW) weight layout."""
+    return copy.deepcopy(module).to(memory_format=torch.contiguous_format)
+
+
+def item_output(model: Any, prepared: Any, device: torch.device, modules: dict[str, torch.nn.Module] | None,
+                super_resolve: Callable[[], np.ndarray] | None) -> np.ndarray:
+    """`forward` then `compose` of one item; with `modules`/`super_resolve`, on those instead of the
+    model's own (the "before" path: the model's instance attributes are swapped for the call only)."""
+    replicas, method = model.replicas, model._super_resolve
+    try:
+        if modules is not None and super_resolve is not None:
+            model.replicas = SimpleNamespace(on=lambda _device: modules)
+            model._super_resolve = lambda *_: super_resolve()
+        (raw,) = model.forward([prepared], device)
+    finally:
+        model.replicas, model._super_resolve = replicas, method
+    return np.asarray(model.compose(prepared, raw)[0])
 
 
 def row(change: str, stage: str, before: Callable[[], Any], after: Callable[[], Any], rounds: int) -> dict[str, Any]:
@@ -119,29 +136,34 @@ def compare_face_enhancement(directory: Path, rounds: int) -> list[dict[str, Any
         rows.append(row("RealESRNet weights channels-last", sr_stage, tiled_sr(upstream_sr_net),
                         lambda: model._super_resolve(modules, device, rgb), rounds))
 
-        # a candidate measured and not kept: EQFace in channels-last (parity: its features, see below)
+        # EQFace and RetinaFace: upstream's NCHW weights against the loaded NHWC ones; parity on backbone
+        # features (the demo's crafted heads give constant scores and boxes, which would hide a difference)
         crops = [face.aligned_112_rgb for face in prepared.faces] * 2  # originals + enhanced: one pass's size
-        eqface_cl = {**modules, "quality_backbone": channels_last(modules["quality_backbone"])}
+        upstream_quality = {**modules, "quality_backbone": nchw(modules["quality_backbone"])}
         crops_input = torch.from_numpy(np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2)) / 128.0 - 1.0
         parity = relative_diff(*(net(crops_input, True)[1]
-                                for net in (modules["quality_backbone"], eqface_cl["quality_backbone"])))
-        rows.append({**row("EQFace weights channels-last (candidate)", f"face quality ({len(crops)} crops)",
-                           lambda: model._face_quality(modules, device, crops)[0],
-                           lambda: model._face_quality(eqface_cl, device, crops)[0], rounds),
+                                 for net in (upstream_quality["quality_backbone"], modules["quality_backbone"])))
+        rows.append({**row("EQFace weights channels-last", f"face quality ({len(crops)} crops)",
+                           lambda: model._face_quality(upstream_quality, device, crops)[0],
+                           lambda: model._face_quality(modules, device, crops)[0], rounds),
                      "parity": f"backbone features max rel. diff {parity:.1e}"})
-        # RetinaFace: upstream's NCHW weights against the loaded NHWC ones; parity on the raw network
-        # outputs (the demo detector's heads are crafted constants, so its boxes would hide a difference)
-        upstream_detector = copy.deepcopy(modules["detector"]).to(memory_format=torch.contiguous_format)
-        upstream_detection = {**modules, "detector": upstream_detector}
+        upstream_detection = {**modules, "detector": nchw(modules["detector"])}
         detection_input = torch.from_numpy(prepared.img_bgr.astype(np.float32).transpose(2, 0, 1))[None]
         parity = max(relative_diff(a, b) for a, b in zip(
-            upstream_detector.body(detection_input).values(),
+            upstream_detection["detector"].body(detection_input).values(),
             modules["detector"].body(detection_input).values(), strict=True))
         rows.append({**row("RetinaFace weights channels-last",
                            f"detect ({prepared.img_bgr.shape[1]}x{prepared.img_bgr.shape[0]})",
                            lambda: model._detect(upstream_detection, device, prepared.img_bgr)[0],
                            lambda: model._detect(modules, device, prepared.img_bgr)[0], rounds),
                      "parity": f"backbone features max rel. diff {parity:.1e}"})
+
+        # all of it: the model's forward and paste-back with every upstream module against the loaded ones
+        upstream_all = {**modules, "generator": upstream_modules["generator"], "sr": upstream_sr_net,
+                        "quality_backbone": upstream_quality["quality_backbone"]}
+        rows.append(row("all of the above", "forward + paste-back of the item (detection excluded)",
+                        lambda: item_output(model, prepared, device, upstream_all, upstream_sr),
+                        lambda: item_output(model, prepared, device, None, None), rounds))
     return rows
 
 

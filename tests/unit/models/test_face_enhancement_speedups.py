@@ -3,7 +3,7 @@
 - GPEN's blurs as depthwise convolutions (`predictors.models.gpen_ops`): the same numbers as upstream's
   ``upfirdn2d_native``, bit for bit on the CPU (the depthwise convolution adds the same 16 products per
   output as upstream's one-channel convolution, in the same order), and the whole generator unchanged.
-- RetinaFace with channels-last weights: raw outputs within 1e-4 (relative) of upstream's layout.
+- RetinaFace and EQFace with channels-last weights: outputs within 1e-4 (relative) of upstream's layout.
 
 RealESRNet's channels-last weights and tiles are checked in test_sr_tiles.py.
 """
@@ -71,6 +71,27 @@ def test_generator_with_depthwise_blurs_is_unchanged() -> None:
             assert torch.equal(result, expected)
 
 
+def relative_difference(expected: torch.Tensor, result: torch.Tensor) -> float:
+    assert expected.shape == result.shape
+    assert expected.std() > 0  # a real output, not a constant
+    return float((expected - result).abs().max() / expected.abs().max())
+
+
+def test_eqface_in_channels_last_keeps_its_outputs() -> None:
+    """The model loads EQFace's backbone with NHWC weights: its features (identity check) and the
+    quality head's input stay within 1e-4 of upstream's NCHW network (real architecture, random weights;
+    the demo's crafted EQFace gives constant answers)."""
+    from modelscope.models.cv.image_portrait_enhancement.eqface.model_resnet import ResNet
+
+    torch.manual_seed(6)
+    upstream = ResNet(num_layers=100, feature_dim=512).eval()
+    ours = copy.deepcopy(upstream).to(memory_format=torch.channels_last)
+    crops = (torch.rand(2, 3, 112, 112) * 255 - 127.5) / 128.0  # upstream's normalised 112 px crops
+    with torch.inference_mode():
+        for expected, result in zip(upstream(crops, True), ours(crops, True), strict=True):
+            assert relative_difference(expected, result) < 1e-4
+
+
 def test_retinaface_in_channels_last_keeps_its_outputs() -> None:
     """The model loads RetinaFace with NHWC weights: the raw outputs (boxes, scores, landmarks) of the
     real architecture with random weights stay within 1e-4 of upstream's NCHW network (relative to the
@@ -84,6 +105,4 @@ def test_retinaface_in_channels_last_keeps_its_outputs() -> None:
     image = torch.rand(1, 3, 96, 80) * 255 - 117  # upstream's mean-subtracted BGR floats
     with torch.inference_mode():
         for expected, result in zip(upstream(image), ours(image), strict=True):
-            assert expected.shape == result.shape
-            assert expected.std() > 0
-            assert float((expected - result).abs().max() / expected.abs().max()) < 1e-4
+            assert relative_difference(expected, result) < 1e-4
