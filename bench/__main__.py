@@ -4,6 +4,10 @@ if sys.argv[1:2] == ["soak"]:
     from bench.soak import main as soak
 
     sys.exit(soak(sys.argv[2:]))
+if sys.argv[1:2] == ["latency"]:
+    from bench.latency import main as latency
+
+    sys.exit(latency(sys.argv[2:]))
 
 from bench.run import main  # noqa: E402 - the soak run needs none of the benchmark's imports
 

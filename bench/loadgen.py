@@ -5,12 +5,18 @@
   is bounded by the client timeout). Throughput = successful answers / wall time including that drain.
 - `open_loop`: requests leave at a fixed rate whatever the server does (offered load), for `duration`
   seconds; the client caps what it keeps outstanding and counts what it had to skip.
+- `stepped_loop`: a closed loop whose concurrency changes over time (e.g. 2 -> 16 -> 2), without
+  draining between the steps; `RunResult.window` cuts out one step.
+
+A closed-loop client told 503 (refused) may pause before its next request (`pause_after_busy`), as a
+client backing off would, instead of hammering the server with refused requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -44,6 +50,11 @@ class RunResult:
     outcomes: list[Outcome] = field(default_factory=list)
     elapsed: float = 0.0
     skipped: int = 0  # open loop: arrivals not sent because `max_outstanding` were in flight
+
+    def window(self, start: float, end: float) -> RunResult:
+        """The requests sent in [start, end) seconds of the run, as a run of `end - start` seconds."""
+        inside = [o for o in self.outcomes if start <= o.started < end]
+        return RunResult(outcomes=inside, elapsed=end - start)
 
     def summary(self) -> dict[str, Any]:
         ok = [o.latency for o in self.outcomes if o.status == 200]
@@ -81,6 +92,14 @@ async def _send(client: httpx.AsyncClient, request: Request, origin: float) -> O
     return Outcome(started - origin, time.perf_counter() - started, status, error)
 
 
+async def _send_and_pause(client: httpx.AsyncClient, request: Request, origin: float, result: RunResult,
+                          pause_after_busy: float) -> None:
+    outcome = await _send(client, request, origin)
+    result.outcomes.append(outcome)
+    if outcome.status == 503 and pause_after_busy > 0:
+        await asyncio.sleep(pause_after_busy)
+
+
 async def closed_loop(
     base_url: str,
     requests: Sequence[Request],
@@ -88,6 +107,7 @@ async def closed_loop(
     duration: float,
     max_requests: int,
     timeout: float = 120.0,
+    pause_after_busy: float = 0.0,
 ) -> RunResult:
     result = RunResult()
     sent = 0
@@ -100,9 +120,43 @@ async def closed_loop(
             while time.perf_counter() < stop_at and sent < max_requests:
                 request = requests[sent % len(requests)]
                 sent += 1
-                result.outcomes.append(await _send(client, request, origin))
+                await _send_and_pause(client, request, origin, result, pause_after_busy)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.elapsed = time.perf_counter() - origin
+    return result
+
+
+async def stepped_loop(
+    base_url: str,
+    requests: Sequence[Request],
+    steps: Sequence[tuple[int, float]],
+    timeout: float = 120.0,
+    pause_after_busy: float = 0.0,
+) -> RunResult:
+    """Closed loop at each (concurrency, seconds) of `steps` in turn: worker i sends while the current
+    step's concurrency exceeds i; requests in flight when a step ends finish in the next."""
+    result = RunResult()
+    ends = list(itertools.accumulate(seconds for _, seconds in steps))
+    top = max(concurrency for concurrency, _ in steps)
+    async with make_client(base_url, top, timeout) as client:
+        origin = time.perf_counter()
+
+        def concurrency_now() -> int | None:
+            elapsed = time.perf_counter() - origin
+            return next((c for (c, _), end in zip(steps, ends, strict=True) if elapsed < end), None)
+
+        async def worker(index: int) -> None:
+            sent = 0
+            while (concurrency := concurrency_now()) is not None:
+                if index >= concurrency:
+                    await asyncio.sleep(0.02)  # not needed in this step
+                    continue
+                request = requests[(index + sent * top) % len(requests)]
+                sent += 1
+                await _send_and_pause(client, request, origin, result, pause_after_busy)
+
+        await asyncio.gather(*(worker(i) for i in range(top)))
         result.elapsed = time.perf_counter() - origin
     return result
 

@@ -12,7 +12,9 @@
   linear on an 8x8 input) for the framework-overhead section.
 
 Run as ``python -m bench.models WORKDIR --kind general-recognition --max-batch-size 8 --max-latency-ms 5
---max-queue 64 --overload-max-queue 16`` (a child process: the demo writer imports torch and modelscope).
+--max-queue 64 --overload-max-queue 16`` (a child process: the demo writer imports torch and modelscope);
+with ``--variants '{"NAME": {settings}}'`` it writes only ``repository-KIND-variants/NAME``, one model per
+batching setting (the latency-target comparison, bench/latency.py).
 """
 
 from __future__ import annotations
@@ -79,15 +81,7 @@ def write_all(
     (predictor.json "options") replace the source's in the model-* variants."""
     workdir = workdir.resolve()
     demo = workdir / "demo"
-    if kind == "tiny":
-        source, predictor, is_demo = demo / "tiny", "image-classification", False
-        if not (source / "model.pt2").exists():
-            write_tiny(source)
-    else:
-        from predictors.demo import make_demo_repository
-
-        (source,) = make_demo_repository(demo, [kind])
-        predictor, is_demo = kind, True
+    source, predictor, is_demo = _source(demo, kind)
     repo = workdir / f"repository-{kind}"
     batching = {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
     own = {"options": options} if options is not None else {}
@@ -121,17 +115,45 @@ def write_all(
     return {"source": str(source), "repository": str(repo), "predictor": predictor}
 
 
+def _source(demo: Path, kind: str) -> tuple[Path, str, bool]:
+    """The source directory of `kind` under `demo` (written once): (directory, predictor, demo weights)."""
+    if kind == "tiny":
+        source = demo / "tiny"
+        if not (source / "model.pt2").exists():
+            write_tiny(source)
+        return source, "image-classification", False
+    from predictors.demo import make_demo_repository
+
+    (source,) = make_demo_repository(demo, [kind])
+    return source, kind, True
+
+
+def write_variants(workdir: Path, kind: str, variants: dict[str, dict[str, object]]) -> dict[str, str]:
+    """A repository of `kind` with one model per variant: NAME -> its predictor.json settings."""
+    workdir = workdir.resolve()
+    source, predictor, is_demo = _source(workdir / "demo", kind)
+    repo = workdir / f"repository-{kind}-variants"
+    for name, settings in variants.items():
+        _variant(source, repo / name, predictor, is_demo, **settings)
+    return {"source": str(source), "repository": str(repo), "predictor": predictor}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--kind", choices=MODEL_KINDS, default="general-recognition")
-    parser.add_argument("--max-batch-size", type=int, required=True)
-    parser.add_argument("--max-latency-ms", type=float, required=True)
-    parser.add_argument("--max-queue", type=int, required=True)
-    parser.add_argument("--overload-max-queue", type=int, required=True)
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--max-latency-ms", type=float, default=5.0)
+    parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--overload-max-queue", type=int, default=16)
     parser.add_argument("--overload-max-queue-delay-ms", type=float, default=0.0)
     parser.add_argument("--options", type=json.loads, default=None, help="predictor.json options (JSON)")
+    parser.add_argument("--variants", type=json.loads, default=None,
+                        help='only write these models: {"NAME": {predictor.json settings}} (JSON)')
     args = parser.parse_args()
+    if args.variants is not None:
+        print(json.dumps(write_variants(args.workdir, args.kind, args.variants)))
+        return
     print(
         json.dumps(
             write_all(

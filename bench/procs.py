@@ -80,6 +80,16 @@ def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
     return process.returncode
 
 
+def child_env(threads: int, work_dir: Path) -> dict[str, str]:
+    """The environment of every model-side child: the run's torch threads and its ModelScope cache."""
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "MODELSCOPE_CACHE": str(work_dir / "modelscope-cache"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def start(name: str, command: list[str], port: int, log_dir: Path, env: dict[str, str]) -> Child:
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
@@ -123,3 +133,16 @@ def rss_mb(pid: int | str = "self") -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = round(int(value.split()[0]) / 1024, 1)  # kB
     return out
+
+
+def close_run(results: dict[str, Any], began: float, log_dir: Path, out: Path) -> None:
+    """A run's closing record (wall time since `began`, load, whether the machine was busy, its logs)
+    and its JSON file `out`."""
+    results["wall_s"] = round(time.monotonic() - began, 1)
+    results["load_average_at_end"] = list(os.getloadavg())
+    # Other work on the machine skews everything (torch's OpenMP threads stall when descheduled).
+    busiest = max(results["load_average_at_start"][0], results["load_average_at_end"][0])
+    results["machine_busy"] = busiest > 0.5 * (os.cpu_count() or 1)
+    results["logs"] = str(log_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")

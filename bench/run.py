@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import signal
 import sys
@@ -39,7 +38,7 @@ from bench.common import (
     v2_binary_request,
     v2_json_request,
 )
-from bench.procs import Child, free_port, start
+from bench.procs import Child, child_env, close_run, free_port, start
 from bench.procs import run_child_json as _run_child_json
 from bench.procs import say as _say
 
@@ -172,12 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _child_env(args: argparse.Namespace) -> dict[str, str]:
-    return {
-        "OMP_NUM_THREADS": str(args.threads),
-        "MKL_NUM_THREADS": str(args.threads),
-        "MODELSCOPE_CACHE": str(args.work_dir / "modelscope-cache"),
-        "PYTHONUNBUFFERED": "1",
-    }
+    return child_env(args.threads, args.work_dir)
 
 
 async def _closed(url: str, requests: list[Request], concurrency: int, p: dict[str, Any]) -> dict[str, Any]:
@@ -597,15 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         results["per_model"] = permodel.measure_all(kinds, args, p, env)
         first = next(iter(results["per_model"]["models"].values()))
         results.setdefault("environment", first["environment"])
-    results["wall_s"] = round(time.monotonic() - began, 1)
-    results["load_average_at_end"] = list(os.getloadavg())
-    # Other work on the machine skews everything (torch's OpenMP threads stall when descheduled).
-    busiest = max(results["load_average_at_start"][0], results["load_average_at_end"][0])
-    results["machine_busy"] = busiest > 0.5 * (os.cpu_count() or 1)
-    results["logs"] = str(args.log_dir)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"{stamp}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    close_run(results, began, args.log_dir, out)
     print(report.render(results))
     print(f"\nJSON: {out}")
     return 0

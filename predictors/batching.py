@@ -14,6 +14,19 @@ per-item cost of recent batches) exceeds it, which bounds latency on slow device
 alone cannot. An item whose request was cancelled or whose deadline passed before its batch started
 is dropped, never run.
 
+Latency target (`latency_target_ms` > 0, `predictors.latency_target`): batch size and wait follow from
+the measured cost of forward passes (fixed + per item x size, with a margin for its spread) instead of
+`max_latency_ms`: a batch takes the largest number of waiting items (at most `max_batch_size`) whose
+predicted end keeps the oldest within the target while the rest can still make it (all of them, up to
+`max_batch_size`, when they cannot all make it anyway), and waits for an announced arrival no longer
+than the fixed cost of a pass (what taking it along saves) and only while a batch one item bigger could
+still end within the target. With `max_queue_delay_ms` set as well, a request is
+refused when work is ahead of it and, serving the queue and its items first come first served in
+batches of up to `max_batch_size` after the running pass, it or an item ahead of it would end after
+the target, or when its predicted wait exceeds `max_queue_delay_ms`. A request that finds the device
+idle and the queue empty is always taken, so an estimate that became too pessimistic is corrected by the
+next measurements.
+
 Poison items: when a forward pass raises, the batch is retried in halves until the failing item(s)
 stand alone; only their requests get the error and every other item its normal result. Errors for which
 `isolates(error)` is false (the device's own failures: CUDA out-of-memory, which the device runner has
@@ -26,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -34,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from predictors.errors import RequestTimeout, ServiceBusy
+from predictors.latency_target import ForwardCost, LatencyTarget
 from predictors.settings import BatchingConfig
 
 logger = logging.getLogger(__name__)
@@ -68,6 +83,7 @@ class Batcher(Generic[P, R]):
         arrivals: Callable[[], int] = lambda: 0,
         isolates: Callable[[BaseException], bool] = lambda error: True,
         on_poison_item: Callable[[BaseException], None] = lambda error: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.config = config
@@ -78,8 +94,16 @@ class Batcher(Generic[P, R]):
         self._arrivals = arrivals
         self._isolates = isolates
         self._on_poison_item = on_poison_item
+        #: the time base of enqueue times, deadlines and waits (`time.monotonic`; tests simulate time)
+        self._clock = clock
         #: smoothed seconds per item of recent forward passes (None until the first batch)
         self.seconds_per_item: float | None = None
+        #: fixed + per-item cost of a forward pass, fitted to recent batches
+        self.cost = ForwardCost()
+        self.target = (LatencyTarget(config.latency_target_ms / 1000.0, config.max_batch_size, self.cost)
+                       if config.latency_target_ms > 0 else None)
+        #: predicted end of the forward pass running now (None while none runs)
+        self._running_until: float | None = None
         self._queue: deque[_Waiting[P]] = deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -98,6 +122,43 @@ class Batcher(Generic[P, R]):
             return 0.0
         return (len(self._queue) + extra_items) * self.seconds_per_item
 
+    def admit(self, count: int) -> None:
+        """Raise `ServiceBusy` if a request of `count` items is to be refused now (see the module's
+        doc); callers may ask before preparing the items, `submit` asks again before queueing them."""
+        if len(self._queue) + count > self.config.max_queue:
+            raise ServiceBusy(
+                f"model '{self.name}' has {len(self._queue)} items queued (limit {self.config.max_queue}); "
+                "retry later"
+            )
+        if not self.config.max_queue_delay_ms:
+            return
+        limit = self.config.max_queue_delay_ms / 1000.0
+        wait = self.estimated_wait_seconds(count) if self.target is None else self._check_target(count)
+        if wait > limit:
+            raise ServiceBusy(
+                f"model '{self.name}' would answer in about {wait:.1f} s (limit {limit:.1f} s); retry later",
+                retry_after_seconds=max(1, round(wait)),
+            )
+
+    def _check_target(self, count: int) -> float:
+        """Refuse `count` items that the latency target cannot take now; else their predicted wait."""
+        assert self.target is not None
+        now = self._clock()
+        ahead = [now - waiting.enqueued_at for waiting in self._queue if not waiting.future.done()]
+        if self._running_until is None and not ahead:
+            return 0.0  # the device is idle: it starts at once
+        if not self.cost.known:
+            raise ServiceBusy(f"model '{self.name}' has not timed a forward pass yet and is busy; retry later")
+        busy_for = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
+        predicted = self.target.predict(busy_for, ahead, count)
+        if predicted.lateness > 0:
+            raise ServiceBusy(
+                f"model '{self.name}' cannot answer within its latency target of {self.target.seconds:.2f} s "
+                f"(it would take about {predicted.completion:.2f} s); retry later",
+                retry_after_seconds=max(1, math.ceil(predicted.lateness)),
+            )
+        return predicted.wait
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
@@ -111,20 +172,9 @@ class Batcher(Generic[P, R]):
     async def submit(self, items: Sequence[P], deadline: float | None = None) -> list[R]:
         """Queue `items` and wait for their results, in order. `deadline` is a `time.monotonic()` value."""
         self.start()
-        if len(self._queue) + len(items) > self.config.max_queue:
-            raise ServiceBusy(
-                f"model '{self.name}' has {len(self._queue)} items queued (limit {self.config.max_queue}); "
-                "retry later"
-            )
-        wait = self.estimated_wait_seconds(len(items))
-        if self.config.max_queue_delay_ms and wait * 1000.0 > self.config.max_queue_delay_ms:
-            raise ServiceBusy(
-                f"model '{self.name}' would answer in about {wait:.1f} s (limit "
-                f"{self.config.max_queue_delay_ms / 1000.0:.1f} s); retry later",
-                retry_after_seconds=max(1, round(wait)),
-            )
+        self.admit(len(items))
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
+        now = self._clock()
         waiting = [_Waiting(item, loop.create_future(), now, deadline) for item in items]
         self._queue.extend(waiting)
         self._on_queue_change(len(self._queue))
@@ -155,8 +205,13 @@ class Batcher(Generic[P, R]):
 
     async def _wait_for_fuller_batch(self) -> None:
         max_wait = self.config.max_latency_ms / 1000.0
-        while self._queue and self._live_count() < self.config.max_batch_size and self._arrivals() > 0:
-            remaining = self._queue[0].enqueued_at + max_wait - time.monotonic()
+        free_since = self._clock()
+        while self._queue and (live := self._live_count()) < self.config.max_batch_size and self._arrivals() > 0:
+            oldest = self._queue[0].enqueued_at
+            if self.target is None:
+                remaining = oldest + max_wait - self._clock()
+            else:
+                remaining = self.target.wait_until(free_since, oldest, live + 1) - self._clock()
             if remaining <= 0:
                 return
             self._arrived.clear()
@@ -170,8 +225,16 @@ class Batcher(Generic[P, R]):
 
     def _take_batch(self) -> list[_Waiting[P]]:
         batch: list[_Waiting[P]] = []
-        now = time.monotonic()
-        while self._queue and len(batch) < self.config.max_batch_size:
+        now = self._clock()
+        while self._queue and not _still_wanted(self._queue[0], now):
+            self._queue.popleft()
+        if not self._queue:
+            return batch
+        size = self.config.max_batch_size
+        if self.target is not None:
+            size = self.target.batch_size([now - waiting.enqueued_at for waiting in self._queue
+                                           if not waiting.future.done()])
+        while self._queue and len(batch) < size:
             waiting = self._queue.popleft()
             if _still_wanted(waiting, now):
                 batch.append(waiting)
@@ -179,13 +242,19 @@ class Batcher(Generic[P, R]):
 
     async def _run(self, batch: list[_Waiting[P]]) -> None:
         self._on_batch(len(batch))
-        started = time.monotonic()
+        started = self._clock()
+        # predicted end of this pass (its start while nothing is measured: "busy", for an unknown time)
+        self._running_until = started + (self.cost.upper(len(batch)) if self.cost.known else 0.0)
         try:
             results = await self._forward(batch)
         except Exception as error:  # noqa: BLE001 - the error belongs to the batch's items
+            self._running_until = None
             await self._isolate(batch, error)
             return
-        cost = (time.monotonic() - started) / len(batch)
+        self._running_until = None
+        seconds = self._clock() - started
+        self.cost.observe(len(batch), seconds)
+        cost = seconds / len(batch)
         previous = self.seconds_per_item
         self.seconds_per_item = cost if previous is None else previous + _COST_SMOOTHING * (cost - previous)
         self._resolve(batch, results)
@@ -203,7 +272,7 @@ class Batcher(Generic[P, R]):
                      type(error).__name__)
         middle = len(failed) // 2
         for half in (failed[:middle], failed[middle:]):
-            now = time.monotonic()
+            now = self._clock()
             half = [waiting for waiting in half if _still_wanted(waiting, now)]
             if not half:
                 continue

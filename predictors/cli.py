@@ -38,6 +38,9 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--max-queue", type=int)
     serve.add_argument("--max-queue-delay-ms", type=float,
                        help="refuse requests whose estimated queue wait exceeds this (default 0: off)")
+    serve.add_argument("--latency-target-ms", type=float,
+                       help="adapt batch size and wait so queue wait + forward stays under this; with "
+                            "--max-queue-delay-ms also refuse what cannot finish in time (default 0: off)")
     serve.add_argument("--worker-threads", type=int)
     serve.add_argument("--max-body-bytes", type=int)
     serve.add_argument("--max-image-pixels", type=int)
@@ -47,6 +50,15 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                        help="one JSON line per request (default on; --no-access-log to opt out)")
     serve.add_argument("--shutdown-grace-seconds", type=int)
+    serve.add_argument("--jobs-redis-url", metavar="URL",
+                       help="Redis for asynchronous jobs, redis:// or rediss:// (default: jobs off); a URL with "
+                            "a password belongs in PREDICTORS_JOBS_REDIS_URL, not on a command line")
+    serve.add_argument("--jobs-result-ttl-seconds", type=int, help="keep jobs and results this long (86400)")
+    serve.add_argument("--jobs-max-backlog", type=int, help="unfinished jobs per model before 503 (10000)")
+    serve.add_argument("--jobs-visibility-timeout-seconds", type=float,
+                       help="a job silent this long is reclaimed by another process (300)")
+    serve.add_argument("--jobs-max-attempts", type=int, help="runs of a job before it fails (3)")
+    serve.add_argument("--jobs-consumer-name", help="this process in Redis (default $POD_NAME, else host-pid)")
 
 
 def build_parser() -> argparse.ArgumentParser:

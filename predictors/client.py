@@ -1,5 +1,6 @@
 """`predictors infer MODEL FILE`: call a running server through the SDK (`predictors_client`) and print
-the answer for humans, or as JSON with `--json`.
+the answer for humans, or as JSON with `--json`. With `--async` the request is submitted as a job and
+its result polled for (the server needs jobs on), then printed the same way.
 
 What the model is comes from its v2 metadata (its outputs), so any served name works: labels print as a
 table, face enhancement saves the image and prints its quality, entailment prints the label and scores.
@@ -46,6 +47,8 @@ def add_arguments(infer: argparse.ArgumentParser) -> None:
     infer.add_argument("--retries", type=int, default=3, help="further attempts on 503 and connection failures")
     infer.add_argument("--protocol", choices=["binary", "json"], default="binary",
                        help="v2 binary tensors (default) or v2 JSON")
+    infer.add_argument("--async", dest="as_job", action="store_true",
+                       help="submit an asynchronous job and poll for its result (--timeout bounds the wait)")
 
 
 def exit_code(error: Exception) -> int:
@@ -91,17 +94,12 @@ def main(args: argparse.Namespace) -> int:
                 print(f"predictors infer: model '{args.name}' is visual entailment: give --hypothesis",
                       file=sys.stderr)
                 return EXIT_USAGE
-            if kind == "labels":
-                _print_labels(client.classify(args.image, model=args.name, top_k=args.top_k), args.json)
-            elif kind == "face":
-                _face(client, args)
-            elif kind == "entailment":
-                _print_entailment(client.entails(args.image, args.hypothesis, args.premise, model=args.name),
-                                  args.json)
-            else:
+            if kind not in _PRINTERS:
                 print(f"predictors infer: model '{args.name}' has outputs this command does not know",
                       file=sys.stderr)
                 return EXIT_USAGE
+            result = _as_job(client, kind, args) if args.as_job else _call(client, kind, args)
+            _PRINTERS[kind](result, args)
         except PredictorError as error:
             status = f" (HTTP {error.status})" if error.status is not None else ""
             print(f"predictors infer: {error.code}{status}: {error.message} [request_id {error.request_id}]",
@@ -110,8 +108,42 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_labels(result: Any, as_json: bool) -> None:
-    if as_json:
+def _call(client: Any, kind: str, args: argparse.Namespace) -> Any:
+    if kind == "labels":
+        return client.classify(args.image, model=args.name, top_k=args.top_k)
+    if kind == "face":
+        return client.enhance_face(args.image, model=args.name, **_face_parameters(args))
+    return client.entails(args.image, args.hypothesis, args.premise, model=args.name)
+
+
+def _as_job(client: Any, kind: str, args: argparse.Namespace) -> Any:
+    """The same request as a job: submitted, polled with back-off until it ends, its result typed the same."""
+    from predictors_client.results import entailments_from, faces_from, labels_from
+
+    inputs: dict[str, Any] = {"image": args.image}
+    if kind == "labels":
+        parameters: dict[str, Any] = {"top_k": args.top_k}
+    elif kind == "face":
+        parameters = {name: value for name, value in _face_parameters(args).items() if value is not None}
+    else:
+        parameters = {}
+        inputs["hypothesis"] = args.hypothesis
+        if args.premise is not None:
+            inputs["premise"] = args.premise
+    job = client.submit(args.name, inputs, parameters)
+    print(f"job {job.id} submitted; waiting for its result", file=sys.stderr)
+    convert = {"labels": labels_from, "face": faces_from, "entailment": entailments_from}[kind]
+    return convert(client.result(job, timeout=args.timeout))[0]
+
+
+def _face_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    output_format = args.output_format or (_SUFFIX_FORMATS.get(args.out.suffix.lower()) if args.out else None)
+    return {"output_format": output_format, "jpeg_quality": args.jpeg_quality, "require_face": args.require_face,
+            "upscale": args.upscale}
+
+
+def _print_labels(result: Any, args: argparse.Namespace) -> None:
+    if args.json:
         print(json.dumps({"labels": result.labels, "scores": result.scores}, ensure_ascii=False))
         return
     width = max([len("label"), *(len(label) for label in result.labels)])
@@ -120,11 +152,7 @@ def _print_labels(result: Any, as_json: bool) -> None:
         print(f"{rank:>4}  {label:<{width}}  {score:.6f}")
 
 
-def _face(client: Any, args: argparse.Namespace) -> None:
-    output_format = args.output_format or (_SUFFIX_FORMATS.get(args.out.suffix.lower()) if args.out else None)
-    result = client.enhance_face(args.image, model=args.name, output_format=output_format,
-                                 jpeg_quality=args.jpeg_quality, require_face=args.require_face,
-                                 upscale=args.upscale)
+def _print_face(result: Any, args: argparse.Namespace) -> None:
     extension = "png" if result.format == "png" else "jpg"
     path = result.save(args.out or Path(f"{args.image.stem}.enhanced.{extension}"))
     summary = {"image": str(path), "format": result.format, "width": result.width, "height": result.height,
@@ -137,10 +165,13 @@ def _face(client: Any, args: argparse.Namespace) -> None:
     print(f"faces {result.faces}  quality {result.quality_score:.3f}  needs review: {review}")
 
 
-def _print_entailment(result: Any, as_json: bool) -> None:
-    if as_json:
+def _print_entailment(result: Any, args: argparse.Namespace) -> None:
+    if args.json:
         print(json.dumps({"label": result.label, "scores": result.scores}))
         return
     print(f"label: {result.label}")
     for name, score in sorted(result.scores.items(), key=lambda item: -item[1]):
         print(f"  {name:<13}  {score:.6f}")
+
+
+_PRINTERS = {"labels": _print_labels, "face": _print_face, "entailment": _print_entailment}

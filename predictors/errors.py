@@ -52,6 +52,18 @@ class PayloadTooLarge(PredictorError, code="PAYLOAD_TOO_LARGE", http=413, grpc=S
     """A request body (or gRPC message) larger than `max_body_bytes`."""
 
 
+# REST only, both: gRPC messages carry no Content-Type and gRPC has no Accept.
+class UnsupportedMediaType(PredictorError, code="UNSUPPORTED_MEDIA_TYPE", http=415,
+                           grpc=StatusCode.INVALID_ARGUMENT):
+    """A request body whose Content-Type the route does not take (e.g. ``image/gif``, or ``text/plain`` that is
+    not JSON)."""
+
+
+class NotAcceptable(PredictorError, code="NOT_ACCEPTABLE", http=406, grpc=StatusCode.INVALID_ARGUMENT):
+    """The caller's ``Accept`` asks for a representation this answer does not have (an image from a model that
+    returns none, or one image for several)."""
+
+
 class ImageTooLarge(PredictorError, code="IMAGE_TOO_LARGE", http=413, grpc=StatusCode.INVALID_ARGUMENT):
     """An image above the pixel count or the longest side a model accepts (checked before decoding)."""
 
@@ -68,12 +80,17 @@ class ModelNotReady(PredictorError, code="MODEL_NOT_READY", http=503, grpc=Statu
     """The model is still loading, or its device was lost and the process is about to restart."""
 
 
-class ServiceBusy(PredictorError, code="SERVICE_BUSY", http=503, grpc=StatusCode.RESOURCE_EXHAUSTED):
-    """The queue is full (or its estimated wait too long): try again after ``Retry-After`` seconds."""
+class RetryLater(PredictorError, http=503, grpc=StatusCode.UNAVAILABLE):
+    """A 503 that tells the caller when to come back (``Retry-After`` seconds)."""
 
     def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after_seconds)}
+
+
+class ServiceBusy(RetryLater, code="SERVICE_BUSY", grpc=StatusCode.RESOURCE_EXHAUSTED):
+    """The queue is full (or its estimated wait too long), or a model's job backlog is: try again after
+    ``Retry-After`` seconds."""
 
 
 class RequestTimeout(PredictorError, code="TIMEOUT", http=504, grpc=StatusCode.DEADLINE_EXCEEDED):
@@ -86,6 +103,19 @@ class RouteNotFound(PredictorError, code="NOT_FOUND", http=404, grpc=StatusCode.
 
 class MethodNotAllowed(PredictorError, code="METHOD_NOT_ALLOWED", http=405, grpc=StatusCode.UNIMPLEMENTED):
     """A known route called with a method it does not serve."""
+
+
+# Asynchronous jobs (REST only: gRPC has no job routes).
+class JobNotFound(PredictorError, code="JOB_NOT_FOUND", http=404, grpc=StatusCode.NOT_FOUND):
+    """No such asynchronous job: never submitted, or expired after ``jobs_result_ttl_seconds``."""
+
+
+class JobsDisabled(PredictorError, code="JOBS_DISABLED", http=404, grpc=StatusCode.UNIMPLEMENTED):
+    """The job routes exist, but this server runs without ``jobs_redis_url``."""
+
+
+class JobsUnavailable(RetryLater, code="JOBS_UNAVAILABLE"):
+    """The jobs' Redis cannot be reached: retry later (synchronous inference is unaffected)."""
 
 
 class InternalError(PredictorError):

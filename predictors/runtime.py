@@ -94,6 +94,12 @@ class ModelRuntime(Generic[Prepared, Raw]):
     def queue_depth(self) -> int:
         return 0 if self._batcher is None else self._batcher.depth
 
+    @property
+    def free_slots(self) -> int:
+        """Items the batcher's queue takes before it refuses requests (503 SERVICE_BUSY): the room that
+        background work (asynchronous jobs) may fill without crowding out synchronous requests."""
+        return max(0, self.config.batching.max_queue - self.queue_depth)
+
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def load(self) -> bool:
@@ -178,6 +184,9 @@ class ModelRuntime(Generic[Prepared, Raw]):
         the device thread, ``finish`` in the worker pool; `deadline` (``time.monotonic()``) bounds the
         wait. The request's stages and spans go to the current request record, if any."""
         record = current_request.get()
+        if self._batcher is not None:
+            # Refused before its items are decoded: a busy server spends nothing on work it turns away.
+            self._batcher.admit(len(items))
         # Counted from here until the items are queued: the batcher waits for them only.
         self._arrivals += 1
         arriving = True
@@ -217,7 +226,17 @@ class ModelRuntime(Generic[Prepared, Raw]):
         if self._batcher is not None:
             self._batcher.wake()
 
+    async def validate(self, items: Sequence[RawItem], parameters: Mapping[str, Any]) -> None:
+        """Raise the error `infer` would raise for these parameters or for an item that does not decode
+        (images decoded in the worker pool, with the model's limits), without running the model."""
+        self.predictor.parse_parameters(parameters)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._workers, self._decode, item) for item in items))
+
     def _decode_and_prepare(self, item: RawItem, params: Any) -> Prepared:
+        return self.predictor.prepare(self._decode(item), params)
+
+    def _decode(self, item: RawItem) -> dict[str, Any]:
         decoded: dict[str, Any] = {}
         for spec in self.predictor.inputs:
             if spec.name not in item:
@@ -228,7 +247,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
                 decoded[spec.name] = decode_image(value, self.config.image_limits, spec.name)
             else:
                 decoded[spec.name] = value
-        return self.predictor.prepare(decoded, params)
+        return decoded
 
     def _count_reviews(self, results: Sequence[Mapping[str, Any]]) -> None:
         output = self.predictor.review_output
@@ -310,6 +329,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
 
     def _count_batch(self, size: int) -> None:
         self.metrics.batch_size.labels(self.name).observe(size)
+        self.metrics.batch_size_target.labels(self.name).set(size)
         self.metrics.items.labels(self.name).inc(size)
 
     async def _settle(self, raw: Sequence[Raw | Fallback[Raw]], deadline: float | None) -> list[Raw]:

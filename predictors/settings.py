@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(
         0, ge=0, description="Refuse (503 SERVICE_BUSY) a request whose estimated queue wait exceeds this; 0: off."
     )
+    latency_target_ms: float = Field(
+        0, ge=0, le=600_000,
+        description="Queue wait + forward time the batcher aims to keep each item under, choosing batch size "
+                    "and wait from measured forward costs (max_batch_size stays the upper bound, max_latency_ms "
+                    "is not used); 0: off, the static knobs apply.",
+    )
     worker_threads: int = Field(4, ge=1, le=64, description="Threads for decoding, preprocessing, encoding.")
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
@@ -66,6 +72,24 @@ class Settings(BaseSettings):
     )
     shutdown_grace_seconds: int = Field(
         30, ge=0, description="After SIGTERM, time allowed for in-flight requests to finish."
+    )
+
+    # Asynchronous jobs (predictors/jobs): off unless a Redis URL is given.
+    jobs_redis_url: str | None = Field(
+        None, description="Redis for asynchronous jobs (redis:// or rediss://, may hold a password); unset: off."
+    )
+    jobs_result_ttl_seconds: int = Field(
+        86400, ge=1, description="How long a job, its result and its Idempotency-Key are kept."
+    )
+    jobs_max_backlog: int = Field(
+        10000, ge=1, description="Unfinished jobs per model beyond which a submit gets 503 SERVICE_BUSY."
+    )
+    jobs_visibility_timeout_seconds: float = Field(
+        300, gt=0, description="Idle time after which another process reclaims a job whose process went silent."
+    )
+    jobs_max_attempts: int = Field(3, ge=1, description="Runs of a job before it ends failed (4xx: never rerun).")
+    jobs_consumer_name: str | None = Field(
+        None, description="This process' consumer name in Redis; default: $POD_NAME, else hostname-pid."
     )
 
     @field_validator("models", mode="before")
@@ -95,6 +119,19 @@ class Settings(BaseSettings):
     def _check_device(cls, value: str) -> str:
         return check_device(value)
 
+    @field_validator("jobs_redis_url", "jobs_consumer_name", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # a chart or shell that sets the variable to "" means "not set"
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jobs_redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("jobs_redis_url must start with redis:// or rediss://")
+        return value
+
 
 def check_device(value: str) -> str:
     value = value.strip().lower()
@@ -121,6 +158,8 @@ class BatchingConfig:
     max_queue: int = default("max_queue")
     #: refuse requests whose estimated queue wait exceeds this; 0 disables the estimate
     max_queue_delay_ms: float = default("max_queue_delay_ms")
+    #: aim for queue wait + forward <= this per item (adaptive batch size and wait); 0: static knobs
+    latency_target_ms: float = default("latency_target_ms")
 
 
 @dataclass(frozen=True)
@@ -163,6 +202,7 @@ class PredictorFile(BaseModel):
     max_latency_ms: float | None = Field(default=None, ge=0, le=10_000)
     max_queue: int | None = Field(default=None, ge=1)
     max_queue_delay_ms: float | None = Field(default=None, ge=0)
+    latency_target_ms: float | None = Field(default=None, ge=0, le=600_000)
     #: the longest accepted image side (413 IMAGE_TOO_LARGE above it); unset: no limit beyond the pixel
     #: count, or the model's own ``options.max_image_side`` where it has one (face-enhancement)
     max_image_side: int | None = Field(default=None, ge=1)
@@ -176,7 +216,8 @@ class PredictorFile(BaseModel):
 
 
 #: the settings a model's predictor.json may override (same names, same meaning)
-PER_MODEL_SETTINGS = ("device", "precision", "max_batch_size", "max_latency_ms", "max_queue", "max_queue_delay_ms")
+PER_MODEL_SETTINGS = ("device", "precision", "max_batch_size", "max_latency_ms", "max_queue", "max_queue_delay_ms",
+                      "latency_target_ms")
 
 
 def model_config(settings: Settings, file: PredictorFile, options: ModelOptions) -> ModelConfig:
@@ -193,7 +234,8 @@ def model_config(settings: Settings, file: PredictorFile, options: ModelOptions)
         device=value["device"],
         precision=value["precision"],
         batching=BatchingConfig(max_batch_size=value["max_batch_size"], max_latency_ms=value["max_latency_ms"],
-                                max_queue=value["max_queue"], max_queue_delay_ms=value["max_queue_delay_ms"]),
+                                max_queue=value["max_queue"], max_queue_delay_ms=value["max_queue_delay_ms"],
+                                latency_target_ms=value["latency_target_ms"]),
         image_limits=ImageLimits(max_pixels=settings.max_image_pixels, max_side=max_side),
         max_items_per_request=settings.max_items_per_request,
         options=options,

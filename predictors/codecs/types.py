@@ -36,6 +36,10 @@ class OutputSpec:
     shape: tuple[int, ...] = ()
     #: names of the elements of a fixed-size vector output: v1 presents the vector as {name: value}
     element_names: tuple[str, ...] = ()
+    #: an encoded image (`EncodedImage`) output: the request parameter that picks its encoding ("jpeg",
+    #: "png"). v1 may then answer this image itself as the body (``Accept: image/*``, `codecs.accept`),
+    #: setting the parameter from ``Accept`` when the request leaves it out.
+    image_format_parameter: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": [-1, *self.shape]}
@@ -55,6 +59,8 @@ class WireRequest:
     #: v2 only: names of the outputs the caller asked for, with whether each should be binary
     requested_outputs: dict[str, bool] | None = None
     binary_outputs: bool = False
+    #: v1 only: answer with the image output itself, not JSON (``Accept: image/...``, `codecs.accept`)
+    image_answer: bool = False
 
 
 @dataclass

@@ -218,7 +218,7 @@ def ssim_score(reference_bgr: np.ndarray, output_bgr: np.ndarray) -> float:
 class FaceEnhancementPredictor(Predictor[PreparedImage, RawResult]):
     predictor_name = "face-enhancement"
     outputs: ClassVar[tuple[OutputSpec, ...]] = (
-        OutputSpec("image", "BYTES"),
+        OutputSpec("image", "BYTES", image_format_parameter="output_format"),
         OutputSpec("faces", "INT32"),
         OutputSpec("quality_score", "FP32"),
         OutputSpec("needs_review", "BOOL"),

@@ -6,7 +6,8 @@ stops the process with a non-zero exit (fail fast: Kubernetes shows CrashLoopBac
 A model whose device is lost (an unrecoverable CUDA error) stops being ready and the process exits
 with EXIT_DEVICE_LOST, for Kubernetes to restart it on a fresh CUDA context.
 On SIGTERM the REST server stops accepting connections and finishes in-flight requests within
-`shutdown_grace_seconds`; the gRPC server does the same.
+`shutdown_grace_seconds`; the gRPC server does the same, and asynchronous jobs (`predictors/jobs`, when
+`jobs_redis_url` is set) take no new job and finish or hand back the running ones in the same time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from fastapi import FastAPI
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.rest.server import RESTServer
 
+from predictors.jobs.lifecycle import Jobs
+from predictors.jobs.routes import install_job_routes
+from predictors.jobs.service import JobService
 from predictors.models.base import ModelFileError
 from predictors.models.registry import ModelEntry, predictor_class
 from predictors.runtime import ModelRuntime
@@ -83,11 +87,12 @@ class _DrainingUvicorn(RefreshingUvicorn):
 
 class _RestServer(RESTServer):
     def __init__(self, *args: Any, settings: Settings, on_exit: Callable[[], None], telemetry: EdgeTelemetry,
-                 status: Callable[[], dict[str, Any]], **kwargs: Any) -> None:
+                 status: Callable[[], dict[str, Any]], jobs: JobService | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._settings = settings
         self._telemetry = telemetry
         self._status = status
+        self._jobs = jobs
         install_uvicorn(self, _DrainingUvicorn(self.config, on_exit))
 
     def create_application(self) -> None:
@@ -101,6 +106,7 @@ class _RestServer(RESTServer):
             return status()
 
         app.add_api_route(STATUS_PATH, predictors_status, methods=["GET"], include_in_schema=False)
+        install_job_routes(app, self._jobs)
         app.add_middleware(RequestContextMiddleware, max_body_bytes=self._settings.max_body_bytes,
                            telemetry=self._telemetry)
 
@@ -151,6 +157,7 @@ class PredictorServer(kserve.ModelServer):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._served: frozenset[str] = frozenset()
         self.telemetry = EdgeTelemetry(self.metrics, tracing=False, served_models=lambda: self._served)
+        self.jobs: Jobs | None = None
 
     def build_models(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
@@ -161,6 +168,9 @@ class PredictorServer(kserve.ModelServer):
             self.register_model(model)
             self.models.append(model)
         self._served = frozenset(model.name for model in self.models)
+        if self.settings.jobs_redis_url:
+            self.jobs = Jobs(self.settings, self.dataplane, {model.name: model.runtime for model in self.models},
+                             self.metrics, tracing_enabled=lambda: self.telemetry.tracing)
 
     def serve(self, entries: list[ModelEntry]) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
@@ -188,7 +198,7 @@ class PredictorServer(kserve.ModelServer):
         self._rest_server = _RestServer(
             "kserve.model_server:app", self.dataplane, self.model_repository_extension, self.http_port,
             grace_period=self.grace_period, settings=self.settings, on_exit=self._begin_drain,
-            telemetry=self.telemetry, status=self._status,
+            telemetry=self.telemetry, status=self._status, jobs=self.jobs.service if self.jobs else None,
         )
         rest = asyncio.create_task(self._listen("REST", self.http_port, self._rest_server.start()), name="rest")
         grpc_task = None
@@ -202,6 +212,8 @@ class PredictorServer(kserve.ModelServer):
             grpc_task = asyncio.create_task(
                 self._listen("gRPC", self.grpc_port, self._grpc_server.start(self.max_threads)), name="grpc")
         loader = asyncio.create_task(self._load_models(), name="load")
+        if self.jobs is not None:
+            self.jobs.start()  # each model's consumer waits for its model to be ready
         await asyncio.wait([rest, loader, *([grpc_task] if grpc_task else [])], return_when=asyncio.FIRST_COMPLETED)
         if self.load_failed or self.exit_code == EXIT_CANNOT_LISTEN:
             self._stop_serving()
@@ -211,6 +223,8 @@ class PredictorServer(kserve.ModelServer):
         if grpc_task is not None:
             self._begin_drain()
             await asyncio.gather(grpc_task, return_exceptions=True)
+        if self.jobs is not None:
+            await self.jobs.aclose()  # within the grace period that began with the signal
         for model in self.models:
             await model.runtime.aclose()
         self.workers_pool.shutdown(wait=False, cancel_futures=True)
@@ -270,7 +284,10 @@ class PredictorServer(kserve.ModelServer):
         self._begin_drain()
 
     def _begin_drain(self) -> None:
-        """Stop the gRPC server gracefully; safe to call from a signal handler and more than once."""
+        """Stop taking jobs and stop the gRPC server gracefully; safe to call from a signal handler and
+        more than once."""
+        if self.jobs is not None:
+            self.jobs.stop(self.grace_period)
         if self._grpc_server is None or self._draining:
             return
         self._draining = True

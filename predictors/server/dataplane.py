@@ -1,5 +1,6 @@
-"""KServe's DataPlane with four changes: a v1 body is JSON whatever its Content-Type says, binary v2 bodies
-keep raw bytes, a request never triggers a model load, and server readiness means every model is ready."""
+"""KServe's DataPlane with four changes: a v1 body is an upload (multipart/form-data or a raw image) or else JSON
+whatever its Content-Type says, binary v2 bodies keep raw bytes, a request never triggers a model load, and server
+readiness means every model is ready."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
+from predictors.codecs import forms
 from predictors.codecs.v2 import parse_binary_request
 from predictors.errors import InvalidInput, ModelNotFound, ModelNotReady
+from predictors.server.middleware import request_query
 
 INFERENCE_HEADER_LENGTH = "inference-header-content-length"
 
@@ -36,18 +39,24 @@ class PredictorDataPlane(DataPlane):
 
     def decode(self, body: Any, headers: dict[str, Any], protocol_version: str = PredictorProtocol.REST_V1.value,
                model_name: str | None = None) -> tuple[Any, dict[str, Any]]:
-        """v1: parse the body as JSON whatever its Content-Type claims.
+        """v1: a multipart/form-data or raw image body becomes a `forms.Upload` (the model's codec step types
+        it); any other body is parsed as JSON whatever its Content-Type claims.
 
         KServe hands a body whose Content-Type is not JSON to the model undecoded, so `curl -d '{...}'`
         (form-urlencoded) failed although KServe's own examples send exactly that; v2 parses such bodies
-        already. CloudEvents in binary mode keep KServe's header-driven decoding.
+        already. A body that is not JSON either is refused by its Content-Type (`forms.not_json`). CloudEvents
+        in binary mode keep KServe's header-driven decoding.
         """
         if (isinstance(body, bytes) and protocol_version.lower() == PredictorProtocol.REST_V1.value
                 and not has_binary_headers(headers)):
+            content_type = headers.get("content-type")
+            upload = forms.upload_of(body, content_type, request_query.get())
+            if upload is not None:
+                return upload, {}
             try:
                 body = orjson.loads(body)
             except orjson.JSONDecodeError as error:
-                raise InvalidInput(f"the request body is not valid JSON: {error}") from None
+                raise forms.not_json(content_type, error) from None
         return super().decode(body, headers, protocol_version, model_name)
 
     async def ready(self) -> bool:

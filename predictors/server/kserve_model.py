@@ -2,10 +2,12 @@
 
 KServe calls the three hooks in turn; each is one step:
 
-- ``preprocess``: the codec decodes the wire payload (v1 JSON, v2 JSON/binary, gRPC) into a `WireRequest`;
+- ``preprocess``: the codec decodes the wire payload (v1 JSON or upload, v2 JSON/binary, gRPC) into a
+  `WireRequest`, and a v1 ``Accept`` that asks for the image itself is settled (`codecs.accept`);
 - ``predict``: the request's deadline and parameters, then ``runtime.infer`` -> an `AnsweredRequest`
   (the codec layer's object that carries the decoded request to the encoder);
-- ``postprocess``: the codec encodes the results for the request's protocol.
+- ``postprocess``: the codec encodes the results for the request's protocol (or the image answer's bytes and
+  headers).
 
 Readiness, the model's device and queue are the runtime's; the adapter only presents them to KServe.
 """
@@ -17,7 +19,7 @@ from typing import Any
 import kserve
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from predictors.codecs import v1, v2
+from predictors.codecs import accept, forms, v1, v2
 from predictors.codecs.types import AnsweredRequest, WireRequest, model_parameters, request_deadline
 from predictors.runtime import ModelRuntime
 from predictors.telemetry.context import current_request_id
@@ -27,7 +29,8 @@ class KServeModel(kserve.Model):
     runtime: ModelRuntime[Any, Any]
 
     def __init__(self, runtime: ModelRuntime[Any, Any]) -> None:
-        super().__init__(runtime.name)
+        # response headers: an image answer sets its Content-Type and X- headers
+        super().__init__(runtime.name, return_response_headers=True)
         self.runtime = runtime
 
     # KServe reads and sets `ready` (its data plane, `stop`); the runtime owns it. The base class's
@@ -61,7 +64,12 @@ class KServeModel(kserve.Model):
         predictor, limit = self.runtime.predictor, self.runtime.config.max_items_per_request
         if isinstance(payload, InferRequest):
             return v2.decode_request(payload, predictor.inputs, predictor.outputs, limit)
-        return v1.decode_request(payload, predictor.inputs, limit)
+        if isinstance(payload, forms.Upload):
+            wire = forms.decode_upload(payload, predictor.inputs, predictor.Parameters, limit)
+        else:
+            wire = v1.decode_request(payload, predictor.inputs, limit)
+        accept.negotiate(wire, (headers or {}).get("accept"), predictor.outputs)
+        return wire
 
     async def predict(self, payload: WireRequest, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> AnsweredRequest:
@@ -70,8 +78,13 @@ class KServeModel(kserve.Model):
         return AnsweredRequest(payload, results)
 
     async def postprocess(self, result: AnsweredRequest, headers: dict[str, str] | None = None,
-                          response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+                          response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse | bytes:
         outputs = self.runtime.predictor.outputs
+        if result.wire.image_answer:
+            body, image_headers = accept.encode_image_answer(result.results[0], outputs)
+            if response_headers is not None:
+                response_headers.update(image_headers)
+            return body
         if result.wire.protocol == "v1":
             return v1.encode_response(result.results, outputs)
         return v2.encode_response(result.wire, result.results, outputs, self.name, current_request_id.get())

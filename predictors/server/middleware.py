@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,10 @@ from predictors.telemetry.requests import RequestRecord, classify_rest
 logger = logging.getLogger(__name__)
 
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
+
+#: the query string of the REST request being served: KServe's v1 handler gives the data plane only the body and
+#: the headers, and a raw image upload carries its parameters in the query string (`codecs.forms`)
+request_query: ContextVar[str] = ContextVar("request_query", default="")
 
 
 class RequestContextMiddleware:
@@ -82,6 +87,7 @@ class RequestContextMiddleware:
                 # KServe answers versioned routes with NotImplementedError (a 500); no version is served here.
                 raise ModelNotFound(f"model '{record.model}' has no version '{record.version}': this server "
                                     f"serves unversioned models (POST /v2/models/{record.model}/infer)")
+            request_query.set(scope.get("query_string", b"").decode("latin-1"))
             replay = _BodyReplay(body)
             if record.kind != "infer":
                 await self.app(scope, replay.receive, send_with_id)

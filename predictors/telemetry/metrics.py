@@ -24,6 +24,8 @@ from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: a job waits in its queue: seconds to a day
+JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 #: how far back `predictors status` looks for "recent" latency
 RECENT_WINDOW_SECONDS = 300.0
 
@@ -65,6 +67,11 @@ class Metrics:
             "their failed batch in halves (their requests got INTERNAL_ERROR, their batch-mates answers).", ["model"])
         self.batch_size = Histogram("predictors_batch_size_items", "Items per forward pass.", ["model"],
                                     buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_size_target = gauge(
+            "predictors_batch_size_target_items",
+            "Items the batcher chose for its latest forward pass: with latency_target_ms, the largest batch "
+            "(at most max_batch_size and what waited) whose predicted end kept the oldest waiting item within "
+            "the target; without, what waited up to max_batch_size.", ["model"])
         self.queue_depth = gauge("predictors_queue_depth_items", "Items waiting for a forward pass.", ["model"])
         self.items = counter("predictors_items_processed_total", "Items that went through a forward pass.", ["model"])
         self.rejected = counter(
@@ -74,6 +81,20 @@ class Metrics:
         self.load_seconds = gauge("predictors_model_load_seconds", "Time to load and warm up the model.", ["model"])
         self.device_info = gauge(
             "predictors_model_device_info", "The device a model runs on (value 1).", ["model", "device"])
+        self.jobs = counter(
+            "predictors_jobs_total",
+            "Asynchronous jobs by the status this process gave them: queued (submitted here), succeeded and "
+            "failed (run here; each job counted once, by the process whose outcome was written), cancelled.",
+            ["model", "status"])
+        self.jobs_backlog = gauge(
+            "predictors_jobs_backlog_items",
+            "Unfinished asynchronous jobs of the model in Redis (queued or running), as last read here.", ["model"])
+        self.job_duration = Histogram(
+            "predictors_job_duration_seconds", "Asynchronous jobs from submission to their outcome (succeeded or "
+            "failed).", ["model"], buckets=JOB_BUCKETS, registry=registry)
+        self.jobs_reclaimed = counter(
+            "predictors_jobs_reclaimed_total",
+            "Job runs taken over from a process silent for jobs_visibility_timeout_seconds (died or hung).", ["model"])
         self.review_flags = counter(
             "predictors_results_needing_review_total",
             "Results whose quality signal fell below the model's review threshold.", ["model"])

@@ -58,6 +58,8 @@ current_request: ContextVar[RequestRecord | None] = ContextVar("current_request"
 
 _V1_INFER = re.compile(r"^/v1/models/(?P<model>[^/:]+):(?:predict|explain)$")
 _V2_INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+#: asynchronous job submission: access-logged with the model's name, not inference requests themselves
+_JOB_SUBMIT = re.compile(r"^/(?:v1/models/(?P<v1>[^/:]+):submit|v2/models/(?P<v2>[^/]+)/jobs)$")
 _V1_MODEL = re.compile(r"^/v1/models/(?P<model>[^/:]+)$")
 _V2_READY = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/ready$")
 _V2_MODEL = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?$")
@@ -73,6 +75,8 @@ def classify_rest(path: str) -> tuple[RouteKind, str, str, str]:
         return "infer", "v1", match["model"], ""
     if match := _V2_INFER.match(path):
         return "infer", "v2", match["model"], match["version"] or ""
+    if match := _JOB_SUBMIT.match(path):
+        return "other", "v1" if match["v1"] else "v2", match["v1"] or match["v2"], ""
     if match := _V1_MODEL.match(path):
         # GET /v1/models/{name} is KServe's v1 model readiness probe
         return "probe", "v1", match["model"], ""

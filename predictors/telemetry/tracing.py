@@ -131,8 +131,9 @@ def _exporter(name: str, env: Mapping[str, str]) -> tuple[Any, str]:
 
 @contextmanager
 def server_span(record: RequestRecord, enabled: bool, carrier: Mapping[str, str], name: str,
-                attributes: Mapping[str, Any]) -> Iterator[None]:
-    """Make `record.span` the request's server span (current while the body runs) when traced.
+                attributes: Mapping[str, Any], kind: SpanKind = SpanKind.SERVER) -> Iterator[None]:
+    """Make `record.span` the request's server span (current while the body runs) when traced; `kind`
+    CONSUMER for a job run (a child of the submitting request's trace, whose `carrier` was stored).
 
     When tracing is off only the caller's trace id is noted. When a span is already recording here
     (auto-instrumentation's ASGI/gRPC server span), that one is enriched; no second server span.
@@ -156,7 +157,7 @@ def server_span(record: RequestRecord, enabled: bool, carrier: Mapping[str, str]
                 outer.set_attribute(ERROR_CODE, record.code)
         return
     parent_context = propagate.extract(carrier)
-    span = tracer.start_span(name, context=parent_context, kind=SpanKind.SERVER, attributes=attributes)
+    span = tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
     token = otel_context.attach(trace.set_span_in_context(span, parent_context))
     _note_ids(record, span.get_span_context())
     record.span = span if span.is_recording() else None

@@ -132,3 +132,49 @@ def as_server_sees_it(data: bytes) -> bytes:
     answer it exactly as it answers `data`."""
     with Image.open(io.BytesIO(data)) as image:
         return encode(ImageOps.exif_transpose(image).convert("RGB"), "PNG")
+
+
+# ---- multipart/form-data garbage: each is 400 INVALID_INPUT ----------------------------------------------
+
+BOUNDARY = "hostile-boundary"
+
+
+def form_part(name: bytes, data: bytes, extra_headers: bytes = b"", boundary: str = BOUNDARY) -> bytes:
+    return (b"--" + boundary.encode() + b'\r\nContent-Disposition: form-data; name="' + name + b'"; filename="x"\r\n'
+            + extra_headers + b"\r\n" + data + b"\r\n")
+
+
+def form_end(boundary: str = BOUNDARY) -> bytes:
+    return b"--" + boundary.encode() + b"--\r\n"
+
+
+def multipart_garbage(image: bytes) -> dict[str, tuple[str, bytes]]:
+    """(Content-Type, body) of broken multipart/form-data uploads that carry a valid `image`."""
+    content_type = f"multipart/form-data; boundary={BOUNDARY}"
+    valid = form_part(b"image", image) + form_end()
+    long_boundary = "b" * 300
+    return {
+        "no-boundary-parameter": ("multipart/form-data", valid),
+        "empty-boundary": ("multipart/form-data; boundary=", valid),
+        "wrong-boundary": ("multipart/form-data; boundary=other", valid),
+        "boundary-300-chars": (f"multipart/form-data; boundary={long_boundary}",
+                               form_part(b"image", image, boundary=long_boundary) + form_end(long_boundary)),
+        "no-closing-boundary": (content_type, form_part(b"image", image)),
+        "cut-in-part-headers": (content_type, valid[:40]),
+        "empty-body": (content_type, b""),
+        "only-the-closing-boundary": (content_type, form_end()),
+        "preamble-garbage": (content_type, b"\x00\xff garbage\r\n" + valid),
+        "lf-line-endings": (content_type, valid.replace(b"\r\n", b"\n")),
+        "no-content-disposition": (content_type, f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode() + image
+                                   + b"\r\n" + form_end()),
+        "disposition-not-form-data": (content_type, valid.replace(b"form-data;", b"attachment;")),
+        "header-line-64kb": (content_type, form_part(b"image", image, b"X-Pad: " + b"p" * 65536 + b"\r\n")
+                             + form_end()),
+        "200-part-headers": (content_type, form_part(b"image", image, b"X-A: 1\r\n" * 200) + form_end()),
+        "20000-empty-parts": (content_type, form_part(b"image", image) + form_part(b"x", b"") * 20_000 + form_end()),
+        "nul-in-field-name": (content_type, form_part(b"im\x00age", image) + form_end()),
+        "non-utf8-field-name": (content_type, form_part(b"\xff\xfe", image) + form_end()),
+        "image-field-misspelt": (content_type, form_part(b"Image", image) + form_end()),
+        "parameter-as-binary": (content_type, valid[: -len(form_end())] + form_part(b"top_k", b"\xff\x00")
+                                + form_end()),
+    }

@@ -189,6 +189,48 @@ def test_lone_surrogates_in_text_are_invalid_input(server, reference_answer, fie
     rejected(post_raw(server, f"/v2/models/{ENTAILMENT}/infer", json.dumps(v2).encode()), 400, "INVALID_INPUT")
 
 
+# ---- uploads: multipart garbage, raw bodies of the wrong type ---------------------------------------
+
+MULTIPART_GARBAGE = corpus.multipart_garbage(REFERENCE)
+
+
+@pytest.mark.parametrize("model", [CHEAP, ENTAILMENT])
+@pytest.mark.parametrize("name", list(MULTIPART_GARBAGE))
+def test_multipart_garbage_is_invalid_input(server, reference_answer, model: str, name: str) -> None:
+    content_type, body = MULTIPART_GARBAGE[name]
+    query = "?hypothesis=a%20picture" if model == ENTAILMENT else ""
+    rejected(post_raw(server, f"/v1/models/{model}:predict{query}", body, {"content-type": content_type}), 400,
+             "INVALID_INPUT")
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("name", "data", "status", "code"), BROKEN[::4], ids=[case[0] for case in BROKEN[::4]])
+def test_broken_images_uploaded_are_refused_as_in_json(server, reference_answer, model: str, name: str,
+                                                       data: bytes, status: int, code: str) -> None:
+    query = "?hypothesis=a%20picture" if model == ENTAILMENT else ""
+    body = corpus.form_part(b"image", data) + corpus.form_end()
+    rejected(post_raw(server, f"/v1/models/{model}:predict{query}", body,
+                      {"content-type": f"multipart/form-data; boundary={corpus.BOUNDARY}"}), status, code)
+    rejected(post_raw(server, f"/v1/models/{model}:predict{query}", data, {"content-type": "image/jpeg"}), status,
+             code)
+
+
+@pytest.mark.parametrize("content_type", ["image/gif", "image/x-icon", "multipart/mixed; boundary=x", "text/plain",
+                                          "application/pdf"])
+def test_uploads_of_types_the_route_does_not_take_are_415(server, reference_answer, content_type: str) -> None:
+    data = corpus.unsupported()["gif"]
+    rejected(post_raw(server, f"/v1/models/{CHEAP}:predict", data, {"content-type": content_type}), 415,
+             "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_a_valid_upload_is_answered_as_its_json(server, reference_answer) -> None:
+    body = corpus.form_part(b"image", REFERENCE) + corpus.form_end()
+    response = post_raw(server, f"/v1/models/{JUDGE}:predict", body,
+                        {"content-type": f"multipart/form-data; boundary={corpus.BOUNDARY}"})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["labels"] == reference_answer["labels"]
+
+
 # ---- v2 tensors -----------------------------------------------------------------------------------
 
 

@@ -1,10 +1,13 @@
-"""Every request example of the README's "Calling it" section, run exactly as written.
+"""Every request example of the README's "Calling it" and "Asynchronous jobs" sections, run exactly as written.
 
 The examples call `localhost:8080` (REST) and `localhost:8081` (gRPC) and read `cat.jpg` (and `face.jpg`) from
 the working directory, as a user who just ran `make serve` would: so the server here serves all four demo models
-on those ports, and the examples run in a directory holding those pictures and a `.venv` link to this checkout's
-virtualenv. Shell blocks run in one bash process, command by command; a curl command passes when it printed a
-JSON answer without an error. Python blocks run with the virtualenv's interpreter and must exit 0.
+on those ports (with jobs on, on a redis-server of its own), and the examples run in a directory holding those
+pictures and a `.venv` link to this checkout's virtualenv. Shell blocks run in one bash process, command by
+command; a curl command passes when it printed a JSON answer without an error (an inference answer in "Calling
+it", a job in "Asynchronous jobs"), or, when it saves its answer (``-o FILE``), when FILE is an image and the
+response head it printed (if any, ``-D -``) says 200. Python blocks run with the virtualenv's interpreter and must
+exit 0.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import encode, sample_image
+from tests.support.redis_server import RedisServer, run_redis
 from tests.support.server import ServerProcess, run_server
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 PORTS = (8080, 8081)
 SEPARATOR = "=====README-EXAMPLE-BOUNDARY====="
+JOBS = "Asynchronous jobs"
 
 
 def readme_examples(section: str = "Calling it") -> list[tuple[str, str]]:
@@ -50,6 +56,20 @@ def shell_commands(block: str) -> list[str]:
     return commands
 
 
+def saved_file(command: str) -> str | None:
+    """The file a curl command writes its answer to (``-o FILE``), if it does."""
+    match = re.search(r"(?:^|\s)(?:-o|--output)\s+(\S+)", command)
+    return match[1] if match else None
+
+
+def assert_saved_image(path: Path, printed: str) -> None:
+    assert path.is_file(), f"{path.name} was not written"
+    with Image.open(path) as image:  # an error answer saved instead would be JSON, not an image
+        image.verify()
+    if printed.strip():
+        assert printed.startswith("HTTP/") and printed.split()[1] == "200", printed
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -60,7 +80,13 @@ def port_is_free(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def readme_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def readme_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with run_redis(tmp_path_factory.mktemp("readme-redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def readme_server(tmp_path_factory: pytest.TempPathFactory, readme_redis: RedisServer) -> Iterator[ServerProcess]:
     busy = [port for port in PORTS if not port_is_free(port)]
     if busy:
         pytest.fail(f"the README's examples call localhost:8080/8081, but port(s) {busy} are in use here: "
@@ -70,6 +96,7 @@ def readme_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
                    capture_output=True, timeout=600)
     log = tmp_path_factory.mktemp("readme-server") / "server.log"
     with run_server(["--model-repository", str(repository)], log, ports=PORTS,
+                    env={"PREDICTORS_JOBS_REDIS_URL": readme_redis.url},
                     wait_for=["general-recognition", "image-classification", "face-enhancement",
                               "visual-entailment"], timeout=600) as server:
         yield server
@@ -84,31 +111,46 @@ def user_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def test_the_section_has_examples() -> None:
-    languages = [language for language, _ in readme_examples()]
+@pytest.mark.parametrize("section", ["Calling it", JOBS])
+def test_the_section_has_examples(section: str) -> None:
+    languages = [language for language, _ in readme_examples(section)]
     assert "bash" in languages and "python" in languages
 
 
-@pytest.mark.parametrize("index", [i for i, (lang, _) in enumerate(readme_examples()) if lang == "bash"])
-def test_shell_example(readme_server: ServerProcess, user_directory: Path, index: int) -> None:
-    commands = shell_commands(readme_examples()[index][1])
+def examples_of(language: str) -> list[tuple[str, int]]:
+    return [(section, index) for section in ("Calling it", JOBS)
+            for index, (lang, _) in enumerate(readme_examples(section)) if lang == language]
+
+
+@pytest.mark.parametrize(("section", "index"), examples_of("bash"))
+def test_shell_example(readme_server: ServerProcess, user_directory: Path, section: str, index: int) -> None:
+    commands = shell_commands(readme_examples(section)[index][1])
+    for command in commands:  # a file left by another example must not pass for this one's answer
+        if command.lstrip().startswith("curl") and (name := saved_file(command)):
+            (user_directory / name).unlink(missing_ok=True)
     script = "set -e\n" + "".join(f"{command}echo '{SEPARATOR}'\n" for command in commands)
     result = subprocess.run(["bash", "-c", script], cwd=user_directory, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     outputs = result.stdout.split(SEPARATOR + "\n")[:-1]
     assert len(outputs) == len(commands)
     for command, output in zip(commands, outputs, strict=True):
-        if command.lstrip().startswith("curl"):
+        if command.lstrip().startswith("curl") and (name := saved_file(command)):
+            assert_saved_image(user_directory / name, output)
+        elif command.lstrip().startswith("curl"):
             answer = json.loads(output)
             assert "error" not in answer, f"{command}\n-> {output}"
-            assert "predictions" in answer or "outputs" in answer
+            if section == JOBS:
+                assert answer["status"] in ("queued", "running", "succeeded"), output
+                assert "result" in answer or answer["status"] != "succeeded"
+            else:
+                assert "predictions" in answer or "outputs" in answer
         elif "predictors infer" in command:
             assert output.strip(), f"{command} printed nothing"
 
 
-@pytest.mark.parametrize("index", [i for i, (lang, _) in enumerate(readme_examples()) if lang == "python"])
-def test_python_example(readme_server: ServerProcess, user_directory: Path, index: int) -> None:
-    code = readme_examples()[index][1]
+@pytest.mark.parametrize(("section", "index"), examples_of("python"))
+def test_python_example(readme_server: ServerProcess, user_directory: Path, section: str, index: int) -> None:
+    code = readme_examples(section)[index][1]
     result = subprocess.run([str(user_directory / ".venv" / "bin" / "python"), "-c", code], cwd=user_directory,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{code}\n{result.stdout}\n{result.stderr}"

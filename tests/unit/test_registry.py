@@ -3,7 +3,9 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from predictors.cli import build_parser, settings_from_args
 from predictors.models.registry import ModelSetupError, PredictorFile, discover, predictor_class
 from predictors.settings import Settings
 from tests.support.faults import FAULTY_PREDICTOR
@@ -158,3 +160,19 @@ def test_the_readme_predictor_json_example_is_valid() -> None:
     assert example is not None
     parsed = PredictorFile.model_validate(json.loads(example.group(1)))
     assert parsed.predictor == "image-classification"
+
+
+def test_the_latency_target_comes_from_env_flag_or_predictor_json(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, content in (("image-classification", {}), ("general-recognition", {"latency_target_ms": 250})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "predictor.json").write_text(json.dumps(content))
+    assert Settings().latency_target_ms == 0  # off unless asked for
+    monkeypatch.setenv("PREDICTORS_LATENCY_TARGET_MS", "900")
+    assert Settings().latency_target_ms == 900
+    args = build_parser().parse_args(["serve", "--model-repository", str(tmp_path), "--latency-target-ms", "1200"])
+    entries = {entry.name: entry for entry in discover(settings_from_args(args))}
+    assert entries["image-classification"].config.batching.latency_target_ms == 1200  # the flag beats the env
+    assert entries["general-recognition"].config.batching.latency_target_ms == 250  # the model's own file wins
+    with pytest.raises(ValidationError):
+        Settings(latency_target_ms=-1)

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from predictors.batching import BatchingConfig
 from predictors.codecs.types import OutputSpec
-from predictors.errors import ModelNotReady
+from predictors.errors import ModelNotReady, ServiceBusy
 from predictors.models.base import ModelConfig, Predictor
 from predictors.runtime import ModelRuntime
 from predictors.server.kserve_compat import metric_value
@@ -134,3 +134,47 @@ def test_the_device_capability_is_bound_by_the_runtime() -> None:
     finally:
         runtime._runner.shutdown()  # type: ignore[union-attr]
         pool.shutdown()
+
+
+class SlowForward(Widths):
+    """Remembers what it prepared; a batch holding width SLOW_WIDTH takes 0.3 s on the device."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.prepared: list[int] = []
+
+    def prepare(self, item: Any, params: Any) -> int:
+        self.prepared.append(int(item["image"].width))
+        return int(item["image"].width)
+
+    def forward(self, batch: Sequence[int], device: torch.device) -> list[int]:
+        if SLOW_WIDTH in batch:
+            time.sleep(0.3)
+        return super().forward(batch, device)
+
+
+def test_a_refused_request_is_turned_away_before_its_items_are_prepared_and_the_batch_size_is_a_gauge() -> None:
+    pool = ThreadPoolExecutor(4)
+    config = ModelConfig(device="cpu", batching=BatchingConfig(max_batch_size=2, max_latency_ms=0, max_queue=2))
+    runtime = ModelRuntime(SlowForward("slow", Path("."), config), Metrics(CollectorRegistry()), pool)
+    runtime.load()
+    predictor: SlowForward = runtime.predictor  # type: ignore[assignment]
+    chosen = runtime.metrics.batch_size_target.labels("slow")
+
+    async def scenario() -> None:
+        running = asyncio.create_task(runtime.infer([{"image": png(SLOW_WIDTH)}], {}, None))
+        await asyncio.sleep(0.1)
+        assert metric_value(chosen) == 1
+        queued = asyncio.create_task(runtime.infer([{"image": png(5)}, {"image": png(6)}], {}, None))
+        await asyncio.sleep(0.1)  # prepared and queued: the queue (2 items) is full
+        with pytest.raises(ServiceBusy):
+            await runtime.infer([{"image": png(4)}], {}, None)
+        await asyncio.gather(running, queued)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        runtime._runner.shutdown()  # type: ignore[union-attr]
+        pool.shutdown()
+    assert 4 not in predictor.prepared and {5, 6, SLOW_WIDTH} <= set(predictor.prepared)
+    assert predictor.batches[-1] == [5, 6] and metric_value(chosen) == 2

@@ -13,6 +13,9 @@ from predictors_client.errors import (
     InternalError,
     InvalidImage,
     InvalidInput,
+    JobNotFound,
+    JobsDisabled,
+    JobsUnavailable,
     ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
@@ -21,6 +24,7 @@ from predictors_client.errors import (
     Timeout,
     UnexpectedResponse,
 )
+from predictors_client.jobs import Job, JobCancelled, Polling
 from predictors_client.results import EnhancedFace, Entailment, Labels
 from predictors_client.wire import InferResult, Tensor
 
@@ -36,10 +40,16 @@ __all__ = [
     "InternalError",
     "InvalidImage",
     "InvalidInput",
+    "Job",
+    "JobCancelled",
+    "JobNotFound",
+    "JobsDisabled",
+    "JobsUnavailable",
     "Labels",
     "ModelNotFound",
     "ModelNotReady",
     "PayloadTooLarge",
+    "Polling",
     "PredictorError",
     "RetryPolicy",
     "ServiceBusy",

@@ -31,6 +31,7 @@ from predictors_client.errors import (
     error_for,
 )
 from predictors_client.images import ImageBatch, ImageLike, encode_images, image_bytes
+from predictors_client.jobs import Job, Polling, job_from, job_id, outcome
 from predictors_client.results import (
     EnhancedFace,
     Entailment,
@@ -45,6 +46,7 @@ T = TypeVar("T")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: how much longer than the deadline the client waits, so that the server's own 504 (with its request id)
 #: arrives instead of a client-side cut-off
 _ANSWER_GRACE_SECONDS = 0.25
@@ -224,12 +226,20 @@ class _Calls:
 
     def _generic_call(self, model: str, inputs: Mapping[str, Any], parameters: Mapping[str, Any] | None,
                       timeout_ms: float | None, request_id: str | None) -> _Call[InferResult]:
-        columns: dict[str, Sequence[Element]] = {}
-        for name, value in inputs.items():
-            values = value if isinstance(value, (list, tuple)) else [value]
-            # str elements are text; anything else is binary content (bytes, a path-like, a file, a PIL image)
-            columns[name] = [v if isinstance(v, str) else image_bytes(v) for v in values]
-        return self._infer_call(model, columns, parameters or {}, lambda result: result, timeout_ms, request_id)
+        return self._infer_call(model, _columns(inputs), parameters or {}, lambda result: result, timeout_ms,
+                                request_id)
+
+    def _submit_call(self, model: str, inputs: Mapping[str, Any], parameters: Mapping[str, Any] | None,
+                     idempotency_key: str | None, timeout_ms: float | None, request_id: str | None) -> _Call[Job]:
+        encoded = encode_request(_columns(inputs), parameters or {}, self.protocol)
+        # Always a key: a retried submit (its answer lost, or 503 JOBS_UNAVAILABLE after Redis took it) is
+        # then the same job, never a second one.
+        headers = {**encoded.headers, IDEMPOTENCY_HEADER: idempotency_key or uuid.uuid4().hex}
+        return self._call("POST", f"/v2/models/{model}/jobs", encoded.content, headers, job_from, timeout_ms,
+                          request_id)
+
+    def _job_call(self, method: str, job: Job | str, timeout_ms: float | None) -> _Call[Job]:
+        return self._call(method, f"/v2/jobs/{job_id(job)}", None, {}, job_from, timeout_ms, None)
 
     def _metadata_call(self, model: str, timeout_ms: float | None, request_id: str | None) -> _Call[Any]:
         return self._call("GET", f"/v2/models/{model}", None, {}, _decode_json, timeout_ms, request_id)
@@ -239,7 +249,7 @@ class _Calls:
                 TIMEOUT_HEADER: str(max(1, int(remaining * 1000)))}
 
     def _outcome(self, call: _Call[T], response: httpx.Response) -> T | PredictorError:
-        if response.status_code == 200:
+        if response.status_code in (200, 202):
             return call.decode(response, response.headers.get(REQUEST_ID_HEADER) or call.request_id)
         return error_from_response(response, call.request_id)
 
@@ -255,6 +265,23 @@ class _Calls:
         if delay is None:
             raise error
         return delay
+
+
+def _columns(inputs: Mapping[str, Any]) -> dict[str, Sequence[Element]]:
+    columns: dict[str, Sequence[Element]] = {}
+    for name, value in inputs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        # str elements are text; anything else is binary content (bytes, a path-like, a file, a PIL image)
+        columns[name] = [v if isinstance(v, str) else image_bytes(v) for v in values]
+    return columns
+
+
+def _still_waiting(job: Job, deadline: float, budget: float) -> float:
+    """Seconds left to wait for `job`; raises `Timeout` when none are."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise Timeout(f"job {job.id} did not finish within {budget:.3g} s (it is {job.status})", request_id=job.id)
+    return remaining
 
 
 class Client(_Calls):
@@ -368,6 +395,39 @@ class Client(_Calls):
         """The model's v2 metadata: its inputs and outputs with names, datatypes and shapes."""
         return self._run(self._metadata_call(model, timeout_ms, None))  # type: ignore[no-any-return]
 
+    # ---- asynchronous jobs (the server needs --jobs-redis-url) ---------------------------------------
+
+    def submit(self, model: str, inputs: Mapping[str, Any], parameters: Mapping[str, Any] | None = None, *,
+               idempotency_key: str | None = None, timeout_ms: float | None = None,
+               request_id: str | None = None) -> Job:
+        """Queue a job with `infer`'s inputs and parameters; returns at once with the queued `Job`."""
+        return self._run(self._submit_call(model, inputs, parameters, idempotency_key, timeout_ms, request_id))
+
+    def get_job(self, job: Job | str, *, timeout_ms: float | None = None) -> Job:
+        """The job as it is now."""
+        return self._run(self._job_call("GET", job, timeout_ms))
+
+    def cancel(self, job: Job | str, *, timeout_ms: float | None = None) -> Job:
+        """Cancel a queued or running job (a running one finishes; its result is discarded)."""
+        return self._run(self._job_call("DELETE", job, timeout_ms))
+
+    def wait(self, job: Job | str, timeout: float | None = None, *, polling: Polling | None = None) -> Job:
+        """Poll until the job succeeded, failed or was cancelled (at most `timeout` seconds, default the
+        client's `timeout`; then `Timeout`)."""
+        budget = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        current = job if isinstance(job, Job) else self.get_job(job)
+        for pause in (polling or Polling()).pauses():
+            if current.done:
+                return current
+            time.sleep(min(pause, _still_waiting(current, deadline, budget)))
+            current = self.get_job(current.id)
+        raise AssertionError("unreachable")  # pauses() never ends
+
+    def result(self, job: Job | str, timeout: float | None = None) -> InferResult:
+        """The job's result, once it has one (`wait`); its error raised as the usual exception."""
+        return outcome(self.wait(job, timeout))
+
 
 class AsyncClient(_Calls):
     """The asyncio twin of `Client`: the same constructor and methods, awaited."""
@@ -466,3 +526,29 @@ class AsyncClient(_Calls):
 
     async def metadata(self, model: str, *, timeout_ms: float | None = None) -> dict[str, Any]:
         return await self._run(self._metadata_call(model, timeout_ms, None))  # type: ignore[no-any-return]
+
+    async def submit(self, model: str, inputs: Mapping[str, Any], parameters: Mapping[str, Any] | None = None, *,
+                     idempotency_key: str | None = None, timeout_ms: float | None = None,
+                     request_id: str | None = None) -> Job:
+        return await self._run(self._submit_call(model, inputs, parameters, idempotency_key, timeout_ms,
+                                                 request_id))
+
+    async def get_job(self, job: Job | str, *, timeout_ms: float | None = None) -> Job:
+        return await self._run(self._job_call("GET", job, timeout_ms))
+
+    async def cancel(self, job: Job | str, *, timeout_ms: float | None = None) -> Job:
+        return await self._run(self._job_call("DELETE", job, timeout_ms))
+
+    async def wait(self, job: Job | str, timeout: float | None = None, *, polling: Polling | None = None) -> Job:
+        budget = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        current = job if isinstance(job, Job) else await self.get_job(job)
+        for pause in (polling or Polling()).pauses():
+            if current.done:
+                return current
+            await asyncio.sleep(min(pause, _still_waiting(current, deadline, budget)))
+            current = await self.get_job(current.id)
+        raise AssertionError("unreachable")  # pauses() never ends
+
+    async def result(self, job: Job | str, timeout: float | None = None) -> InferResult:
+        return outcome(await self.wait(job, timeout))

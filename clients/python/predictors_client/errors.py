@@ -78,6 +78,24 @@ class InternalError(PredictorError):
     code = "INTERNAL_ERROR"
 
 
+class JobNotFound(PredictorError):
+    """No such job: never submitted, or expired (the server keeps jobs for its result TTL)."""
+
+    code = "JOB_NOT_FOUND"
+
+
+class JobsDisabled(PredictorError):
+    """The server runs without asynchronous jobs (no Redis configured)."""
+
+    code = "JOBS_DISABLED"
+
+
+class JobsUnavailable(PredictorError):
+    """The server's job queue (Redis) cannot be reached for now; synchronous calls still work."""
+
+    code = "JOBS_UNAVAILABLE"
+
+
 class ConnectionFailed(PredictorError, ConnectionError):
     """No answer: the server could not be reached or dropped the connection (after the retries)."""
 
@@ -94,11 +112,19 @@ class UnexpectedResponse(PredictorError):
 ERRORS_BY_CODE: dict[str, type[PredictorError]] = {
     cls.code: cls
     for cls in (InvalidInput, InvalidImage, PayloadTooLarge, ImageTooLarge, ModelNotFound, FaceNotFound,
-                ModelNotReady, ServiceBusy, Timeout, InternalError)
+                ModelNotReady, ServiceBusy, Timeout, InternalError, JobNotFound, JobsDisabled, JobsUnavailable)
+}
+
+#: the HTTP status the server answers each code with (README "Errors"): a failed job's error has no HTTP
+#: answer of its own, so its exception carries the status the synchronous call would have had
+STATUS_BY_CODE: dict[str, int] = {
+    "INVALID_INPUT": 400, "INVALID_IMAGE": 400, "PAYLOAD_TOO_LARGE": 413, "IMAGE_TOO_LARGE": 413,
+    "MODEL_NOT_FOUND": 404, "FACE_NOT_FOUND": 422, "MODEL_NOT_READY": 503, "SERVICE_BUSY": 503, "TIMEOUT": 504,
+    "INTERNAL_ERROR": 500,
 }
 
 #: codes worth another attempt: the server will be able to answer later
-RETRYABLE_CODES = frozenset({ModelNotReady.code, ServiceBusy.code})
+RETRYABLE_CODES = frozenset({ModelNotReady.code, ServiceBusy.code, JobsUnavailable.code})
 
 
 def error_for(

@@ -108,8 +108,16 @@ def decode_response(body: bytes, header_length: str | None, request_id: str | No
     try:
         json_length = int(header_length) if header_length is not None else len(body)
         document = json.loads(body[:json_length])
+    except (ValueError, TypeError) as error:
+        raise UnexpectedResponse(f"the server's v2 answer could not be read: {error!r}", status=200,
+                                 request_id=request_id) from None
+    return decode_document(document, body, json_length, request_id)
+
+
+def decode_document(document: Any, body: bytes, offset: int, request_id: str | None) -> InferResult:
+    """A v2 answer already parsed from JSON; binary outputs, if any, are in `body` from `offset` on."""
+    try:
         outputs = document["outputs"]
-        offset = json_length
         tensors: dict[str, Tensor] = {}
         for output in outputs:
             parameters = dict(output.get("parameters") or {})
