@@ -8,6 +8,7 @@ instance; nothing in `predictors/` changes.
 
     .venv/bin/python -m bench.stages --model face-enhancement --work-dir bench/results/work
     .venv/bin/python -m bench.stages --model visual-entailment
+    .venv/bin/python -m bench.stages --compare --rounds 5   # each optimisation's before/after (bench/compare.py)
 
 Prints a table per model (stage, calls, wall ms, share of the item's wall time) and the top aten ops by
 self CPU time; ``--json`` prints the same as one JSON line. Stages nest (e.g. ``detect`` inside
@@ -140,8 +141,19 @@ def main() -> None:
     parser.add_argument("--model", choices=["face-enhancement", "visual-entailment", "all"], default="all")
     parser.add_argument("--work-dir", type=Path, default=Path(__file__).resolve().parent / "results" / "work")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--compare", action="store_true",
+                        help="face enhancement: each optimisation's before/after, interleaved (bench/compare.py)")
+    parser.add_argument("--rounds", type=int, default=5, help="--compare: before/after pairs per change")
     args = parser.parse_args()
     from predictors.demo import make_demo_repository
+
+    if args.compare:
+        from bench import compare
+
+        (directory,) = make_demo_repository(args.work_dir.resolve() / "demo", ["face-enhancement"])
+        rows = compare.compare_face_enhancement(directory, args.rounds)
+        print("BENCH_JSON " + json.dumps(rows) if args.json else compare.render(rows))
+        return
 
     kinds = ["face-enhancement", "visual-entailment"] if args.model == "all" else [args.model]
     out = []

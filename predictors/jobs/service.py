@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from predictors.errors import InvalidInput, JobNotFound, JobsUnavailable
 from predictors.jobs.execute import JobExecutor
-from predictors.jobs.store import JobStore, JobView, StoredRequest
+from predictors.jobs.store import TRACE_FIELDS, JobStore, JobView, StoredRequest
 from predictors.server.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
 from predictors.server.kserve_model import KServeModel
 from predictors.settings import Settings
@@ -63,7 +63,7 @@ class JobService:
         request = StoredRequest(
             protocol, body, content_type=headers.get("content-type", ""),
             header_length=headers.get(INFERENCE_HEADER_LENGTH, ""), request_id=current_request_id.get(),
-            traceparent=headers.get("traceparent", ""), tracestate=headers.get("tracestate", ""), query=query,
+            trace={key: headers[key] for key in TRACE_FIELDS if headers.get(key)}, query=query,
         )
         await self.executor.check(model, request)
         async with _redis(f"submitting a job to model '{model_name}'"):

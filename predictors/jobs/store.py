@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -69,6 +69,10 @@ def connect(url: str, *, socket_timeout: float = 2.0) -> Redis:
                           retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=30)
 
 
+#: the stored trace-context headers, in the order the claim script returns them
+TRACE_FIELDS = ("traceparent", "tracestate")
+
+
 @dataclass(frozen=True)
 class StoredRequest:
     """What the synchronous route would have received: the body and the headers that shape its decoding."""
@@ -79,8 +83,8 @@ class StoredRequest:
     #: v2 binary extension: the JSON header's length (``Inference-Header-Content-Length``); "" otherwise
     header_length: str = ""
     request_id: str = ""
-    traceparent: str = ""
-    tracestate: str = ""
+    #: the submitter's W3C trace context (``traceparent``, ``tracestate`` where sent): the run joins its trace
+    trace: Mapping[str, str] = field(default_factory=dict)
     #: v1 uploads may carry parameters in the query string (`codecs.forms`)
     query: str = ""
 
@@ -159,7 +163,7 @@ class JobStore:
             "created_ts": repr(created.timestamp()), "attempts": "0",
             "protocol": request.protocol, "body": request.body, "content_type": request.content_type,
             "header_length": request.header_length, "request_id": request.request_id,
-            "traceparent": request.traceparent, "tracestate": request.tracestate, "query": request.query,
+            **{key: request.trace.get(key, "") for key in TRACE_FIELDS}, "query": request.query,
         }
         keys = [stream_key(model), job_key(job_id)]
         if idempotency is not None:
@@ -254,9 +258,9 @@ class JobStore:
             return "exhausted" if answer[0] == b"exhausted" else "skipped"
         attempts, protocol, body, content_type, header_length, request_id, traceparent, tracestate, query, \
             created = answer[1:]
+        trace = {key: _text(value) for key, value in zip(TRACE_FIELDS, (traceparent, tracestate), strict=True) if value}
         request = StoredRequest("v1" if protocol == b"v1" else "v2", body or b"", _text(content_type),
-                                _text(header_length), _text(request_id), _text(traceparent), _text(tracestate),
-                                _text(query))
+                                _text(header_length), _text(request_id), trace, _text(query))
         return Claim(model, entry, int(attempts), request, float(created or 0))
 
     async def finish(self, claim: Claim, consumer: str, *, result: bytes | None = None,

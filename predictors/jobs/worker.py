@@ -27,6 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanKind
@@ -88,24 +89,24 @@ class _Outage:
             self.since = None
 
 
+@dataclass(eq=False)
 class JobWorker:
-    def __init__(self, settings: Settings, store: JobStore, executor: JobExecutor,
-                 runtimes: Mapping[str, ModelRuntime[Any, Any]], metrics: Metrics,
-                 tracing_enabled: Callable[[], bool] = lambda: False) -> None:
-        self.settings = settings
-        self.store = store
-        self.executor = executor
-        self.runtimes = runtimes
-        self.metrics = metrics
-        self.tracing_enabled = tracing_enabled
-        self.consumer = consumer_name(settings.jobs_consumer_name)
-        self.visibility_ms = int(settings.jobs_visibility_timeout_seconds * 1000)
+    settings: Settings
+    store: JobStore
+    executor: JobExecutor
+    runtimes: Mapping[str, ModelRuntime[Any, Any]]
+    metrics: Metrics
+    tracing_enabled: Callable[[], bool] = lambda: False
+
+    def __post_init__(self) -> None:
+        self.consumer = consumer_name(self.settings.jobs_consumer_name)
+        self.visibility_ms = int(self.settings.jobs_visibility_timeout_seconds * 1000)
         self.outage = _Outage()
         self._stopping = False
         self._deadline: float | None = None
-        self._running: dict[str, dict[str, asyncio.Task[None]]] = {name: {} for name in runtimes}
+        self._running: dict[str, dict[str, asyncio.Task[None]]] = {name: {} for name in self.runtimes}
         #: a model's consumer takes nothing until then (its batcher refused a job: busy or not ready)
-        self._paused_until: dict[str, float] = dict.fromkeys(runtimes, 0.0)
+        self._paused_until: dict[str, float] = dict.fromkeys(self.runtimes, 0.0)
         self._finished = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -229,8 +230,7 @@ class JobWorker:
                                path=f"/v2/jobs/{claim.entry.job_id}")
         current_request_id.set(request.request_id)
         current_request.set(record)
-        carrier = {key: value for key, value in (("traceparent", request.traceparent),
-                                                 ("tracestate", request.tracestate)) if value}
+        carrier = dict(request.trace)
         attributes = {tracing.MODEL: claim.model, tracing.PROTOCOL: request.protocol,
                       tracing.REQUEST_ID: request.request_id, "predictors.job.id": claim.entry.job_id,
                       "predictors.job.attempt": claim.attempts}

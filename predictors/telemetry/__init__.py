@@ -1,1 +1,1 @@
-"""Metrics, request context and (later) tracing."""
+"""Telemetry: Prometheus metrics, the request record and context, the edge's access log and OpenTelemetry tracing."""

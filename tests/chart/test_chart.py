@@ -35,15 +35,6 @@ KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 K8S_VERSIONS = ("1.30.0", "1.37.0")  # Chart.yaml kubeVersion floor, and the newest bundled schema
 SETTINGS_ENV = yaml.safe_load((CHART / "files" / "settings-env.yaml").read_text())
 CHART_ENV_NAMES = {name for section in ("settings", "chart", "jobs") for name in SETTINGS_ENV[section].values()}
-# The asynchronous-jobs settings the chart was written against (issue 13's engine contract).
-JOBS_ENGINE_CONTRACT = {
-    "PREDICTORS_JOBS_REDIS_URL",
-    "PREDICTORS_JOBS_RESULT_TTL_SECONDS",
-    "PREDICTORS_JOBS_MAX_BACKLOG",
-    "PREDICTORS_JOBS_VISIBILITY_TIMEOUT_SECONDS",
-    "PREDICTORS_JOBS_MAX_ATTEMPTS",
-    "PREDICTORS_JOBS_CONSUMER_NAME",
-}
 # Server settings the chart deliberately leaves to the server: the consumer name is per pod, and the
 # server's default for it is the POD_NAME the chart sets from the downward API.
 LEFT_TO_THE_SERVER = {"PREDICTORS_JOBS_CONSUMER_NAME"}
@@ -375,10 +366,6 @@ def _settings_env_names() -> set[str]:
 
 def test_settings_env_list_matches_the_server() -> None:
     server_names = _settings_env_names()
-    if not any(name.startswith("PREDICTORS_JOBS_") for name in server_names):
-        # TODO(issue 13): the jobs engine is built on another branch; until it is merged, compare with
-        # its contract. Delete this branch once predictors.settings has the jobs settings.
-        server_names |= JOBS_ENGINE_CONTRACT
     chart_names = CHART_ENV_NAMES
     assert chart_names <= server_names, (
         f"chart sets env vars the server does not read: {chart_names - server_names}"

@@ -30,12 +30,9 @@ GROUP = "predictors"
 
 def engine_stream_and_group(model: str) -> tuple[str, str]:
     """The stream and group the server itself writes a model's jobs to."""
-    try:
-        from predictors.jobs.store import GROUP as ENGINE_GROUP
-        from predictors.jobs.store import stream_key
-    except ImportError:
-        # TODO(issue 13): the engine is built on another branch; until it is merged, its contract.
-        return STREAM.format(model=model), GROUP
+    from predictors.jobs.store import GROUP as ENGINE_GROUP
+    from predictors.jobs.store import stream_key
+
     return stream_key(model), ENGINE_GROUP
 
 

@@ -13,8 +13,8 @@ from predictors.errors import ServiceBusy
 from predictors.jobs.store import GROUP, Claim, JobStore, StoredRequest, idempotency_key, job_key, stream_key
 
 MODEL = "general-recognition"
-REQUEST = StoredRequest("v2", b'{"inputs": []}', "application/json", "", "req-1", "00-" + "a" * 32 + "-" + "b" * 16
-                        + "-01", "")
+REQUEST = StoredRequest("v2", b'{"inputs": []}', "application/json", "", "req-1",
+                        {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
 EXHAUSTED = {"error": "its process stopped every time", "code": "INTERNAL_ERROR"}
 TTL = 3600
 
@@ -49,7 +49,7 @@ async def test_submit_queues_one_entry_and_a_hash_with_the_request(store: JobSto
     assert view.fields["created_at"].endswith("Z")
     assert await store.backlog(MODEL) == 1
     stored = await store.redis.hgetall(job_key(job_id))
-    assert stored[b"body"] == REQUEST.body and stored[b"traceparent"] == REQUEST.traceparent.encode()
+    assert stored[b"body"] == REQUEST.body and stored[b"traceparent"] == REQUEST.trace["traceparent"].encode()
     assert 0 < await store.redis.ttl(job_key(job_id)) <= TTL
 
 
