@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240
 
 
+RSS_DIFFERENCES = frozenset({"model_rss_mb", "load_added_rss_mb", "in_process_load_added_rss_mb"})
+
+
 def _non_negative_numbers(value: Any, where: str = "$") -> None:
     if isinstance(value, bool):
         return
@@ -31,7 +34,9 @@ def _non_negative_numbers(value: Any, where: str = "$") -> None:
         assert value >= 0, f"{where} = {value}"
     elif isinstance(value, dict):
         for key, item in value.items():
-            if key.startswith("load_average"):
+            # load averages, and memory a model adds (the difference of two processes' RSS: within the
+            # allocator's noise of 0 for the tiny model, so either sign), are not counts or durations
+            if key.startswith("load_average") or key in RSS_DIFFERENCES:
                 continue
             _non_negative_numbers(item, f"{where}.{key}")
     elif isinstance(value, list):
@@ -189,6 +194,7 @@ def test_per_model_smoke_run(model: str, tmp_path: Path) -> None:
     section = data["per_model"]["models"][model]
     assert section["predictor"] == model and section["payload"]["kind"] == model
     check_model_section(section)
+    assert section["summary"]["model_rss_mb"] > 10, "a real model's weights must show in the server's memory"
     assert f"6.{model}" in data["_stdout"]
 
 
