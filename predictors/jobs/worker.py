@@ -2,7 +2,7 @@
 
 Each loop takes entries of its model's stream for the consumer group ``predictors`` (this process is one
 consumer, named after its pod), only as many as the model's batcher has room for: at most
-``2 x max_batch_size`` jobs in flight, and none while synchronous requests fill the queue, so synchronous
+``3 x max_batch_size`` jobs in flight, and none while synchronous requests fill the queue, so synchronous
 traffic keeps priority and the queue bound still holds. Entries idle for longer than
 ``jobs_visibility_timeout_seconds`` (their process died or hung) are taken over with XAUTOCLAIM; the
 entries running here are claimed again every third of that time, so a slow but live run is not.
@@ -153,8 +153,10 @@ class JobWorker:
     async def _consume(self, model: str) -> None:
         runtime = self.runtimes[model]
         running = self._running[model]
-        # at most two batches' worth in flight: the device stays busy, the queue has room for others
-        most = 2 * runtime.config.batching.max_batch_size
+        # At most three batches' worth in flight: one on the device, one waiting, one being fetched and prepared
+        # while the last one's results are written (with two the device idled between batches: docs/performance.md,
+        # "Asynchronous jobs"). The queue keeps the rest of its room for synchronous requests.
+        most = 3 * runtime.config.batching.max_batch_size
         cursor, next_reclaim, next_backlog = "0-0", 0.0, 0.0
         grouped = False
         while not self._stopping:
