@@ -53,6 +53,8 @@ GR, IC, FACE, VE, FAULTY = "general-recognition", "image-classification", "face-
 JPEG = encode(sample_image(1, (320, 240)), "JPEG")
 FACE_PNG = encode(sample_image(21, (16, 16)), "PNG")  # 16 px: a GPEN pass on a 2-core CPU costs seconds
 SLOW_SECONDS = 2.0  # the faulty model's forward pass for FORWARD_SLOW images
+#: jobs of the faulty model one process runs at once: the worker takes 3 x max_batch_size (1 for that model)
+IN_FLIGHT = 3
 VISIBILITY_SECONDS = 3
 WAIT = 300.0  # seconds a test waits for jobs on a busy machine
 #: each model's inputs (image bytes or text) and parameters
@@ -322,8 +324,8 @@ def test_the_same_idempotency_key_is_the_same_job(main: ServerProcess, redis_ser
 
 def test_cancel_a_queued_and_a_running_job(main: ServerProcess, redis_server: RedisServer) -> None:
     slow = faulty_image(faults.FORWARD_SLOW)
-    # two processes take two slow jobs each: the fifth waits in the queue
-    running = [submitted(main, FAULTY, slow) for _ in range(4)]
+    # two processes take IN_FLIGHT slow jobs each: the next one waits in the queue
+    running = [submitted(main, FAULTY, slow) for _ in range(2 * IN_FLIGHT)]
     queued = submitted(main, FAULTY, slow)
     cancelled = httpx.delete(f"{main.url}/v2/jobs/{queued}", timeout=30)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
@@ -332,7 +334,7 @@ def test_cancel_a_queued_and_a_running_job(main: ServerProcess, redis_server: Re
     assert httpx.delete(f"{main.url}/v2/jobs/{first['id']}", timeout=30).json()["status"] == "cancelled"
     outcomes = wait_all(main, running)
     assert outcomes[first["id"]]["status"] == "cancelled" and "result" not in outcomes[first["id"]]
-    assert [outcomes[job_id]["status"] for job_id in running[1:]] == ["succeeded"] * 3
+    assert [outcomes[job_id]["status"] for job_id in running[1:]] == ["succeeded"] * (2 * IN_FLIGHT - 1)
     # the queued one was skipped, never run; a cancelled job stays cancelled
     assert wait_for(main, queued)["attempts"] == 0
     assert httpx.delete(f"{main.url}/v2/jobs/{queued}", timeout=30).json()["status"] == "cancelled"
@@ -466,7 +468,7 @@ def labels_from_v2(result: dict[str, Any]) -> list[str]:
 def test_redis_outage_loses_no_job_and_spares_synchronous_inference(
         main: ServerProcess, redis_server: RedisServer) -> None:
     slow = faulty_image(faults.FORWARD_SLOW)
-    ids = [submitted(main, FAULTY, slow) for _ in range(6)]  # four run, two wait
+    ids = [submitted(main, FAULTY, slow) for _ in range(2 * IN_FLIGHT + 2)]  # two processes run some, two wait
     redis_server.stop()
     try:
         started = time.monotonic()
@@ -483,7 +485,7 @@ def test_redis_outage_loses_no_job_and_spares_synchronous_inference(
     finally:
         redis_server.start()  # same port and directory: the append-only file brings the jobs back
     outcomes = wait_all(main, ids)
-    assert [outcome["status"] for outcome in outcomes.values()] == ["succeeded"] * 6
+    assert [outcome["status"] for outcome in outcomes.values()] == ["succeeded"] * len(ids)
     logged = [line for line in main.json_log() if "Redis is unavailable" in str(line.get("message"))]
     assert 1 <= len(logged) <= 2  # once per outage (the routes' 503s are not the worker's to log)
 
@@ -516,15 +518,15 @@ def test_a_killed_process_jobs_are_taken_over(pair: tuple[ServerProcess, ServerP
 def test_sigterm_finishes_running_jobs_and_takes_no_new_ones(main: ServerProcess, redis_server: RedisServer) -> None:
     """Runs after the kill test (main is the last consumer): it stops `main`."""
     redis = redis_server.client()
-    ids = [submitted(main, FAULTY, faulty_image(faults.FORWARD_SLOW)) for _ in range(3)]  # two run, one waits
-    for job_id in ids[:2]:
+    ids = [submitted(main, FAULTY, faulty_image(faults.FORWARD_SLOW)) for _ in range(IN_FLIGHT + 1)]  # one waits
+    for job_id in ids[:IN_FLIGHT]:
         wait_for(main, job_id, until=frozenset({"running"}))
     started = time.monotonic()
     assert main.stop() == 0
     assert time.monotonic() - started < SLOW_SECONDS + 8  # the running ones finished, nothing more
     states = [redis.hmget(f"predictors:job:{job_id}", "status", "attempts", "finished_by") for job_id in ids]
-    assert states[:2] == [[b"succeeded", b"1", b"main"]] * 2
-    assert states[2] == [b"queued", b"0", None]  # left in the queue for another server
+    assert states[:IN_FLIGHT] == [[b"succeeded", b"1", b"main"]] * IN_FLIGHT
+    assert states[IN_FLIGHT] == [b"queued", b"0", None]  # left in the queue for another server
     assert redis.xlen(stream(FAULTY)) == 1
     assert b"main" not in [consumer["name"] for consumer in redis.xinfo_consumers(stream(FAULTY), "predictors")]
 
@@ -544,7 +546,7 @@ def short(redis_server: RedisServer, model_dirs: dict[str, Path],
 
 def test_the_backlog_bound_and_expiry(short: ServerProcess) -> None:
     slow = faulty_image(faults.FORWARD_SLOW)
-    ids = [submitted(short, FAULTY, slow) for _ in range(3)]  # two run, one waits: three unfinished
+    ids = [submitted(short, FAULTY, slow) for _ in range(3)]  # three unfinished (running or waiting)
     refused = submit(short, FAULTY, v2_body({"image": slow}, {}))
     assert (refused.status_code, refused.json()["code"]) == (503, "SERVICE_BUSY"), refused.text
     assert int(refused.headers["retry-after"]) >= 1
