@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,10 @@ def _as_job(client: Any, kind: str, args: argparse.Namespace) -> Any:
             inputs["premise"] = args.premise
     job = client.submit(args.name, inputs, parameters)
     print(f"job {job.id} submitted; waiting for its result", file=sys.stderr)
-    convert = {"labels": labels_from, "face": faces_from, "entailment": entailments_from}[kind]
-    return convert(client.result(job, timeout=args.timeout))[0]
+    # typed: the three converters return lists of different result classes (mypy joins them to `object`)
+    converters: dict[str, Callable[[Any], Sequence[Any]]] = {
+        "labels": labels_from, "face": faces_from, "entailment": entailments_from}
+    return converters[kind](client.result(job, timeout=args.timeout))[0]
 
 
 def _face_parameters(args: argparse.Namespace) -> dict[str, Any]:
