@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -261,6 +262,7 @@ class PredictorServer(kserve.ModelServer):
                 if self.exit_code == 0:  # a device lost during the warm-up keeps its own code
                     self.exit_code = EXIT_LOAD_FAILED
                 return
+        freeze_startup_heap()
 
     def _device_lost(self, model_name: str) -> None:
         """A model's device is unusable (any thread): exit with EXIT_DEVICE_LOST so Kubernetes restarts
@@ -340,3 +342,17 @@ async def _on_daemon_thread(work: Callable[[], T], name: str) -> T:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await future
+
+
+def freeze_startup_heap() -> int:
+    """Move every object alive after start-up (the imported libraries, the loaded models: ~0.5 million)
+    out of the garbage collector's reach, once; returns how many. Without it each full collection walks
+    them all and stops every Python thread for ~250 ms on a 2-core CPU (measured under load: one such
+    pause every ~40 s, each delaying the requests and job submissions in flight); after it a collection
+    walks only what serving allocated since. Costs one full collection now, right after the last model
+    became ready."""
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    logger.debug("start-up heap frozen: %d objects no longer scanned by the garbage collector", frozen)
+    return frozen

@@ -21,8 +21,9 @@ def test_the_jobs_benchmark_runs_every_scenario_and_every_job_exactly_once(tmp_p
     report = run_bench(tmp_path, "jobs", "--smoke", "--model", "tiny")
     _non_negative_numbers({k: v for k, v in report.items() if not k.startswith("_")})
     assert report["profile"] == "smoke" and report["model"] == "tiny" and report["redis_version"]
-    _check_load_row(report["sync"])
-    assert report["sync"]["concurrency"] == 16
+    for run in ("sync", "sync_between", "sync_after"):
+        _check_load_row(report[run])
+        assert report[run]["concurrency"] == 16
 
     burst, steady, idle = report["burst"], report["steady"], report["idle"]
     assert burst["submitted"] == burst["succeeded"] == burst["jobs"] >= 40 and burst["refused"] == {}
@@ -49,7 +50,13 @@ def test_the_jobs_benchmark_runs_every_scenario_and_every_job_exactly_once(tmp_p
     targets = report["targets"]
     assert set(targets) == TARGETS and targets["exactly_once"]["met"] is True
     assert targets["throughput_burst"]["value"] == round(burst["throughput_jobs_per_s"]
-                                                         / report["sync"]["throughput_rps"], 3)
+                                                         / burst["sync_reference"]["throughput_rps"], 3)
+    # each job scenario against the mean of the sync runs just before and after it
+    for scenario, runs in ((burst, ("sync", "sync_between")), (steady, ("sync_between", "sync_after"))):
+        rates = [report[run]["throughput_rps"] for run in runs]
+        assert scenario["sync_reference"] == {"runs_rps": rates, "throughput_rps": round(sum(rates) / 2, 3)}
+    assert targets["throughput_steady"]["value"] == round(steady["throughput_jobs_per_s"]
+                                                          / steady["sync_reference"]["throughput_rps"], 3)
     assert targets["submit_p99_busy"]["value"] == steady["submit"]["p99_ms"]
     for name, target in targets.items():
         assert isinstance(target["met"], bool)
