@@ -110,12 +110,32 @@ def test_derive_saturation_memory_and_efficiency() -> None:
     s = permodel.derive(inprocess, servers, idle, peak_gflops=200.0)["summary"]
     assert s["raw_items_per_s"] == 5.0 and s["raw_batch_size"] == 8
     assert s["server_best_rps"] == 4.6 and s["server_best_concurrency"] == 4
+    assert s["server_best_mode"] == "batching_on"
     assert s["saturation_vs_raw"] == 0.92 and s["saturation_met"] is True
     assert s["batching_on_off_at"] == 16 and s["batching_on_off_throughput"] == 1.5
     assert s["model_rss_mb"] == 500.0 and s["peak_rss_after_load_mb"] == 1700.0
     assert (s["weights_s"], s["warmup_s"]) == (3.0, 1.0)
     assert s["raw_efficiency"] == {"gflops": 100.0, "fraction_of_peak": 0.5}
     assert s["server_efficiency"] == {"gflops": 96.6, "fraction_of_peak": 0.483}
+
+
+def test_a_model_fastest_unbatched_is_judged_at_its_best_batch_and_best_server_setting() -> None:
+    """Measured on this CPU: visual entailment 10.6 items/s at batch 1, 4.85 at batch 8; its server
+    faster with batching off at c = 16. The ceiling is the best batch, the server its best setting."""
+    inprocess = {"predictor": "visual-entailment", "payload": {}, "batches": [
+        {"batch_size": 1, "items_per_s": 10.6}, {"batch_size": 8, "items_per_s": 4.85}],
+        "flops": {}, "load_added_rss_mb": 1.0}
+    startup = {"process_start_to_ready_s": 6.0, "load_seconds_metric": 4.0, "server_log": None,
+               "rss_ready_mb": {"VmRSS": 1200.0}}
+    servers = {
+        "batching_on": {"startup": startup, "rss_end_mb": {}, "rows": [_row(1, 9.0), _row(16, 5.0)]},
+        "batching_off": {"startup": startup, "rss_end_mb": {}, "rows": [_row(1, 8.5), _row(16, 9.8)]},
+    }
+    s = permodel.derive(inprocess, servers, {"rss_ready_mb": {"VmRSS": 900.0}}, peak_gflops=None)["summary"]
+    assert (s["raw_items_per_s"], s["raw_batch_size"]) == (10.6, 1)
+    assert (s["server_best_mode"], s["server_best_rps"], s["server_best_concurrency"]) == ("batching_off", 9.8, 16)
+    assert s["saturation_vs_raw"] == 0.925 and s["saturation_met"] is True
+    assert s["batching_on_off_throughput"] == 0.51
 
 
 def test_flops_on_a_helper_thread_are_counted_too() -> None:
