@@ -29,7 +29,6 @@ import kserve
 import torch
 from fastapi import FastAPI
 from kserve.protocol.grpc.server import GRPCServer
-from kserve.protocol.rest.server import RESTServer
 
 from predictors.jobs.lifecycle import Jobs
 from predictors.jobs.routes import install_job_routes
@@ -41,6 +40,7 @@ from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.errors import install_rest_handlers
 from predictors.server.grpc_interceptor import GrpcEdgeInterceptor
 from predictors.server.kserve_compat import (
+    EdgeOnlyRESTServer,
     RefreshingUvicorn,
     fastapi_telemetry_config,
     install_uvicorn,
@@ -86,7 +86,7 @@ class _DrainingUvicorn(RefreshingUvicorn):
         super().handle_exit(sig, frame)
 
 
-class _RestServer(RESTServer):
+class _RestServer(EdgeOnlyRESTServer):
     def __init__(self, *args: Any, settings: Settings, on_exit: Callable[[], None], telemetry: EdgeTelemetry,
                  status: Callable[[], dict[str, Any]], jobs: JobService | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -7,6 +7,11 @@ fails with a message naming the wrapper to update when an internal it relies on 
 - KServe's `RESTServer` keeps its uvicorn server in `_server`, an instance of the private `_RefreshingServer`
   (uvicorn + TLS certificate refresh). We subclass it to learn when uvicorn begins its graceful shutdown, put
   our instance in its place, and set `should_exit` to stop it when a model fails to load.
+- KServe's `RESTServer.create_application` installs its middlewares through the private `_add_middlewares`:
+  timing_asgi's `TimingMiddleware` (per request: two `getrusage` calls, a scan of every route for the
+  request's name and a log line formatted for the `kserve.trace` logger, which we silence) and, with an
+  `access_log_format` (we set none), asgi-logger's access log. `EdgeOnlyRESTServer` installs neither: our
+  edge (`RequestContextMiddleware`) measures and logs every request.
 - KServe's `GRPCServer.start` hard-codes its interceptors and message-size options: `serve_grpc` is a copy of
   it (kserve 0.21.0) that takes both, and uses the attributes `_port`, `_data_plane`,
   `_model_repository_extension` and `_server` (the last one is what `GRPCServer.stop` stops).
@@ -41,6 +46,14 @@ RefreshingUvicorn: TypeAlias = _RefreshingServer
 def install_uvicorn(rest_server: RESTServer, server: RefreshingUvicorn) -> None:
     """Make KServe's `RESTServer` run `server` (built from `rest_server.config`) instead of its own."""
     rest_server._server = server
+
+
+class EdgeOnlyRESTServer(RESTServer):
+    """KServe's `RESTServer` without KServe's own per-request middlewares (see the module's docstring)."""
+
+    def _add_middlewares(self, app: Any) -> None:
+        if self.access_log_format:
+            raise ValueError("access_log_format is not supported: the server's edge writes the access log")
 
 
 def request_rest_exit(rest_server: RESTServer) -> None:

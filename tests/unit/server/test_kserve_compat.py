@@ -112,3 +112,20 @@ def test_metric_value_agrees_with_the_registry(kind: type) -> None:
     metric.labels("m").inc(3)
     sample = "compat_probe_total" if kind is Counter else "compat_probe"
     assert kserve_compat.metric_value(metric.labels("m")) == registry.get_sample_value(sample, {"model": "m"}) == 3
+
+
+def test_kserve_installs_its_middlewares_in_add_middlewares_which_the_edge_only_server_leaves_out() -> None:
+    assert "self._add_middlewares(app)" in inspect.getsource(RESTServer.create_application), (
+        "KServe's RESTServer.create_application no longer installs its middlewares through _add_middlewares: "
+        "update EdgeOnlyRESTServer in predictors/server/kserve_compat.py")
+    dataplane, extension = _dataplane()
+    theirs, ours = FastAPI(), FastAPI()
+    RESTServer("kserve.model_server:app", dataplane, extension, free_port())._add_middlewares(theirs)
+    assert [m.cls.__name__ for m in theirs.user_middleware] == ["TimingMiddleware"], (
+        "KServe's _add_middlewares installs something else now: check what EdgeOnlyRESTServer leaves out")
+    edge_only = kserve_compat.EdgeOnlyRESTServer("kserve.model_server:app", dataplane, extension, free_port())
+    edge_only._add_middlewares(ours)
+    assert ours.user_middleware == []
+    with pytest.raises(ValueError, match="access_log_format"):
+        kserve_compat.EdgeOnlyRESTServer("kserve.model_server:app", dataplane, extension, free_port(),
+                                         access_log_format="%(h)s")._add_middlewares(FastAPI())
