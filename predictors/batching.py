@@ -186,7 +186,11 @@ class Batcher(Generic[P, R]):
         """Queue `items` and wait for their results, in order. `deadline` is a `time.monotonic()` value;
         `spent`: seconds since the request arrived (a latency target counts from its arrival)."""
         self.start()
-        self.admit(len(items), spent)
+        try:
+            self.admit(len(items), spent)
+        except ServiceBusy:
+            self.wake()  # an announced request turned away: a batch waiting for it need not
+            raise
         loop = asyncio.get_running_loop()
         now = self._clock()
         waiting = [_Waiting(item, loop.create_future(), now, now - spent, deadline) for item in items]

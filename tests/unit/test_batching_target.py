@@ -235,6 +235,30 @@ def test_the_wait_for_an_announced_arrival_is_bounded(fixed: float, preprocess: 
     run(main)
 
 
+def test_a_batch_waiting_for_an_announced_request_that_is_refused_leaves_at_once() -> None:
+    async def main(loop: SimulatedLoop) -> None:
+        announced = {"count": 0}
+        batcher = Batcher("m", doubled, SimulatedDevice(loop, cost),
+                          BatchingConfig(max_batch_size=MAX_BATCH, latency_target_ms=TARGET_MS,
+                                         max_queue_delay_ms=1_000),
+                          clock=loop.time, arrivals=lambda: announced["count"])
+        await learn(batcher)
+        for _ in range(3):
+            batcher.preprocess_time.observe(0.05)  # announced requests take 0.05 s to arrive
+        announced["count"] = 1
+        started = loop.time()
+        waiting = asyncio.create_task(batcher.submit([1]))
+        await asyncio.sleep(0.001)
+        announced["count"] = 0  # it arrives, 0.2 s after it reached the server: too late for 0.1 s
+        with pytest.raises(ServiceBusy, match="latency target"):
+            await batcher.submit([2], spent=0.2)
+        assert await waiting == [2]
+        assert loop.time() - started == pytest.approx(0.001 + cost(1), abs=1e-3)  # not 0.05 + cost(1)
+        await batcher.stop()
+
+    run(main)
+
+
 def test_ages_count_from_the_requests_arrival_and_the_budget_leaves_room_for_what_follows() -> None:
     async def main(loop: SimulatedLoop) -> None:
         traffic = Traffic()
