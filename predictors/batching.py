@@ -167,7 +167,8 @@ class Batcher(Generic[P, R]):
         if predicted.lateness > 0:
             raise ServiceBusy(
                 f"model '{self.name}' cannot answer within its latency target of {self.target.seconds:.2f} s "
-                f"(it would take about {predicted.completion:.2f} s); retry later",
+                f"(an item would be answered about {self.target.seconds + predicted.lateness:.2f} s after its "
+                "arrival); retry later",
                 retry_after_seconds=max(1, math.ceil(predicted.lateness)),
             )
         return predicted.wait
