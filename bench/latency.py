@@ -31,9 +31,10 @@ Targets (issue 15): p99 <= T whenever the offered load is below capacity -- the 
 closed-loop row or step phase whose c requests in flight the best static setting at that c serves within
 T on average (c / its req/s <= T, Little's law; above that no scheduler keeps the p99 under T without
 refusing work); throughput >= 0.95 x the best static setting's in each closed-loop scenario. The target
-covers queue wait + forward pass; the latency measured here adds decoding, preprocessing, the answer
-and HTTP. Results go to ``bench/results/latency-<time>.json``. This process imports neither KServe nor
-any model code: the model directories are written and the servers run in child processes.
+covers a request's time at the server from its arrival to its finished answer; the latency measured here
+adds encoding and sending the answer, the loopback connection and the client. Results go to
+``bench/results/latency-<time>.json``. This process imports neither KServe nor any model code: the model
+directories are written and the servers run in child processes.
 """
 
 from __future__ import annotations

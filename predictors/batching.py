@@ -14,18 +14,22 @@ per-item cost of recent batches) exceeds it, which bounds latency on slow device
 alone cannot. An item whose request was cancelled or whose deadline passed before its batch started
 is dropped, never run.
 
-Latency target (`latency_target_ms` > 0, `predictors.latency_target`): batch size and wait follow from
-the measured cost of forward passes (fixed + per item x size, with a margin for its spread) instead of
-`max_latency_ms`: a batch takes the largest number of waiting items (at most `max_batch_size`) whose
-predicted end keeps the oldest within the target while the rest can still make it (all of them, up to
-`max_batch_size`, when they cannot all make it anyway), and waits for an announced arrival no longer
-than the fixed cost of a pass (what taking it along saves) and only while a batch one item bigger could
-still end within the target. With `max_queue_delay_ms` set as well, a request is
-refused when work is ahead of it and, serving the queue and its items first come first served in
-batches of up to `max_batch_size` after the running pass, it or an item ahead of it would end after
-the target, or when its predicted wait exceeds `max_queue_delay_ms`. A request that finds the device
-idle and the queue empty is always taken, so an estimate that became too pessimistic is corrected by the
-next measurements.
+Latency target (`latency_target_ms` > 0, `predictors.latency_target`): the target is on an item's time
+from its request's arrival at the server (`submit`'s `spent`: seconds already spent before it was
+queued) to its answer, and batch size and wait follow from measurements instead of `max_latency_ms`:
+the cost of forward passes (fixed + per item x size, with a margin for its spread), and what a request
+spends being preprocessed and after its forward pass (`preprocess_time`, `after_forward_time`, fed by the
+caller; the batcher plans the forward passes to end by the target less the latter). A batch takes the
+largest number of waiting items (at most `max_batch_size`) whose predicted end keeps the oldest within
+that budget while the rest can still make it (all of them, up to `max_batch_size`, when they cannot all
+make it anyway), and waits for an announced arrival while a batch one item bigger could still end in
+time, but no longer than a request takes to be preprocessed (at least the fixed cost of a pass). With
+`max_queue_delay_ms` set as well, a request is refused when work is ahead of it and, serving the queue
+and its items first come first served in batches of up to `max_batch_size` after the running pass, it or
+an item ahead of it would end after the budget, or when its predicted wait exceeds `max_queue_delay_ms`.
+A request that finds the device idle and the queue empty is always taken, so an estimate that became too
+pessimistic is corrected by the next measurements. Without a target, `spent` and the two durations are
+not used.
 
 Poison items: when a forward pass raises, the batch is retried in halves until the failing item(s)
 stand alone; only their requests get the error and every other item its normal result. Errors for which
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from predictors.errors import RequestTimeout, ServiceBusy
-from predictors.latency_target import ForwardCost, LatencyTarget
+from predictors.latency_target import ForwardCost, LatencyTarget, RecentDuration
 from predictors.settings import BatchingConfig
 
 logger = logging.getLogger(__name__)
@@ -66,6 +70,8 @@ class _Waiting(Generic[P]):
     item: P
     future: asyncio.Future[Any]
     enqueued_at: float
+    #: when its request arrived at the server (the batcher's clock): what a latency target counts from
+    arrived_at: float
     deadline: float | None
 
 
@@ -100,7 +106,12 @@ class Batcher(Generic[P, R]):
         self.seconds_per_item: float | None = None
         #: fixed + per-item cost of a forward pass, fitted to recent batches
         self.cost = ForwardCost()
-        self.target = (LatencyTarget(config.latency_target_ms / 1000.0, config.max_batch_size, self.cost)
+        #: seconds from a request's announcement (`arrivals`) until its items are queued, and from the end
+        #: of its forward pass until its answer: observed by the caller, used by a latency target only
+        self.preprocess_time = RecentDuration()
+        self.after_forward_time = RecentDuration()
+        self.target = (LatencyTarget(config.latency_target_ms / 1000.0, config.max_batch_size, self.cost,
+                                     self.preprocess_time, self.after_forward_time)
                        if config.latency_target_ms > 0 else None)
         #: predicted end of the forward pass running now (None while none runs)
         self._running_until: float | None = None
@@ -122,9 +133,10 @@ class Batcher(Generic[P, R]):
             return 0.0
         return (len(self._queue) + extra_items) * self.seconds_per_item
 
-    def admit(self, count: int) -> None:
-        """Raise `ServiceBusy` if a request of `count` items is to be refused now (see the module's
-        doc); callers may ask before preparing the items, `submit` asks again before queueing them."""
+    def admit(self, count: int, spent: float = 0.0) -> None:
+        """Raise `ServiceBusy` if a request of `count` items, `spent` seconds after its arrival, is to be
+        refused now (see the module's doc); callers may ask before preparing the items, `submit` asks
+        again before queueing them."""
         if len(self._queue) + count > self.config.max_queue:
             raise ServiceBusy(
                 f"model '{self.name}' has {len(self._queue)} items queued (limit {self.config.max_queue}); "
@@ -133,28 +145,30 @@ class Batcher(Generic[P, R]):
         if not self.config.max_queue_delay_ms:
             return
         limit = self.config.max_queue_delay_ms / 1000.0
-        wait = self.estimated_wait_seconds(count) if self.target is None else self._check_target(count)
+        wait = self.estimated_wait_seconds(count) if self.target is None else self._check_target(count, spent)
         if wait > limit:
             raise ServiceBusy(
                 f"model '{self.name}' would answer in about {wait:.1f} s (limit {limit:.1f} s); retry later",
                 retry_after_seconds=max(1, round(wait)),
             )
 
-    def _check_target(self, count: int) -> float:
-        """Refuse `count` items that the latency target cannot take now; else their predicted wait."""
+    def _check_target(self, count: int, spent: float) -> float:
+        """Refuse `count` items `spent` seconds old that the latency target cannot take now; else their
+        predicted wait."""
         assert self.target is not None
         now = self._clock()
-        ahead = [now - waiting.enqueued_at for waiting in self._queue if not waiting.future.done()]
+        ahead = self._ages(now)
         if self._running_until is None and not ahead:
             return 0.0  # the device is idle: it starts at once
         if not self.cost.known:
             raise ServiceBusy(f"model '{self.name}' has not timed a forward pass yet and is busy; retry later")
         busy_for = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
-        predicted = self.target.predict(busy_for, ahead, count)
+        predicted = self.target.predict(busy_for, ahead, count, own_age=spent)
         if predicted.lateness > 0:
             raise ServiceBusy(
                 f"model '{self.name}' cannot answer within its latency target of {self.target.seconds:.2f} s "
-                f"(it would take about {predicted.completion:.2f} s); retry later",
+                f"(an item would be answered about {self.target.seconds + predicted.lateness:.2f} s after its "
+                "arrival); retry later",
                 retry_after_seconds=max(1, math.ceil(predicted.lateness)),
             )
         return predicted.wait
@@ -169,13 +183,18 @@ class Batcher(Generic[P, R]):
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def submit(self, items: Sequence[P], deadline: float | None = None) -> list[R]:
-        """Queue `items` and wait for their results, in order. `deadline` is a `time.monotonic()` value."""
+    async def submit(self, items: Sequence[P], deadline: float | None = None, spent: float = 0.0) -> list[R]:
+        """Queue `items` and wait for their results, in order. `deadline` is a `time.monotonic()` value;
+        `spent`: seconds since the request arrived (a latency target counts from its arrival)."""
         self.start()
-        self.admit(len(items))
+        try:
+            self.admit(len(items), spent)
+        except ServiceBusy:
+            self.wake()  # an announced request turned away: a batch waiting for it need not
+            raise
         loop = asyncio.get_running_loop()
         now = self._clock()
-        waiting = [_Waiting(item, loop.create_future(), now, deadline) for item in items]
+        waiting = [_Waiting(item, loop.create_future(), now, now - spent, deadline) for item in items]
         self._queue.extend(waiting)
         self._on_queue_change(len(self._queue))
         self._arrived.set()
@@ -207,10 +226,10 @@ class Batcher(Generic[P, R]):
         max_wait = self.config.max_latency_ms / 1000.0
         free_since = self._clock()
         while self._queue and (live := self._live_count()) < self.config.max_batch_size and self._arrivals() > 0:
-            oldest = self._queue[0].enqueued_at
             if self.target is None:
-                remaining = oldest + max_wait - self._clock()
+                remaining = self._queue[0].enqueued_at + max_wait - self._clock()
             else:
+                oldest = min((w.arrived_at for w in self._queue if not w.future.done()), default=self._clock())
                 remaining = self.target.wait_until(free_since, oldest, live + 1) - self._clock()
             if remaining <= 0:
                 return
@@ -223,6 +242,10 @@ class Batcher(Generic[P, R]):
     def _live_count(self) -> int:
         return sum(1 for w in self._queue if not w.future.done())
 
+    def _ages(self, now: float) -> list[float]:
+        """Seconds since their request arrived, of the items still wanted, in queue order."""
+        return [now - w.arrived_at for w in self._queue if not w.future.done()]
+
     def _take_batch(self) -> list[_Waiting[P]]:
         batch: list[_Waiting[P]] = []
         now = self._clock()
@@ -232,8 +255,7 @@ class Batcher(Generic[P, R]):
             return batch
         size = self.config.max_batch_size
         if self.target is not None:
-            size = self.target.batch_size([now - waiting.enqueued_at for waiting in self._queue
-                                           if not waiting.future.done()])
+            size = self.target.batch_size(self._ages(now))
         while self._queue and len(batch) < size:
             waiting = self._queue.popleft()
             if _still_wanted(waiting, now):

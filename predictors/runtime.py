@@ -5,7 +5,10 @@ It owns what every model shares, around the four steps of the `Predictor` contra
 - load and warm-up (weights, then the warm-up item at `warmup_batch_sizes` on the device thread);
 - the worker pool (image decoding and ``prepare`` in parallel, ``finish``);
 - the `Batcher` (bounded queue, deadlines, cancellation, poison items isolated by `is_item_failure`),
-  whose arrivals are counted here from the start of `infer` until the request's items are queued;
+  whose arrivals are counted here from the start of `infer` until the request's items are queued; for a
+  latency target it is told how long each request has been at the server (since its record's `started`
+  at the edge, else since `infer` began) and learns from here how long requests take from the start of
+  `infer` until queued and from the end of their forward pass until ``finish`` is done;
 - the `DeviceRunner` (device thread, CUDA out-of-memory split and CPU fallback, a lost device -> not
   ready and `on_device_lost`) and the `Fallback` items settled within the request's deadline;
 - precision (`forward_in_precision`), stage times, spans and the model's metrics.
@@ -184,9 +187,12 @@ class ModelRuntime(Generic[Prepared, Raw]):
         the device thread, ``finish`` in the worker pool; `deadline` (``time.monotonic()``) bounds the
         wait. The request's stages and spans go to the current request record, if any."""
         record = current_request.get()
+        began = time.perf_counter()
+        # A latency target counts from the request's arrival at the server (its read and decoding included).
+        arrived = record.started if record is not None else began
         if self._batcher is not None:
             # Refused before its items are decoded: a busy server spends nothing on work it turns away.
-            self._batcher.admit(len(items))
+            self._batcher.admit(len(items), began - arrived)
         # Counted from here until the items are queued: the batcher waits for them only.
         self._arrivals += 1
         arriving = True
@@ -206,7 +212,10 @@ class ModelRuntime(Generic[Prepared, Raw]):
             self._arrivals -= 1
             arriving = False
             try:
-                raw = await self._ensure_batcher().submit(queued, deadline)
+                batcher = self._ensure_batcher()
+                queued_at = time.perf_counter()
+                batcher.preprocess_time.observe(queued_at - began)
+                raw = await batcher.submit(queued, deadline, spent=queued_at - arrived)
                 settled = await self._settle(raw, deadline)
             finally:
                 _note_batches(record, queued)
@@ -218,8 +227,20 @@ class ModelRuntime(Generic[Prepared, Raw]):
                 *(loop.run_in_executor(self._workers, self.predictor.finish, item, raw_item, params)
                   for item, raw_item in zip(prepared, settled, strict=True))
             )
+        self._learn_after_forward(batcher, queued, raw)
         self._count_reviews(results)
         return list(results)
+
+    @staticmethod
+    def _learn_after_forward(batcher: Batcher[Any, Any], queued: Sequence[_Queued[Any]],
+                             raw: Sequence[object]) -> None:
+        """The time from the end of the request's last forward pass until its answer is finished (the
+        part of a latency target after the queue); items recomputed on the CPU after an out-of-memory
+        error are left out, their recomputation is no part of it."""
+        if any(isinstance(r, Fallback) for r in raw) or not all(q.ended_ns for q in queued):
+            return
+        forward_ended = max(q.ended_ns for q in queued)
+        batcher.after_forward_time.observe(max(0, time.time_ns() - forward_ended) / 1e9)
 
     def _arrival_ended(self) -> None:
         self._arrivals -= 1

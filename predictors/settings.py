@@ -53,9 +53,10 @@ class Settings(BaseSettings):
     )
     latency_target_ms: float = Field(
         0, ge=0, le=600_000,
-        description="Queue wait + forward time the batcher aims to keep each item under, choosing batch size "
-                    "and wait from measured forward costs (max_batch_size stays the upper bound, max_latency_ms "
-                    "is not used); 0: off, the static knobs apply.",
+        description="Time at the server (arrival -> answer) the batcher aims to keep each item under, choosing "
+                    "batch size and wait from measured forward costs and the measured time before and after the "
+                    "queue (max_batch_size stays the upper bound, max_latency_ms is not used); 0: off, the static "
+                    "knobs apply.",
     )
     worker_threads: int = Field(4, ge=1, le=64, description="Threads for decoding, preprocessing, encoding.")
 

@@ -84,6 +84,17 @@ class SimulatedDevice(Executor):
         return future
 
 
+class SharedProcessor(SimulatedDevice):
+    """A device that is also the processor of other work (a CPU: decoding shares it with the forward
+    passes): `occupy` queues such work with the passes, first come first served."""
+
+    async def occupy(self, seconds: float) -> None:
+        """Run `seconds` of other work after what is queued before it; returns when it is done."""
+        start = max(self._loop.now, self._free_at)
+        self._free_at = start + seconds
+        await asyncio.sleep(self._free_at - self._loop.now)
+
+
 def run(main: Callable[[SimulatedLoop], Coroutine[Any, Any, T]]) -> T:
     """Run `main(loop)` on a fresh simulated loop."""
     loop = SimulatedLoop()

@@ -1,4 +1,5 @@
-"""The forward-cost estimate and the latency target's decisions, as plain functions of known costs."""
+"""The forward-cost and duration estimates and the latency target's decisions, as plain functions of
+known costs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import random
 
 import pytest
 
-from predictors.latency_target import ForwardCost, LatencyTarget
+from predictors.latency_target import ForwardCost, LatencyTarget, RecentDuration
 
 FIXED, PER_ITEM = 0.02, 0.01  # seconds: a pass of n items takes 0.02 + 0.01 n
 
@@ -93,3 +94,50 @@ def test_a_request_that_would_make_a_batch_end_late_is_predicted_late(target: La
     # behind a full batch of 8, the request waits for it: 0.03 + 0.10 + 0.03 ends it late
     behind = target.predict(0.03, [0.0] * 8, 1)
     assert behind.wait == pytest.approx(0.13, abs=1e-3) and behind.lateness > 0
+
+
+def durations(values: list[float]) -> RecentDuration:
+    duration = RecentDuration()
+    for value in values:
+        duration.observe(value)
+    return duration
+
+
+def test_a_recent_duration_is_a_smoothed_high_estimate() -> None:
+    assert not RecentDuration().known and RecentDuration().high == 0.0
+    assert durations([0.03] * 5).high == pytest.approx(0.03)  # constant: no margin
+    rng = random.Random(4)
+    noisy = durations([rng.uniform(0.02, 0.04) for _ in range(500)])
+    assert noisy.mean == pytest.approx(0.03, abs=0.003)
+    # uniform +-0.01: a mean absolute deviation of 0.005, the high estimate about 0.04
+    assert 0.035 < noisy.high < 0.045
+    slower = durations([0.03] * 50 + [0.06] * 50)  # it follows a change within a few dozen requests
+    assert slower.mean == pytest.approx(0.06, rel=0.01)
+
+
+def test_the_budget_leaves_room_for_what_follows_the_forward_pass() -> None:
+    after = durations([0.02] * 3)
+    target = LatencyTarget(0.105, 8, learnt(), after_forward=after)
+    assert target.budget == pytest.approx(0.085)
+    assert target.size_limit(0.0) == 6  # 0.02 + 0.01 n <= 0.085, not 8 as with all of 0.105 (above)
+    assert target.latest_start(1.0, 2) == pytest.approx(1.0 + 0.085 - 0.04, abs=1e-4)
+
+
+def test_a_batch_is_planned_for_its_oldest_item_even_when_it_is_not_the_first(target: LatencyTarget) -> None:
+    # ages count from arrival, the queue from queueing: a request preprocessed longer is older behind a
+    # younger one. The third item (0.04) allows a batch of 4 at most, the first alone would allow 5 (all
+    # that wait): 4, and the last one after them (0.06 + 0.03 <= 0.105).
+    assert target.batch_size([0.0, 0.0, 0.04, 0.0, 0.0]) == 4
+    # its own age counts in a prediction: 5 items of 0.06 behind a busy device end at 0.01 + 0.07 = 0.08
+    assert target.predict(0.01, [], 5, own_age=0.02).lateness <= 0
+    assert target.predict(0.01, [], 5, own_age=0.04).lateness == pytest.approx(0.015, abs=1e-3)
+
+
+def test_the_wait_for_an_announced_request_lasts_as_long_as_its_preprocessing() -> None:
+    cost = learnt()
+    waiting = LatencyTarget(1.0, 8, cost)
+    assert waiting.wait_until(5.0, 5.0, 2) == pytest.approx(5.0 + FIXED, abs=1e-4)  # unknown: the fixed cost
+    waiting = LatencyTarget(1.0, 8, cost, preprocess=durations([0.3] * 3))
+    assert waiting.wait_until(5.0, 5.0, 2) == pytest.approx(5.3)
+    # never past the last start at which a batch of 2 still ends the oldest in time
+    assert waiting.wait_until(5.0, 4.2, 2) == pytest.approx(4.2 + 1.0 - (FIXED + 2 * PER_ITEM), abs=1e-4)

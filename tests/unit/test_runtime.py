@@ -1,9 +1,11 @@
 """`ModelRuntime` with a tiny fake predictor, driven directly (no KServe): batching across requests whose
-items are still being prepared, review flags, the warm-up item, the device capability it binds."""
+items are still being prepared, review flags, the warm-up item, the device capability it binds, and what
+it tells a latency target about each request's time around the queue."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import threading
 import time
@@ -24,6 +26,7 @@ from predictors.models.base import ModelConfig, Predictor
 from predictors.runtime import ModelRuntime
 from predictors.server.kserve_compat import metric_value
 from predictors.telemetry.metrics import Metrics
+from predictors.telemetry.requests import RequestRecord, current_request
 
 #: an item this wide takes a while to prepare; one this wide fails in prepare
 SLOW_WIDTH = 7
@@ -153,28 +156,77 @@ class SlowForward(Widths):
         return super().forward(batch, device)
 
 
-def test_a_refused_request_is_turned_away_before_its_items_are_prepared_and_the_batch_size_is_a_gauge() -> None:
+@contextlib.contextmanager
+def serving(predictor: type[SlowForward], batching: BatchingConfig) -> Iterator[ModelRuntime[int, int]]:
+    """A loaded runtime of `predictor` (named "slow") with `batching`, shut down afterwards."""
     pool = ThreadPoolExecutor(4)
-    config = ModelConfig(device="cpu", batching=BatchingConfig(max_batch_size=2, max_latency_ms=0, max_queue=2))
-    runtime = ModelRuntime(SlowForward("slow", Path("."), config), Metrics(CollectorRegistry()), pool)
+    config = ModelConfig(device="cpu", batching=batching)
+    runtime = ModelRuntime(predictor("slow", Path("."), config), Metrics(CollectorRegistry()), pool)
     runtime.load()
-    predictor: SlowForward = runtime.predictor  # type: ignore[assignment]
-    chosen = runtime.metrics.batch_size_target.labels("slow")
-
-    async def scenario() -> None:
-        running = asyncio.create_task(runtime.infer([{"image": png(SLOW_WIDTH)}], {}, None))
-        await asyncio.sleep(0.1)
-        assert metric_value(chosen) == 1
-        queued = asyncio.create_task(runtime.infer([{"image": png(5)}, {"image": png(6)}], {}, None))
-        await asyncio.sleep(0.1)  # prepared and queued: the queue (2 items) is full
-        with pytest.raises(ServiceBusy):
-            await runtime.infer([{"image": png(4)}], {}, None)
-        await asyncio.gather(running, queued)
-
     try:
-        asyncio.run(scenario())
+        yield runtime
     finally:
         runtime._runner.shutdown()  # type: ignore[union-attr]
         pool.shutdown()
+
+
+def test_a_refused_request_is_turned_away_before_its_items_are_prepared_and_the_batch_size_is_a_gauge() -> None:
+    with serving(SlowForward, BatchingConfig(max_batch_size=2, max_latency_ms=0, max_queue=2)) as runtime:
+        predictor: SlowForward = runtime.predictor  # type: ignore[assignment]
+        chosen = runtime.metrics.batch_size_target.labels("slow")
+        asyncio.run(a_request_refused_while_the_queue_is_full(runtime, chosen))
     assert 4 not in predictor.prepared and {5, 6, SLOW_WIDTH} <= set(predictor.prepared)
     assert predictor.batches[-1] == [5, 6] and metric_value(chosen) == 2
+
+
+async def a_request_refused_while_the_queue_is_full(runtime: ModelRuntime[int, int], chosen: Any) -> None:
+
+    running = asyncio.create_task(runtime.infer([{"image": png(SLOW_WIDTH)}], {}, None))
+    await asyncio.sleep(0.1)
+    assert metric_value(chosen) == 1
+    queued = asyncio.create_task(runtime.infer([{"image": png(5)}, {"image": png(6)}], {}, None))
+    await asyncio.sleep(0.1)  # prepared and queued: the queue (2 items) is full
+    with pytest.raises(ServiceBusy):
+        await runtime.infer([{"image": png(4)}], {}, None)
+    await asyncio.gather(running, queued)
+
+
+class SlowFinish(SlowForward):
+    """Takes FINISH_SECONDS to finish each answer."""
+
+    def finish(self, prepared: int, raw: int, params: Any) -> dict[str, Any]:
+        time.sleep(FINISH_SECONDS)
+        return super().finish(prepared, raw, params)
+
+
+FINISH_SECONDS = 0.2
+
+
+def test_a_latency_target_counts_from_the_arrival_at_the_edge_and_leaves_room_for_the_finish() -> None:
+    batching = BatchingConfig(max_batch_size=2, latency_target_ms=1000, max_queue_delay_ms=1000)
+    with serving(SlowFinish, batching) as runtime:
+        predictor: SlowFinish = runtime.predictor  # type: ignore[assignment]
+        asyncio.run(a_request_too_old_for_the_target(runtime))
+    assert 4 not in predictor.prepared and {5, 6, SLOW_WIDTH} <= set(predictor.prepared)
+
+
+def arrived(seconds_ago: float) -> None:
+    """The current request reached the edge `seconds_ago`."""
+    current_request.set(RequestRecord("r", "v2", "infer", started=time.perf_counter() - seconds_ago))
+
+
+async def a_request_too_old_for_the_target(runtime: ModelRuntime[int, int]) -> None:
+    await runtime.infer([{"image": png(5)}], {}, None)  # an idle device: taken, and timed
+    batcher = runtime._batcher
+    assert batcher is not None and batcher.preprocess_time.known
+    assert FINISH_SECONDS <= batcher.after_forward_time.high < 0.8
+    running = asyncio.create_task(runtime.infer([{"image": png(SLOW_WIDTH)}], {}, None))
+    await asyncio.sleep(0.1)  # its forward pass runs: the next request is planned
+    arrived(0.1)
+    accepted = asyncio.create_task(runtime.infer([{"image": png(6)}], {}, None))
+    # 0.9 s at the server already: with its finish it cannot make 1 s (its queue wait and forward pass
+    # alone would: an age counted from queueing, or no room for the finish, would have taken it)
+    arrived(0.9)
+    with pytest.raises(ServiceBusy, match="latency target"):
+        await runtime.infer([{"image": png(4)}], {}, None)
+    await asyncio.gather(running, accepted)
