@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -261,8 +262,10 @@ class DeviceRunner:
         on_oom: Callable[[str], None] = lambda action: None,
         on_device_lost: Callable[[DeviceLost], None] = lambda error: None,
         fallback_device: torch.device = CPU,
+        cpu_nice: int = 0,
     ) -> None:
         self.device = device
+        self.cpu_nice = cpu_nice
         self.fallback_device = fallback_device
         self._on_oom = on_oom
         self._on_device_lost = on_device_lost
@@ -353,7 +356,23 @@ class DeviceRunner:
         self._device_thread = threading.current_thread()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        elif self.cpu_nice:
+            lower_thread_priority(self.cpu_nice)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._fallback_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Add `nice` to the calling thread's niceness (Linux: per thread, inherited by the threads it starts,
+    such as torch's intra-op threads). On a CPU the forward pass keeps every core busy; without this the
+    event loop, the decoding threads and the job worker wait behind it for a core, which delays every
+    answer, submit and next batch (measured: docs/performance.md, "Asynchronous jobs"). Raising one's own
+    niceness needs no privilege; where it is refused anyway (a seccomp profile), the forward pass keeps the
+    normal priority."""
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
+    except OSError as error:
+        logger.warning("could not lower the priority of the forward pass (niceness +%d): %s", nice, error)

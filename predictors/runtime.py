@@ -71,8 +71,10 @@ class _Queued(Generic[Prepared]):
 class ModelRuntime(Generic[Prepared, Raw]):
     """Runs one `Predictor`: `load` once (blocking, off the event loop), then `infer` per request."""
 
-    def __init__(self, predictor: Predictor[Prepared, Raw], metrics: Metrics, workers: Executor) -> None:
+    def __init__(self, predictor: Predictor[Prepared, Raw], metrics: Metrics, workers: Executor,
+                 cpu_forward_nice: int = 0) -> None:
         self.predictor = predictor
+        self.cpu_forward_nice = cpu_forward_nice
         self.name = predictor.name
         self.metrics = metrics
         self._workers = workers
@@ -124,6 +126,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
                 self.device,
                 on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc(),
                 on_device_lost=self._device_lost,
+                cpu_nice=self.cpu_forward_nice,
             )
             predictor.bind_device(self._runner.call)
             self._warm_up(self._runner)

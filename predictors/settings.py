@@ -59,6 +59,12 @@ class Settings(BaseSettings):
                     "knobs apply.",
     )
     worker_threads: int = Field(4, ge=1, le=64, description="Threads for decoding, preprocessing, encoding.")
+    cpu_forward_nice: int = Field(
+        5, ge=0, le=19,
+        description="Niceness added to forward passes on a CPU (the device thread and the torch threads it "
+                    "starts): request handling, decoding and job bookkeeping get a core first, the forward pass "
+                    "uses the rest; 0: the same priority.",
+    )
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image (width x height).")

@@ -163,7 +163,7 @@ class PredictorServer(kserve.ModelServer):
     def build_models(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
             predictor = predictor_class(entry.predictor)(entry.name, entry.directory, entry.config)
-            runtime = ModelRuntime(predictor, self.metrics, self.workers_pool)
+            runtime = ModelRuntime(predictor, self.metrics, self.workers_pool, self.settings.cpu_forward_nice)
             runtime.on_device_lost = self._device_lost
             model = KServeModel(runtime)
             self.register_model(model)
