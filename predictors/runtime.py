@@ -20,6 +20,7 @@ Transports drive it with ``await runtime.infer(items, parameters, deadline)``: t
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -141,6 +142,10 @@ class ModelRuntime(Generic[Prepared, Raw]):
         self.metrics.model_loaded(self.name, str(self.device), elapsed)
         logger.info("model %s ready on %s in %.2f s (weights %.2f s, warm-up %.2f s)", self.name, self.device,
                     elapsed, weights_s, elapsed - weights_s)
+        # The loading code's cyclic garbage goes now, before any request waits on this model: a full
+        # collection stops every thread for ~0.3 s, and the server then freezes what is left
+        # (`freeze_startup_heap`), which would keep such garbage for good.
+        gc.collect()
         self.ready = True
         return True
 

@@ -349,9 +349,8 @@ def freeze_startup_heap() -> int:
     out of the garbage collector's reach, once; returns how many. Without it each full collection walks
     them all and stops every Python thread for ~250 ms on a 2-core CPU (measured under load: one such
     pause every ~40 s, each delaying the requests and job submissions in flight); after it a collection
-    walks only what serving allocated since. Costs one full collection now, right after the last model
-    became ready."""
-    gc.collect()
+    walks only what serving allocated since. Costs nothing now: each model's load ended with a full
+    collection before it became ready (`ModelRuntime.load`), so no garbage is frozen."""
     gc.freeze()
     frozen = gc.get_freeze_count()
     logger.debug("start-up heap frozen: %d objects no longer scanned by the garbage collector", frozen)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +114,10 @@ def client(server: ServerProcess) -> Iterator[Client]:
         yield client
 
 
-def access_lines(server: ServerProcess, request_id: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
-    """The server's access-log lines of one request id (waits until `count` are written)."""
+def access_lines(server: ServerProcess, request_id: str, count: int = 1, timeout: float = 10.0,
+                 until: Callable[[list[dict]], bool] = lambda lines: True) -> list[dict]:
+    """The server's access-log lines of one request id (waits until `count` are written and `until` holds:
+    a line is written once its answer has been sent, so a client can hold the answer before the line)."""
     deadline = time.monotonic() + timeout
     while True:
         lines = []
@@ -127,7 +129,7 @@ def access_lines(server: ServerProcess, request_id: str, count: int = 1, timeout
                     continue
                 if line.get("logger") == "predictors.access" and line.get("request_id") == request_id:
                     lines.append(line)
-        if len(lines) >= count or time.monotonic() > deadline:
+        if (len(lines) >= count and until(lines)) or time.monotonic() > deadline:
             return lines
         time.sleep(0.1)
 
@@ -413,7 +415,7 @@ def test_model_not_ready_then_answered_with_the_same_request_id(tmp_path: Path) 
         assert len(answer.labels) == 2
         assert not_ready is not None, "the model was ready before a request saw it loading"
         assert (not_ready.code, not_ready.status) == ("MODEL_NOT_READY", 503) and not_ready.request_id
-        attempts = access_lines(server, "wait-for-ready")
+        attempts = access_lines(server, "wait-for-ready", until=lambda lines: lines[-1]["code"] == "OK")
         codes = [a["code"] for a in attempts]
         assert codes[-1] == "OK" and set(codes) == {"MODEL_NOT_READY", "OK"}, codes
 
