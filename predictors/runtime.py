@@ -222,7 +222,8 @@ class ModelRuntime(Generic[Prepared, Raw]):
             try:
                 batcher = self._ensure_batcher()
                 queued_at = time.perf_counter()
-                batcher.preprocess_time.observe(queued_at - began)
+                if batcher.target is not None:  # what only a latency target plans with
+                    batcher.preprocess_time.observe(queued_at - began)
                 raw = await batcher.submit(queued, deadline, spent=queued_at - arrived)
                 settled = await self._settle(raw, deadline)
             finally:
@@ -243,9 +244,11 @@ class ModelRuntime(Generic[Prepared, Raw]):
     def _learn_after_forward(batcher: Batcher[Any, Any], queued: Sequence[_Queued[Any]],
                              raw: Sequence[object]) -> None:
         """The time from the end of the request's last forward pass until its answer is finished (the
-        part of a latency target after the queue); items recomputed on the CPU after an out-of-memory
-        error are left out, their recomputation is no part of it."""
-        if any(isinstance(r, Fallback) for r in raw) or not all(q.ended_ns for q in queued):
+        part of a latency target after the queue; learnt only for a target); items recomputed on the CPU
+        after an out-of-memory error are left out, their recomputation is no part of it."""
+        if batcher.target is None or any(isinstance(r, Fallback) for r in raw):
+            return
+        if not all(q.ended_ns for q in queued):
             return
         forward_ended = max(q.ended_ns for q in queued)
         batcher.after_forward_time.observe(max(0, time.time_ns() - forward_ended) / 1e9)
