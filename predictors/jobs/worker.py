@@ -34,8 +34,9 @@ from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
 from predictors.errors import ModelNotReady, PredictorError, ServiceBusy
+from predictors.jobs.coalesce import Coalescing
 from predictors.jobs.execute import JobExecutor
-from predictors.jobs.store import Claim, Entry, JobStore
+from predictors.jobs.store import Claim, Entry, JobStore, Outcome
 from predictors.runtime import ModelRuntime
 from predictors.server.errors import report_error
 from predictors.settings import Settings
@@ -55,6 +56,9 @@ ROOM_POLL_SECONDS = 0.02
 BACKLOG_REFRESH_SECONDS = 1.0
 #: longest pause of a model's consumer after its batcher refused a job (busy, not ready)
 REFUSED_PAUSE_MAX = 5.0
+#: how long a finished job's outcome waits for those of its batch, to be written with them: a batch's jobs
+#: finish within a few milliseconds of each other; a job takes a forward pass, far longer
+FINISH_WINDOW_SECONDS = 0.005
 #: pauses between retries while Redis is unreachable
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 #: a job whose processes keep dying has no error of its own
@@ -108,6 +112,11 @@ class JobWorker:
         #: a model's consumer takes nothing until then (its batcher refused a job: busy or not ready)
         self._paused_until: dict[str, float] = dict.fromkeys(self.runtimes, 0.0)
         self._finished = asyncio.Event()
+        #: the outcomes of a batch's jobs go to Redis together
+        self._finishes: Coalescing[Outcome, bool] = Coalescing(
+            lambda outcomes: self.store.finish_many(outcomes, self.consumer,
+                                                    ttl_seconds=self.settings.jobs_result_ttl_seconds),
+            FINISH_WINDOW_SECONDS)
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -140,6 +149,7 @@ class JobWorker:
             if unfinished:
                 logger.warning("jobs: %d job(s) left pending for another process to take over (after %d s)",
                                len(unfinished), self.settings.jobs_visibility_timeout_seconds)
+        await self._finishes.settled()
         self._tasks[-1].cancel()
         await asyncio.gather(self._tasks[-1], return_exceptions=True)
         for name in self.runtimes:
@@ -186,10 +196,8 @@ class JobWorker:
                         next_reclaim = now + min(5.0, self.visibility_ms / 2000)
                 if not entries:
                     entries = await self.store.read(model, self.consumer, room, BLOCK_MS)
-                for entry in entries:
-                    if entry.entry_id not in running:  # (a run of ours reclaimed after a stall runs once here)
-                        running[entry.entry_id] = asyncio.get_running_loop().create_task(
-                            self._run(model, entry), name=f"job-{entry.job_id}")
+                # (a run of ours reclaimed after a stall runs once here)
+                await self._start(model, [entry for entry in entries if entry.entry_id not in running])
                 self.outage.ok()
             except RedisError as error:
                 await asyncio.sleep(self.outage.failed(f"reading the jobs of model {model}", error))
@@ -209,21 +217,31 @@ class JobWorker:
 
     # ---- one run ---------------------------------------------------------------------------------
 
-    async def _run(self, model: str, entry: Entry) -> None:
-        try:
-            claim = await self.store.start(model, entry, self.consumer, max_attempts=self.settings.jobs_max_attempts,
-                                           ttl_seconds=self.settings.jobs_result_ttl_seconds,
-                                           exhausted_error=EXHAUSTED_ERROR)
-            if claim == "exhausted":
+    async def _start(self, model: str, entries: list[Entry]) -> None:
+        """Begin the runs of `entries` (one round trip to Redis for all of them) and run each in a task of its
+        own. An entry not started stays pending and is taken over after the visibility timeout."""
+        if not entries:
+            return
+        started = await self.store.start_many(model, entries, self.consumer,
+                                              max_attempts=self.settings.jobs_max_attempts,
+                                              ttl_seconds=self.settings.jobs_result_ttl_seconds,
+                                              exhausted_error=EXHAUSTED_ERROR)
+        for entry, claim in zip(entries, started, strict=True):
+            if isinstance(claim, Claim):
+                self._running[model][entry.entry_id] = asyncio.get_running_loop().create_task(
+                    self._run(claim), name=f"job-{entry.job_id}")
+            elif claim == "exhausted":
                 self.metrics.jobs.labels(model, "failed").inc()
                 logger.warning("job %s of model %s failed: %s", entry.job_id, model, EXHAUSTED_ERROR["error"])
-            if isinstance(claim, Claim):
-                await self._execute(claim)
-        except RedisError as error:
-            # not started: the entry stays pending and is reclaimed after the visibility timeout
-            self.outage.failed(f"starting job {entry.job_id}", error)
+            elif isinstance(claim, RedisError):  # a script error: not expected, and not the job's fault
+                logger.warning("jobs: could not start job %s of model %s (%s: %s); it is taken over after the "
+                               "visibility timeout", entry.job_id, model, type(claim).__name__, claim)
+
+    async def _run(self, claim: Claim) -> None:
+        try:
+            await self._execute(claim)
         finally:
-            self._running[model].pop(entry.entry_id, None)
+            self._running[claim.model].pop(claim.entry.entry_id, None)
             self._finished.set()
 
     async def _execute(self, claim: Claim) -> None:
@@ -262,8 +280,7 @@ class JobWorker:
             logger.info("job %s: run %d of %d failed (%s); queued again", claim.entry.job_id, claim.attempts,
                         settings.jobs_max_attempts, details["code"])
             return
-        written = await self._persist(lambda: self.store.finish(
-            claim, self.consumer, result=result, error=details, ttl_seconds=settings.jobs_result_ttl_seconds))
+        written = await self._persist(lambda: self._finishes(Outcome(claim, result, details)))
         status = "succeeded" if error is None else "failed"
         if written is None:
             logger.warning("job %s: its outcome could not be written (Redis unavailable); it will run again",
