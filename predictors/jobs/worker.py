@@ -53,6 +53,9 @@ T = TypeVar("T")
 BLOCK_MS = 1000
 #: how often a loop whose batcher is full looks again (the batcher does not signal it)
 ROOM_POLL_SECONDS = 0.02
+#: how long a loop whose own running jobs fill its room waits for one of them to end (which is signalled) before
+#: it looks again all the same; also how soon it notices `stop` then
+OWN_ROOM_WAIT_SECONDS = 1.0
 BACKLOG_REFRESH_SECONDS = 1.0
 #: longest pause of a model's consumer after its batcher refused a job (busy, not ready)
 REFUSED_PAUSE_MAX = 5.0
@@ -179,9 +182,14 @@ class JobWorker:
                     next_backlog = time.monotonic() + BACKLOG_REFRESH_SECONDS
                     self.outage.ok()
                 takes = runtime.ready and time.monotonic() >= self._paused_until[model]
-                room = min(most, runtime.free_slots) - len(running) if takes else 0
+                free_slots = runtime.free_slots
+                room = min(most, free_slots) - len(running) if takes else 0
                 if room <= 0:
-                    await self._wait_for_room()
+                    # Our own jobs fill the room: one of them ending is what frees it, and that is signalled.
+                    # Else the batcher's queue is full of synchronous requests, or the consumer is paused:
+                    # nothing signals their end, so look again soon.
+                    ours = takes and most <= free_slots
+                    await self._wait_for_room(OWN_ROOM_WAIT_SECONDS if ours else ROOM_POLL_SECONDS)
                     continue
                 entries: list[Entry] = []
                 now = time.monotonic()
@@ -202,10 +210,10 @@ class JobWorker:
             except RedisError as error:
                 await asyncio.sleep(self.outage.failed(f"reading the jobs of model {model}", error))
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, at_most: float) -> None:
         self._finished.clear()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._finished.wait(), timeout=ROOM_POLL_SECONDS)
+            await asyncio.wait_for(self._finished.wait(), timeout=at_most)
 
     async def _heartbeat(self) -> None:
         interval = self.visibility_ms / 3000
