@@ -6,6 +6,7 @@
   then its result or error), expiring ``jobs_result_ttl_seconds`` after submission and again after it
   finished.
 - ``predictors:idem:{model}:{key}``: an ``Idempotency-Key``'s job id, with the job's TTL.
+- ``predictors:job-ended`` (a pub/sub channel, not a key): the id of each job that just became final.
 
 Every change of a job's state is one Lua script (`scripts.py`), so that a result is written once even when
 two processes ran the same job (one was thought dead and its entry reclaimed): the first outcome wins, a
@@ -47,6 +48,10 @@ def job_key(job_id: str) -> str:
 
 def idempotency_key(model: str, key: str) -> str:
     return f"predictors:idem:{model}:{key}"
+
+
+#: where the scripts that make a job final publish its id (`ended.py` wakes the long polls waiting for it)
+JOB_ENDED_CHANNEL = "predictors:job-ended"
 
 
 def iso(moment: datetime) -> str:
@@ -194,7 +199,7 @@ class JobStore:
     async def cancel(self, job_id: str) -> bool | None:
         """Cancel a queued or running job: True when this call cancelled it, False when it had ended
         already, None when there is no such job."""
-        answer = await self._cancel(keys=[job_key(job_id)], args=[now_iso()])
+        answer = await self._cancel(keys=[job_key(job_id)], args=[now_iso(), JOB_ENDED_CHANNEL, job_id])
         return None if not answer else bool(answer[0])
 
     async def backlog(self, model: str) -> int:
@@ -252,7 +257,7 @@ class JobStore:
         answer = await self._start(
             keys=[job_key(entry.job_id), stream_key(model)],
             args=[entry.entry_id, GROUP, consumer, now_iso(), max_attempts, ttl_seconds,
-                  orjson.dumps(exhausted_error)],
+                  orjson.dumps(exhausted_error), JOB_ENDED_CHANNEL, entry.job_id],
         )
         if answer[0] != b"run":
             return "exhausted" if answer[0] == b"exhausted" else "skipped"
@@ -271,7 +276,8 @@ class JobStore:
             ("failed", "error", orjson.dumps(error))
         answer = await self._finish(
             keys=[job_key(claim.entry.job_id), stream_key(claim.model)],
-            args=[claim.entry.entry_id, GROUP, status, name, payload or b"null", now_iso(), ttl_seconds, consumer],
+            args=[claim.entry.entry_id, GROUP, status, name, payload or b"null", now_iso(), ttl_seconds, consumer,
+                  JOB_ENDED_CHANNEL, claim.entry.job_id],
         )
         return bool(answer == b"written")
 
