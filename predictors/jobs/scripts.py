@@ -3,7 +3,9 @@
 Keys (`store.py` builds them): the model's stream ``predictors:jobs:{model}`` (one entry per queued run,
 field ``job`` = the job id), the job's hash ``predictors:job:{id}`` (with a TTL) and an optional
 idempotency key ``predictors:idem:{model}:{key}`` (the job id, same TTL). The scripts that make a job
-final also publish its id on the channel ``predictors:job-ended`` (`jobs/ended.py` wakes the long polls).
+final also publish its id on the channel ``predictors:job-ended`` (`jobs/ended.py` wakes the long polls),
+with ``pcall``: a Redis user not allowed that channel (ACL) still ends its jobs; only its long polls do not
+hear of it (they re-read the job every 2 s).
 
 A finished run is acknowledged and deleted from the stream in the same script that writes its outcome,
 so the stream's length is the model's backlog (queued and running jobs) and an entry is never run after
@@ -63,7 +65,7 @@ if tonumber(state[3] or '0') >= tonumber(ARGV[5]) then
   redis.call('HDEL', KEYS[1], 'body')
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
   release(stream, group, entry)
-  redis.call('PUBLISH', ARGV[8], ARGV[9])
+  redis.pcall('PUBLISH', ARGV[8], ARGV[9])
   return {'exhausted'}
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -86,7 +88,7 @@ local ttl = tonumber(ARGV[7])
 redis.call('EXPIRE', KEYS[1], ttl)
 local idempotency_key = redis.call('HGET', KEYS[1], 'idempotency_key')
 if idempotency_key then redis.call('EXPIRE', idempotency_key, ttl) end
-redis.call('PUBLISH', ARGV[9], ARGV[10])
+redis.pcall('PUBLISH', ARGV[9], ARGV[10])
 return 'written'
 """
 
@@ -111,7 +113,7 @@ if not status then return false end
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
   redis.call('HDEL', KEYS[1], 'body')
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  redis.pcall('PUBLISH', ARGV[2], ARGV[3])
   return {1, 'cancelled'}
 end
 return {0, status}

@@ -23,7 +23,7 @@ from predictors.jobs.store import Claim, JobStore, connect
 from predictors.server.dataplane import PredictorDataPlane
 from predictors.settings import Settings
 from predictors.telemetry.metrics import Metrics
-from tests.unit.jobs.test_store import EXHAUSTED, MODEL, TTL, submit, take
+from tests.unit.jobs.test_store import EXHAUSTED, MODEL, TTL, status, submit, take
 
 
 def endings_for(url: str) -> JobEndings:
@@ -231,3 +231,25 @@ def test_a_wait_that_is_not_a_finite_number_of_seconds_is_invalid(raw: str) -> N
 
 def test_wait_values() -> None:
     assert [wait_seconds(raw) for raw in (None, "0", "2.5", "100")] == [0.0, 0.0, 2.5, 100.0]
+
+
+async def test_a_redis_user_without_the_channel_still_ends_its_jobs(redis_server: RedisServer, store: JobStore) -> None:
+    """ACL: a user may be refused the channel (Redis 7 gives new users no channel); the scripts' PUBLISH is
+    then refused, never the job's end."""
+    user = "no-channels"
+    await store.redis.acl_setuser(user, enabled=True, passwords=["+secret"], keys=["predictors:*"],
+                                  commands=["+@all"], reset_channels=True)
+    url = redis_server.url.replace("redis://", f"redis://{user}:secret@")
+    limited, endings = JobStore(connect(url)), endings_for(url)
+    try:
+        finished, cancelled = await submit(limited), await submit(limited)
+        assert await limited.finish(await take(limited), "pod-a", result=b"1", ttl_seconds=TTL)
+        assert await limited.cancel(cancelled)
+        assert [await status(limited, job_id) for job_id in (finished, cancelled)] == ["succeeded", "cancelled"]
+        started = time.monotonic()
+        assert not await endings.subscribed(5.0)  # refused: its long polls answer at once, as plain GETs
+        assert time.monotonic() - started < 2.0
+    finally:
+        await limited.aclose()
+        await endings.aclose()
+        await store.redis.acl_deluser(user)
