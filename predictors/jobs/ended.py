@@ -126,10 +126,12 @@ class JobEndings:
                             self._wake_all()
                         pause, lost = BACKOFF_FIRST, False
                         self._settle(subscribed=True)
-            except (RedisError, OSError) as error:
+            except Exception as error:  # noqa: BLE001 - the listener outlives anything; polls fall back meanwhile
                 if not lost:
+                    unexpected = not isinstance(error, (RedisError, OSError))
                     logger.warning("jobs: cannot listen for ended jobs (%s: %s); long polls answer at once "
-                                   "until Redis is back", type(error).__name__, error)
+                                   "until it listens again", type(error).__name__, error,
+                                   exc_info=error if unexpected else None)
                 lost = True
                 self._settle(subscribed=False)
             finally:
