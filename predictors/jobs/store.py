@@ -26,7 +26,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from predictors.errors import ServiceBusy
 from predictors.jobs import scripts
@@ -118,6 +119,15 @@ class Claim:
     attempts: int
     request: StoredRequest
     created_ts: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: its result (JSON), or its error when it failed."""
+
+    claim: Claim
+    result: bytes | None = None
+    error: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -254,32 +264,77 @@ class JobStore:
         """Begin a run. "skipped": the entry is dropped (its job was cancelled, has ended, expired, or was
         queued again under a newer entry); "exhausted": the job had used its runs and is failed now with
         its last error (else `exhausted_error`)."""
-        answer = await self._start(
-            keys=[job_key(entry.job_id), stream_key(model)],
-            args=[entry.entry_id, GROUP, consumer, now_iso(), max_attempts, ttl_seconds,
-                  orjson.dumps(exhausted_error), JOB_ENDED_CHANNEL, entry.job_id],
-        )
-        if answer[0] != b"run":
-            return "exhausted" if answer[0] == b"exhausted" else "skipped"
-        attempts, protocol, body, content_type, header_length, request_id, traceparent, tracestate, query, \
-            created = answer[1:]
-        trace = {key: _text(value) for key, value in zip(TRACE_FIELDS, (traceparent, tracestate), strict=True) if value}
-        request = StoredRequest("v1" if protocol == b"v1" else "v2", body or b"", _text(content_type),
-                                _text(header_length), _text(request_id), trace, _text(query))
-        return Claim(model, entry, int(attempts), request, float(created or 0))
+        (started,) = await self.start_many(model, [entry], consumer, max_attempts=max_attempts,
+                                            ttl_seconds=ttl_seconds, exhausted_error=exhausted_error)
+        if isinstance(started, BaseException):
+            raise started
+        return started
+
+    async def start_many(self, model: str, entries: Sequence[Entry], consumer: str, *, max_attempts: int,
+                         ttl_seconds: int, exhausted_error: Mapping[str, str],
+                         ) -> list[Claim | Literal["skipped", "exhausted"] | RedisError]:
+        """`start` for each entry, in one round trip to Redis; an entry whose script failed has its error in
+        its place. RedisError: the trip itself failed (none, some or all of them may have started: a started
+        one is taken over after the visibility timeout, as when its process dies)."""
+        now, exhausted = now_iso(), orjson.dumps(exhausted_error)
+        answers = await self._in_one_trip([
+            (self._start, [job_key(entry.job_id), stream_key(model)],
+             [entry.entry_id, GROUP, consumer, now, max_attempts, ttl_seconds, exhausted, JOB_ENDED_CHANNEL,
+              entry.job_id])
+            for entry in entries
+        ])
+        return [answer if isinstance(answer, RedisError) else _started(model, entry, answer)
+                for entry, answer in zip(entries, answers, strict=True)]
 
     async def finish(self, claim: Claim, consumer: str, *, result: bytes | None = None,
                      error: Mapping[str, str] | None = None, ttl_seconds: int) -> bool:
         """Write the run's result (succeeded) or error (failed) unless the job already ended; True when
         written. Acknowledges and drops the entry either way."""
-        status, name, payload = ("succeeded", "result", result) if error is None else \
-            ("failed", "error", orjson.dumps(error))
-        answer = await self._finish(
-            keys=[job_key(claim.entry.job_id), stream_key(claim.model)],
-            args=[claim.entry.entry_id, GROUP, status, name, payload or b"null", now_iso(), ttl_seconds, consumer,
-                  JOB_ENDED_CHANNEL, claim.entry.job_id],
-        )
-        return bool(answer == b"written")
+        (written,) = await self.finish_many([Outcome(claim, result, error)], consumer, ttl_seconds=ttl_seconds)
+        if isinstance(written, BaseException):
+            raise written
+        return written
+
+    async def finish_many(self, outcomes: Sequence[Outcome], consumer: str, *,
+                          ttl_seconds: int) -> list[bool | RedisError]:
+        """`finish` for each outcome, in one round trip to Redis; an outcome whose script failed has its
+        error in its place. RedisError: the trip itself failed."""
+        now = now_iso()
+        calls = []
+        for outcome in outcomes:
+            status, name, payload = ("succeeded", "result", outcome.result) if outcome.error is None else \
+                ("failed", "error", orjson.dumps(outcome.error))
+            calls.append((self._finish, [job_key(outcome.claim.entry.job_id), stream_key(outcome.claim.model)],
+                          [outcome.claim.entry.entry_id, GROUP, status, name, payload or b"null", now, ttl_seconds,
+                           consumer, JOB_ENDED_CHANNEL, outcome.claim.entry.job_id]))
+        return [answer if isinstance(answer, RedisError) else answer == b"written"
+                for answer in await self._in_one_trip(calls)]
+
+    async def _in_one_trip(self, calls: Sequence[tuple[AsyncScript, list[str], list[Any]]]) -> list[Any]:
+        """Run the scripts in one pipeline (no MULTI: each script is atomic on its own), by their SHA1 only:
+        a redis-py pipeline of `Script` objects would ask Redis whether they exist on every execution, a
+        second round trip. A script Redis does not have (restarted, SCRIPT FLUSH) is loaded and run again on
+        its own: NOSCRIPT means it did not run."""
+        if len(calls) == 1:  # a pipeline costs more than a call
+            script, keys, args = calls[0]
+            try:
+                return [await script(keys=keys, args=args)]
+            except ResponseError as error:
+                return [error]
+        pipeline = self.redis.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipeline.evalsha(script.sha, len(keys), *keys, *args)
+        answers: list[Any] = await pipeline.execute(raise_on_error=False)
+        for index, answer in enumerate(answers):
+            if isinstance(answer, NoScriptError):
+                script, keys, args = calls[index]
+                try:
+                    answers[index] = await script(keys=keys, args=args)
+                except ResponseError as error:
+                    answers[index] = error
+            elif isinstance(answer, BaseException) and not isinstance(answer, ResponseError):
+                raise answer
+        return answers
 
     async def requeue(self, claim: Claim, error: Mapping[str, str] | None, *, count_attempt: bool) -> bool:
         """Queue the job again (a new entry at the stream's end); `error` is noted as its last error."""
@@ -299,6 +354,17 @@ class JobStore:
             return False
         await self.redis.xgroup_delconsumer(stream_key(model), GROUP, consumer)
         return True
+
+
+def _started(model: str, entry: Entry, answer: Any) -> Claim | Literal["skipped", "exhausted"]:
+    if answer[0] != b"run":
+        return "exhausted" if answer[0] == b"exhausted" else "skipped"
+    attempts, protocol, body, content_type, header_length, request_id, traceparent, tracestate, query, \
+        created = answer[1:]
+    trace = {key: _text(value) for key, value in zip(TRACE_FIELDS, (traceparent, tracestate), strict=True) if value}
+    request = StoredRequest("v1" if protocol == b"v1" else "v2", body or b"", _text(content_type),
+                            _text(header_length), _text(request_id), trace, _text(query))
+    return Claim(model, entry, int(attempts), request, float(created or 0))
 
 
 def _entries(raw: Sequence[Any]) -> list[Entry]:

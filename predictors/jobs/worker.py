@@ -34,8 +34,9 @@ from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
 from predictors.errors import ModelNotReady, PredictorError, ServiceBusy
+from predictors.jobs.coalesce import Coalescing
 from predictors.jobs.execute import JobExecutor
-from predictors.jobs.store import Claim, Entry, JobStore
+from predictors.jobs.store import Claim, Entry, JobStore, Outcome
 from predictors.runtime import ModelRuntime
 from predictors.server.errors import report_error
 from predictors.settings import Settings
@@ -52,9 +53,15 @@ T = TypeVar("T")
 BLOCK_MS = 1000
 #: how often a loop whose batcher is full looks again (the batcher does not signal it)
 ROOM_POLL_SECONDS = 0.02
+#: how long a loop whose own running jobs fill its room waits for one of them to end (which is signalled) before
+#: it looks again all the same; also how soon it notices `stop` then
+OWN_ROOM_WAIT_SECONDS = 1.0
 BACKLOG_REFRESH_SECONDS = 1.0
 #: longest pause of a model's consumer after its batcher refused a job (busy, not ready)
 REFUSED_PAUSE_MAX = 5.0
+#: how long a finished job's outcome waits for those of its batch, to be written with them: a batch's jobs
+#: finish within a few milliseconds of each other; a job takes a forward pass, far longer
+FINISH_WINDOW_SECONDS = 0.005
 #: pauses between retries while Redis is unreachable
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 #: a job whose processes keep dying has no error of its own
@@ -108,6 +115,11 @@ class JobWorker:
         #: a model's consumer takes nothing until then (its batcher refused a job: busy or not ready)
         self._paused_until: dict[str, float] = dict.fromkeys(self.runtimes, 0.0)
         self._finished = asyncio.Event()
+        #: the outcomes of a batch's jobs go to Redis together
+        self._finishes: Coalescing[Outcome, bool] = Coalescing(
+            lambda outcomes: self.store.finish_many(outcomes, self.consumer,
+                                                    ttl_seconds=self.settings.jobs_result_ttl_seconds),
+            FINISH_WINDOW_SECONDS)
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -140,6 +152,7 @@ class JobWorker:
             if unfinished:
                 logger.warning("jobs: %d job(s) left pending for another process to take over (after %d s)",
                                len(unfinished), self.settings.jobs_visibility_timeout_seconds)
+        await self._finishes.settled()
         self._tasks[-1].cancel()
         await asyncio.gather(self._tasks[-1], return_exceptions=True)
         for name in self.runtimes:
@@ -169,9 +182,14 @@ class JobWorker:
                     next_backlog = time.monotonic() + BACKLOG_REFRESH_SECONDS
                     self.outage.ok()
                 takes = runtime.ready and time.monotonic() >= self._paused_until[model]
-                room = min(most, runtime.free_slots) - len(running) if takes else 0
+                free_slots = runtime.free_slots
+                room = min(most, free_slots) - len(running) if takes else 0
                 if room <= 0:
-                    await self._wait_for_room()
+                    # Our own jobs fill the room: one of them ending is what frees it, and that is signalled.
+                    # Else the batcher's queue is full of synchronous requests, or the consumer is paused:
+                    # nothing signals their end, so look again soon.
+                    ours = takes and most <= free_slots
+                    await self._wait_for_room(OWN_ROOM_WAIT_SECONDS if ours else ROOM_POLL_SECONDS)
                     continue
                 entries: list[Entry] = []
                 now = time.monotonic()
@@ -186,18 +204,16 @@ class JobWorker:
                         next_reclaim = now + min(5.0, self.visibility_ms / 2000)
                 if not entries:
                     entries = await self.store.read(model, self.consumer, room, BLOCK_MS)
-                for entry in entries:
-                    if entry.entry_id not in running:  # (a run of ours reclaimed after a stall runs once here)
-                        running[entry.entry_id] = asyncio.get_running_loop().create_task(
-                            self._run(model, entry), name=f"job-{entry.job_id}")
+                # (a run of ours reclaimed after a stall runs once here)
+                await self._start(model, [entry for entry in entries if entry.entry_id not in running])
                 self.outage.ok()
             except RedisError as error:
                 await asyncio.sleep(self.outage.failed(f"reading the jobs of model {model}", error))
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, at_most: float) -> None:
         self._finished.clear()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._finished.wait(), timeout=ROOM_POLL_SECONDS)
+            await asyncio.wait_for(self._finished.wait(), timeout=at_most)
 
     async def _heartbeat(self) -> None:
         interval = self.visibility_ms / 3000
@@ -209,21 +225,31 @@ class JobWorker:
 
     # ---- one run ---------------------------------------------------------------------------------
 
-    async def _run(self, model: str, entry: Entry) -> None:
-        try:
-            claim = await self.store.start(model, entry, self.consumer, max_attempts=self.settings.jobs_max_attempts,
-                                           ttl_seconds=self.settings.jobs_result_ttl_seconds,
-                                           exhausted_error=EXHAUSTED_ERROR)
-            if claim == "exhausted":
+    async def _start(self, model: str, entries: list[Entry]) -> None:
+        """Begin the runs of `entries` (one round trip to Redis for all of them) and run each in a task of its
+        own. An entry not started stays pending and is taken over after the visibility timeout."""
+        if not entries:
+            return
+        started = await self.store.start_many(model, entries, self.consumer,
+                                              max_attempts=self.settings.jobs_max_attempts,
+                                              ttl_seconds=self.settings.jobs_result_ttl_seconds,
+                                              exhausted_error=EXHAUSTED_ERROR)
+        for entry, claim in zip(entries, started, strict=True):
+            if isinstance(claim, Claim):
+                self._running[model][entry.entry_id] = asyncio.get_running_loop().create_task(
+                    self._run(claim), name=f"job-{entry.job_id}")
+            elif claim == "exhausted":
                 self.metrics.jobs.labels(model, "failed").inc()
                 logger.warning("job %s of model %s failed: %s", entry.job_id, model, EXHAUSTED_ERROR["error"])
-            if isinstance(claim, Claim):
-                await self._execute(claim)
-        except RedisError as error:
-            # not started: the entry stays pending and is reclaimed after the visibility timeout
-            self.outage.failed(f"starting job {entry.job_id}", error)
+            elif isinstance(claim, RedisError):  # a script error: not expected, and not the job's fault
+                logger.warning("jobs: could not start job %s of model %s (%s: %s); it is taken over after the "
+                               "visibility timeout", entry.job_id, model, type(claim).__name__, claim)
+
+    async def _run(self, claim: Claim) -> None:
+        try:
+            await self._execute(claim)
         finally:
-            self._running[model].pop(entry.entry_id, None)
+            self._running[claim.model].pop(claim.entry.entry_id, None)
             self._finished.set()
 
     async def _execute(self, claim: Claim) -> None:
@@ -262,8 +288,7 @@ class JobWorker:
             logger.info("job %s: run %d of %d failed (%s); queued again", claim.entry.job_id, claim.attempts,
                         settings.jobs_max_attempts, details["code"])
             return
-        written = await self._persist(lambda: self.store.finish(
-            claim, self.consumer, result=result, error=details, ttl_seconds=settings.jobs_result_ttl_seconds))
+        written = await self._persist(lambda: self._finishes(Outcome(claim, result, details)))
         status = "succeeded" if error is None else "failed"
         if written is None:
             logger.warning("job %s: its outcome could not be written (Redis unavailable); it will run again",

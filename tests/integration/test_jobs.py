@@ -561,6 +561,8 @@ def test_the_backlog_bound_and_expiry(short: ServerProcess) -> None:
 
 def test_a_clean_stop_leaves_the_consumer_group(short: ServerProcess, redis_server: RedisServer) -> None:
     redis = redis_server.client(db=1)
+    # the consumer exists once it has taken a job (whether or not the test above ran)
+    assert wait_for(short, submitted(short, FAULTY, faulty_image()))["status"] == "succeeded"
     assert b"short" in [consumer["name"] for consumer in redis.xinfo_consumers(stream(FAULTY), "predictors")]
     assert short.stop() == 0
     assert redis.xinfo_consumers(stream(FAULTY), "predictors") == []

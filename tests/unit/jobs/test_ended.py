@@ -19,7 +19,7 @@ from predictors.errors import InvalidInput, JobNotFound, JobsUnavailable
 from predictors.jobs import service as service_module
 from predictors.jobs.ended import REREAD_SECONDS, JobEndings
 from predictors.jobs.service import JobService, wait_seconds
-from predictors.jobs.store import Claim, JobStore, connect
+from predictors.jobs.store import Claim, JobStore, Outcome, connect
 from predictors.server.dataplane import PredictorDataPlane
 from predictors.settings import Settings
 from predictors.telemetry.metrics import Metrics
@@ -253,3 +253,19 @@ async def test_a_redis_user_without_the_channel_still_ends_its_jobs(redis_server
         await limited.aclose()
         await endings.aclose()
         await store.redis.acl_deluser(user)
+
+
+async def test_runs_finished_together_wake_each_of_their_jobs_waiters(store: JobStore, endings: JobEndings) -> None:
+    job_ids = [await submit(store) for _ in range(3)]
+    await store.ensure_group(MODEL)
+    entries = await store.read(MODEL, "pod-a", count=3, block_ms=10)
+    started = await store.start_many(MODEL, entries, "pod-a", max_attempts=3, ttl_seconds=TTL,
+                                     exhausted_error=EXHAUSTED)
+    claims = [claim for claim in started if isinstance(claim, Claim)]
+    with endings.waiter(job_ids[0]) as first, endings.waiter(job_ids[1]) as second, \
+            endings.waiter(job_ids[2]) as third:
+        assert await endings.subscribed(5.0)
+        assert await store.finish_many([Outcome(claim, b"1") for claim in claims[:2]], "pod-a",
+                                       ttl_seconds=TTL) == [True, True]
+        assert await is_set(first) and await is_set(second)
+        assert not await is_set(third, 0.3)  # still running

@@ -8,9 +8,20 @@ import json
 
 import orjson
 import pytest
+from redis.exceptions import ResponseError
 
 from predictors.errors import ServiceBusy
-from predictors.jobs.store import GROUP, Claim, JobStore, StoredRequest, idempotency_key, job_key, stream_key
+from predictors.jobs import scripts
+from predictors.jobs.store import (
+    GROUP,
+    Claim,
+    JobStore,
+    Outcome,
+    StoredRequest,
+    idempotency_key,
+    job_key,
+    stream_key,
+)
 
 MODEL = "general-recognition"
 REQUEST = StoredRequest("v2", b'{"inputs": []}', "application/json", "", "req-1",
@@ -219,3 +230,68 @@ async def test_a_lost_group_is_made_again(store: JobStore) -> None:
         assert await store.redis.xinfo_groups(stream_key(MODEL))  # made again
     await submit(store)
     assert len(await store.read(MODEL, "pod-a", count=1, block_ms=10)) == 1
+
+
+async def test_runs_started_and_finished_together_are_each_what_one_call_gives(store: JobStore) -> None:
+    """A batch's starts and finishes go to Redis in one pipeline each: every job gets exactly the answer of
+    its own call, including one that had ended already, and no SCRIPT EXISTS trip is added."""
+    job_ids = [await submit(store) for _ in range(4)]
+    await store.ensure_group(MODEL)
+    entries = await store.read(MODEL, "pod-a", count=4, block_ms=10)
+    await store.start(MODEL, entries[0], "pod-a", max_attempts=3, ttl_seconds=TTL, exhausted_error=EXHAUSTED)
+    for script in (scripts.FINISH, scripts.CANCEL):  # known to Redis, as in a server that has run jobs
+        await store.redis.script_load(script)
+    script_calls = await _script_command_calls(store)
+    started = await store.start_many(MODEL, entries, "pod-a", max_attempts=3, ttl_seconds=TTL,
+                                     exhausted_error=EXHAUSTED)
+    # the first one was started already: its entry is the job's, so it runs again (a second attempt)
+    assert [claim.attempts for claim in started if isinstance(claim, Claim)] == [2, 1, 1, 1]
+    assert [claim.entry.job_id for claim in started if isinstance(claim, Claim)] == job_ids
+    assert all(claim.request == REQUEST for claim in started if isinstance(claim, Claim))
+    claims = [claim for claim in started if isinstance(claim, Claim)]
+    await store.cancel(job_ids[1])
+    written = await store.finish_many([Outcome(claims[0], b'"r0"'), Outcome(claims[1], b'"r1"'),
+                                       Outcome(claims[2], error={"error": "bad", "code": "INVALID_INPUT"}),
+                                       Outcome(claims[3], b'"r3"')], "pod-a", ttl_seconds=TTL)
+    assert written == [True, False, True, True]
+    assert [await status(store, job_id) for job_id in job_ids] == ["succeeded", "cancelled", "failed", "succeeded"]
+    view = await store.get(job_ids[3])
+    assert view is not None and view.outcome == b'"r3"'
+    assert await store.backlog(MODEL) == 0
+    assert await _script_command_calls(store) == script_calls
+
+
+async def test_a_batch_runs_after_redis_forgot_the_scripts(store: JobStore) -> None:
+    """NOSCRIPT (Redis restarted, SCRIPT FLUSH): each script of the pipeline is loaded and run on its own."""
+    job_ids = [await submit(store) for _ in range(3)]
+    await store.ensure_group(MODEL)
+    entries = await store.read(MODEL, "pod-a", count=3, block_ms=10)
+    await store.redis.script_flush()
+    started = await store.start_many(MODEL, entries, "pod-a", max_attempts=3, ttl_seconds=TTL,
+                                     exhausted_error=EXHAUSTED)
+    assert [claim.entry.job_id for claim in started if isinstance(claim, Claim)] == job_ids
+    await store.redis.script_flush()
+    claims = [claim for claim in started if isinstance(claim, Claim)]
+    assert await store.finish_many([Outcome(claim, b"1") for claim in claims], "pod-a",
+                                   ttl_seconds=TTL) == [True, True, True]
+    assert {await status(store, job_id) for job_id in job_ids} == {"succeeded"}
+
+
+async def test_a_script_error_is_its_own_jobs_only(store: JobStore) -> None:
+    job_ids = [await submit(store) for _ in range(3)]
+    await store.ensure_group(MODEL)
+    entries = await store.read(MODEL, "pod-a", count=3, block_ms=10)
+    await store.redis.delete(job_key(job_ids[1]))
+    await store.redis.set(job_key(job_ids[1]), "not a hash")  # HMGET on it fails inside the script
+    started = await store.start_many(MODEL, entries, "pod-a", max_attempts=3, ttl_seconds=TTL,
+                                     exhausted_error=EXHAUSTED)
+    assert isinstance(started[0], Claim) and isinstance(started[2], Claim)
+    assert isinstance(started[1], ResponseError) and "WRONGTYPE" in str(started[1])
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await store.start(MODEL, entries[1], "pod-a", max_attempts=3, ttl_seconds=TTL, exhausted_error=EXHAUSTED)
+
+
+async def _script_command_calls(store: JobStore) -> int:
+    """How many SCRIPT commands (EXISTS, LOAD, ...) Redis has served."""
+    stats = await store.redis.info("commandstats")
+    return sum(int(value["calls"]) for name, value in stats.items() if name.startswith("cmdstat_script"))

@@ -21,7 +21,7 @@ from predictors.errors import ServiceBusy
 from predictors.jobs.execute import JobExecutor
 from predictors.jobs.service import JobService
 from predictors.jobs.store import Claim, JobStore, connect
-from predictors.jobs.worker import JobWorker
+from predictors.jobs.worker import OWN_ROOM_WAIT_SECONDS, JobWorker
 from predictors.models.base import ModelConfig
 from predictors.runtime import ModelRuntime
 from predictors.server.dataplane import PredictorDataPlane
@@ -100,3 +100,18 @@ async def test_a_refused_job_waits_without_using_a_run(served: tuple[JobService,
     done = await finished(service, job_id)
     assert done["status"] == "succeeded" and done["attempts"] == 1  # the refused run did not count
     assert time.monotonic() - started >= 0.8  # it waited out the pause
+
+
+async def test_a_consumer_whose_jobs_fill_its_room_takes_more_as_soon_as_one_ends(
+        served: tuple[JobService, JobWorker]) -> None:
+    """Its own jobs ending is signalled: refilling does not wait for the loop's look-again time (1 s), so 30
+    jobs through a room of 6 (3 x max_batch_size 2) take five refills, far less than 5 x 1 s."""
+    service, worker = served
+    ids = [json.loads((await service.submit(MODEL, "v1", v1(4 + index % 3), {})).body)["id"] for index in range(30)]
+    assert OWN_ROOM_WAIT_SECONDS == 1.0
+    started = time.monotonic()
+    worker.start()
+    documents = [await finished(service, job_id) for job_id in ids]
+    elapsed = time.monotonic() - started
+    assert {document["status"] for document in documents} == {"succeeded"}
+    assert elapsed < 2.5, f"30 jobs took {elapsed:.2f} s: the loop waited for its look-again time between refills"
