@@ -24,9 +24,10 @@ as the jobs' tests do). The same v1 JSON bodies go to ``:predict`` and to ``:sub
 4. idle: `idle_submits` submits one at a time, each after the previous job finished; the 202 of an idle
    server.
 
-One client per scenario follows the jobs in submission order (``GET /v2/jobs/{id}`` on the oldest
-unfinished one, with the SDK's `wait` back-off while it runs), so the server answers the polls one client of
-ours sends; finish times are the server's ``finished_at``, not when the poller noticed.
+One client per scenario follows the jobs in submission order, one request at a time on the oldest unfinished
+one, sending what the SDK's `wait` sends (long polls ``GET /v2/jobs/{id}?wait=20``, answered as soon as the
+job ends), so the server answers the requests one client of ours makes; finish times are the server's
+``finished_at``, not when the follower noticed.
 
 Targets: job throughput >= 0.95 x sync throughput (burst and steady), submit p99 <= 20 ms (busy and idle),
 and exactly once: every submit accepted, every job succeeded with one result each, the server's
@@ -49,13 +50,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from predictors_client.jobs import Polling
+from predictors_client.jobs import LONG_POLL_GRACE_SECONDS, LONG_POLL_SECONDS, LongPolls, Polling, long_poll_path
 
 from bench import loadgen
 from bench.common import Request, latency_summary, ratio
@@ -144,10 +144,12 @@ async def submit(client: httpx.AsyncClient, requests: list[Request], ledger: Led
 
 
 async def follow(client: httpx.AsyncClient, ledger: Ledger) -> None:
-    """GET the oldest unfinished job until it has ended, then the next, until the submitters are done and
-    every job they submitted has ended. Each job is polled as the SDK's `wait` polls one (`Polling`: 50 ms,
-    then each pause 1.5 x longer, at most 2 s), so the server answers the polls a client of ours sends."""
-    pauses: Iterator[float] | None = None
+    """Follow the oldest unfinished job until it has ended, then the next, until the submitters are done and
+    every job they submitted has ended. Each job is followed as the SDK's `wait` follows one (`LongPolls`):
+    long polls ``GET /v2/jobs/{id}?wait=20`` that the server answers as soon as the job ends, and `Polling`'s
+    pauses only after an answer that came back early with the job unfinished, so the server answers the
+    requests a client of ours makes."""
+    polls: LongPolls | None = None
     while True:
         if ledger.followed >= len(ledger.submitted):
             if ledger.submitting_done and ledger.followed >= len(ledger.submitted):
@@ -155,19 +157,20 @@ async def follow(client: httpx.AsyncClient, ledger: Ledger) -> None:
             await asyncio.sleep(IDLE_SECONDS)
             continue
         job = ledger.submitted[ledger.followed]
-        pauses = pauses or Polling().pauses()
+        polls = polls or LongPolls(job.job_id, math.inf)  # no deadline: followed until it ends
+        hold = polls.hold(None)
         try:
-            response = await client.get(f"/v2/jobs/{job.job_id}")
+            response = await client.get(long_poll_path(job.job_id, hold), timeout=hold + LONG_POLL_GRACE_SECONDS)
         except httpx.HTTPError:
-            await asyncio.sleep(next(pauses))
+            await asyncio.sleep(polls.pause())
             continue
         document = response.json() if response.status_code == 200 else {"status": f"http {response.status_code}"}
         if response.status_code == 200 and document["status"] not in FINAL:
-            await asyncio.sleep(next(pauses))
+            await asyncio.sleep(polls.pause())
             continue
         ledger.documents[job.job_id] = document
         ledger.followed += 1
-        pauses = None  # the next job's polls start again at the first pause
+        polls = None  # the next job's requests start afresh
         ledger.progress.set()
 
 
@@ -476,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp, env, began, results = open_run(args, "jobs", argv)
     results["settings"] = {**p, "sync_concurrency": SYNC_CONCURRENCY, "submitters": SUBMITTERS,
                            "steady_backlog": STEADY_BACKLOG, "polling": asdict(Polling()),
+                           "long_poll_seconds": LONG_POLL_SECONDS,
                            "max_batch_size": default("max_batch_size"), "max_latency_ms": default("max_latency_ms"),
                            "max_queue": default("max_queue")}
     repository = write_variants(args, env, {args.model: {}})  # the server's batching defaults

@@ -1,6 +1,6 @@
 """`predictors infer MODEL FILE`: call a running server through the SDK (`predictors_client`) and print
 the answer for humans, or as JSON with `--json`. With `--async` the request is submitted as a job and
-its result polled for (the server needs jobs on), then printed the same way.
+its result waited for with long polls (the server needs jobs on), then printed the same way.
 
 What the model is comes from its v2 metadata (its outputs), so any served name works: labels print as a
 table, face enhancement saves the image and prints its quality, entailment prints the label and scores.
@@ -49,7 +49,7 @@ def add_arguments(infer: argparse.ArgumentParser) -> None:
     infer.add_argument("--protocol", choices=["binary", "json"], default="binary",
                        help="v2 binary tensors (default) or v2 JSON")
     infer.add_argument("--async", dest="as_job", action="store_true",
-                       help="submit an asynchronous job and poll for its result (--timeout bounds the wait)")
+                       help="submit an asynchronous job and wait for its result (--timeout bounds the wait)")
 
 
 def exit_code(error: Exception) -> int:
@@ -118,7 +118,7 @@ def _call(client: Any, kind: str, args: argparse.Namespace) -> Any:
 
 
 def _as_job(client: Any, kind: str, args: argparse.Namespace) -> Any:
-    """The same request as a job: submitted, polled with back-off until it ends, its result typed the same."""
+    """The same request as a job: submitted, waited for with long polls until it ends, its result typed the same."""
     from predictors_client.results import entailments_from, faces_from, labels_from
 
     inputs: dict[str, Any] = {"image": args.image}

@@ -4,6 +4,7 @@
 - `execute.py`: a stored request run through the synchronous route's own path (KServe data plane ->
   model hooks -> `ModelRuntime`), so a job's result is the synchronous answer;
 - `worker.py`: one consumer loop per model (XREADGROUP / XAUTOCLAIM), bounded by the batcher's room;
-- `service.py`: submit / get / cancel for the routes, with validation and the error mapping;
+- `service.py`: submit / get (and its long poll) / cancel for the routes, with validation and the error mapping;
+- `ended.py`: the long polls waiting in this process, woken by the one subscription to the jobs that ended;
 - `routes.py`: the REST routes, a thin adapter onto the service.
 """

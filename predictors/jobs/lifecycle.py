@@ -1,8 +1,8 @@
 """`Jobs`: asynchronous jobs as one part of the server, from start to drain.
 
-Two Redis clients: the routes' (short timeouts: a submit answers 503 `JOBS_UNAVAILABLE` fast) and the
-worker's (its reads block up to a second). Neither connects before it is used, so the server starts and
-serves synchronous requests whether Redis is there or not.
+Three Redis clients: the routes' (short timeouts: a submit answers 503 `JOBS_UNAVAILABLE` fast), the
+worker's (its reads block up to a second) and the long polls' subscription (`ended.py`). None connects
+before it is used, so the server starts and serves synchronous requests whether Redis is there or not.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from predictors.jobs.ended import LISTEN_BLOCK_SECONDS, JobEndings
 from predictors.jobs.execute import JobExecutor
 from predictors.jobs.service import JobService
 from predictors.jobs.store import JobStore, connect
@@ -31,7 +32,8 @@ class Jobs:
         url = settings.jobs_redis_url
         assert url is not None
         self.url = url
-        self.service = JobService(settings, JobStore(connect(url)), dataplane, metrics)
+        self.endings = JobEndings(lambda: connect(url, socket_timeout=LISTEN_BLOCK_SECONDS + 5))
+        self.service = JobService(settings, JobStore(connect(url)), dataplane, metrics, self.endings)
         worker_store = JobStore(connect(url, socket_timeout=BLOCK_MS / 1000 + 5))
         self.worker = JobWorker(settings, worker_store, JobExecutor(dataplane), runtimes, metrics, tracing_enabled)
 
@@ -40,13 +42,15 @@ class Jobs:
         self.worker.start()
 
     def stop(self, grace_seconds: float) -> None:
-        """SIGTERM: take no new jobs (signal-safe)."""
+        """SIGTERM: take no new jobs, answer the held long polls now (signal-safe)."""
         self.worker.stop(grace_seconds)
+        self.endings.release()
 
     async def aclose(self) -> None:
         await self.worker.drain()
         await self.worker.store.aclose()
         await self.service.store.aclose()
+        await self.endings.aclose()
 
 
 def redacted(url: str) -> str:

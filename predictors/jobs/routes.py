@@ -3,7 +3,8 @@
 - ``POST /v2/models/{name}/jobs`` (a v2 body: JSON or binary extension) and ``POST /v1/models/{name}:submit``
   (a v1 body: JSON, or an upload with its query string, as ``:predict`` takes) -> 202,
   ``Location: /v2/jobs/{id}``, ``{"id", "model", "status", "created_at"}``;
-- ``GET /v2/jobs/{id}`` -> the job, with its ``result`` or ``error`` once it has one;
+- ``GET /v2/jobs/{id}`` -> the job, with its ``result`` or ``error`` once it has one; with ``?wait=S`` a long
+  poll: answered once the job is final, or after S seconds (at most 30) with the job as it is then;
 - ``DELETE /v2/jobs/{id}`` -> cancels a queued or running job; answers the job as it is afterwards.
 
 The routes exist on every server; without ``jobs_redis_url`` they answer 404 `JOBS_DISABLED`. The edge
@@ -15,7 +16,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, Response
 
 from predictors.errors import JobsDisabled
-from predictors.jobs.service import JobService
+from predictors.jobs.service import JobService, wait_seconds
 
 JSON = "application/json"
 
@@ -39,8 +40,9 @@ def install_job_routes(app: FastAPI, service: JobService | None) -> None:
     async def submit_v1(model_name: str, request: Request) -> Response:
         return await accept(model_name, request, "v1")
 
-    async def get_job(job_id: str) -> Response:
-        return Response(await enabled().get(job_id), media_type=JSON)
+    async def get_job(job_id: str, request: Request) -> Response:
+        service = enabled()
+        return Response(await service.get(job_id, wait_seconds(request.query_params.get("wait"))), media_type=JSON)
 
     async def cancel_job(job_id: str) -> Response:
         return Response(await enabled().cancel(job_id), media_type=JSON)

@@ -2,7 +2,10 @@
 
 Keys (`store.py` builds them): the model's stream ``predictors:jobs:{model}`` (one entry per queued run,
 field ``job`` = the job id), the job's hash ``predictors:job:{id}`` (with a TTL) and an optional
-idempotency key ``predictors:idem:{model}:{key}`` (the job id, same TTL).
+idempotency key ``predictors:idem:{model}:{key}`` (the job id, same TTL). The scripts that make a job
+final also publish its id on the channel ``predictors:job-ended`` (`jobs/ended.py` wakes the long polls),
+with ``pcall``: a Redis user not allowed that channel (ACL) still ends its jobs; only its long polls do not
+hear of it (they re-read the job every 2 s).
 
 A finished run is acknowledged and deleted from the stream in the same script that writes its outcome,
 so the stream's length is the model's backlog (queued and running jobs) and an entry is never run after
@@ -41,8 +44,8 @@ end
 return {'created', job_id}
 """
 
-#: KEYS: job hash, stream; ARGV: entry, group, consumer, now, max attempts, ttl, error if exhausted
-#: -> {'run', attempts, fields...} | {'skip', status} | {'exhausted'}
+#: KEYS: job hash, stream; ARGV: entry, group, consumer, now, max attempts, ttl, error if exhausted,
+#: ended channel, job id -> {'run', attempts, fields...} | {'skip', status} | {'exhausted'}
 START = _RELEASE_ENTRY + """
 local stream, group, entry = KEYS[2], ARGV[2], ARGV[1]
 local state = redis.call('HMGET', KEYS[1], 'status', 'entry', 'attempts')
@@ -62,6 +65,7 @@ if tonumber(state[3] or '0') >= tonumber(ARGV[5]) then
   redis.call('HDEL', KEYS[1], 'body')
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
   release(stream, group, entry)
+  redis.pcall('PUBLISH', ARGV[8], ARGV[9])
   return {'exhausted'}
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -71,8 +75,8 @@ local request = redis.call('HMGET', KEYS[1], 'protocol', 'body', 'content_type',
 return {'run', attempts, unpack(request)}
 """
 
-#: KEYS: job hash, stream; ARGV: entry, group, status, 'result'|'error', payload, now, ttl, consumer
-#: -> 'written' | the status that was already final | 'expired'
+#: KEYS: job hash, stream; ARGV: entry, group, status, 'result'|'error', payload, now, ttl, consumer,
+#: ended channel, job id -> 'written' | the status that was already final | 'expired'
 FINISH = _RELEASE_ENTRY + """
 release(KEYS[2], ARGV[2], ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -84,6 +88,7 @@ local ttl = tonumber(ARGV[7])
 redis.call('EXPIRE', KEYS[1], ttl)
 local idempotency_key = redis.call('HGET', KEYS[1], 'idempotency_key')
 if idempotency_key then redis.call('EXPIRE', idempotency_key, ttl) end
+redis.pcall('PUBLISH', ARGV[9], ARGV[10])
 return 'written'
 """
 
@@ -100,13 +105,15 @@ if ARGV[5] == '0' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
 return 'requeued'
 """
 
-#: KEYS: job hash; ARGV: now -> {1 if this call cancelled it else 0, status}, or false: no such job
+#: KEYS: job hash; ARGV: now, ended channel, job id -> {1 if this call cancelled it else 0, status}, or false:
+#: no such job
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status == 'queued' or status == 'running' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
   redis.call('HDEL', KEYS[1], 'body')
+  redis.pcall('PUBLISH', ARGV[2], ARGV[3])
   return {1, 'cancelled'}
 end
 return {0, status}

@@ -4,12 +4,17 @@ A submission is checked as the synchronous route checks a request (body, codec, 
 refused with the same 4xx before anything is queued. Redis being unreachable (or refusing writes) is
 503 `JOBS_UNAVAILABLE` with `Retry-After`, answered within the client's short timeouts; the synchronous
 routes never touch Redis.
+
+``GET /v2/jobs/{id}?wait=S`` is a long poll: it answers as soon as the job is final, else after S seconds
+(at most `MAX_WAIT_SECONDS`) with the job as it is then; `ended.py` wakes it when the job ends anywhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -19,8 +24,9 @@ import orjson
 from redis.exceptions import RedisError
 
 from predictors.errors import InvalidInput, JobNotFound, JobsUnavailable
+from predictors.jobs.ended import REREAD_SECONDS, JobEndings
 from predictors.jobs.execute import JobExecutor
-from predictors.jobs.store import TRACE_FIELDS, JobStore, JobView, StoredRequest
+from predictors.jobs.store import FINAL_STATUSES, TRACE_FIELDS, JobStore, JobView, StoredRequest
 from predictors.server.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
 from predictors.server.kserve_model import KServeModel
 from predictors.settings import Settings
@@ -35,6 +41,9 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 #: what a caller is told to wait when Redis cannot be reached
 UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+#: the longest a long poll is held, whatever it asks: ingresses and load balancers commonly cut requests
+#: idle for 60 s (and some for less), and an answer after 30 s leaves room for the network and a retry
+MAX_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,12 @@ class Accepted:
 
 
 class JobService:
-    def __init__(self, settings: Settings, store: JobStore, dataplane: PredictorDataPlane, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: JobStore, dataplane: PredictorDataPlane, metrics: Metrics,
+                 endings: JobEndings | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: wakes the long polls; without it `get` answers at once whatever `wait_seconds` asks
+        self.endings = endings
         self.dataplane = dataplane
         self.executor = JobExecutor(dataplane)
         self.metrics = metrics
@@ -79,8 +91,28 @@ class JobService:
             fields = {name: view.fields[name] for name in ("id", "model", "status", "created_at")}
         return Accepted(f"/v2/jobs/{submitted.job_id}", orjson.dumps(fields))
 
-    async def get(self, job_id: str) -> bytes:
-        return (await self._view(job_id, "reading")).to_json()
+    async def get(self, job_id: str, wait: float = 0.0) -> bytes:
+        """The job; with `wait` > 0 (seconds), once it is final or when that time (capped) has passed."""
+        if wait <= 0 or self.endings is None:
+            return (await self._view(job_id, "reading")).to_json()
+        return (await self._held(job_id, min(wait, MAX_WAIT_SECONDS), self.endings)).to_json()
+
+    async def _held(self, job_id: str, hold: float, endings: JobEndings) -> JobView:
+        _check_id(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hold
+        # Registered and subscribed before the first read: an end published after that read wakes it.
+        with endings.waiter(job_id) as ended:
+            subscribed = await endings.subscribed(hold)
+            while True:
+                ended.clear()
+                view = await self._view(job_id, "reading")
+                remaining = deadline - loop.time()
+                # not subscribed (Redis unreachable, or shutting down): answered at once, as a plain GET
+                if not subscribed or endings.released or view.status in FINAL_STATUSES or remaining <= 0:
+                    return view
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ended.wait(), min(remaining, REREAD_SECONDS))
 
     async def cancel(self, job_id: str) -> bytes:
         _check_id(job_id)
@@ -100,6 +132,21 @@ class JobService:
         if view is None:
             raise _not_found(job_id)
         return view
+
+
+def wait_seconds(raw: str | None) -> float:
+    """The ``wait`` query parameter of a GET: absent is 0 (answer at once); not a finite number >= 0 is
+    400 INVALID_INPUT."""
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidInput(f"wait must be a number of seconds >= 0 (at most {MAX_WAIT_SECONDS:g} are waited), "
+                           f"got {raw[:40]!r}")
+    return seconds
 
 
 def _check_id(job_id: str) -> None:

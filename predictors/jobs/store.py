@@ -6,6 +6,7 @@
   then its result or error), expiring ``jobs_result_ttl_seconds`` after submission and again after it
   finished.
 - ``predictors:idem:{model}:{key}``: an ``Idempotency-Key``'s job id, with the job's TTL.
+- ``predictors:job-ended`` (a pub/sub channel, not a key): the id of each job that just became final.
 
 Every change of a job's state is one Lua script (`scripts.py`), so that a result is written once even when
 two processes ran the same job (one was thought dead and its entry reclaimed): the first outcome wins, a
@@ -48,6 +49,10 @@ def job_key(job_id: str) -> str:
 
 def idempotency_key(model: str, key: str) -> str:
     return f"predictors:idem:{model}:{key}"
+
+
+#: where the scripts that make a job final publish its id (`ended.py` wakes the long polls waiting for it)
+JOB_ENDED_CHANNEL = "predictors:job-ended"
 
 
 def iso(moment: datetime) -> str:
@@ -204,7 +209,7 @@ class JobStore:
     async def cancel(self, job_id: str) -> bool | None:
         """Cancel a queued or running job: True when this call cancelled it, False when it had ended
         already, None when there is no such job."""
-        answer = await self._cancel(keys=[job_key(job_id)], args=[now_iso()])
+        answer = await self._cancel(keys=[job_key(job_id)], args=[now_iso(), JOB_ENDED_CHANNEL, job_id])
         return None if not answer else bool(answer[0])
 
     async def backlog(self, model: str) -> int:
@@ -274,7 +279,8 @@ class JobStore:
         now, exhausted = now_iso(), orjson.dumps(exhausted_error)
         answers = await self._in_one_trip([
             (self._start, [job_key(entry.job_id), stream_key(model)],
-             [entry.entry_id, GROUP, consumer, now, max_attempts, ttl_seconds, exhausted])
+             [entry.entry_id, GROUP, consumer, now, max_attempts, ttl_seconds, exhausted, JOB_ENDED_CHANNEL,
+              entry.job_id])
             for entry in entries
         ])
         return [answer if isinstance(answer, RedisError) else _started(model, entry, answer)
@@ -300,7 +306,7 @@ class JobStore:
                 ("failed", "error", orjson.dumps(outcome.error))
             calls.append((self._finish, [job_key(outcome.claim.entry.job_id), stream_key(outcome.claim.model)],
                           [outcome.claim.entry.entry_id, GROUP, status, name, payload or b"null", now, ttl_seconds,
-                           consumer]))
+                           consumer, JOB_ENDED_CHANNEL, outcome.claim.entry.job_id]))
         return [answer if isinstance(answer, RedisError) else answer == b"written"
                 for answer in await self._in_one_trip(calls)]
 

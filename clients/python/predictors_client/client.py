@@ -31,7 +31,16 @@ from predictors_client.errors import (
     error_for,
 )
 from predictors_client.images import ImageBatch, ImageLike, encode_images, image_bytes
-from predictors_client.jobs import Job, Polling, job_from, job_id, outcome
+from predictors_client.jobs import (
+    LONG_POLL_GRACE_SECONDS,
+    Job,
+    LongPolls,
+    Polling,
+    job_from,
+    job_id,
+    long_poll_path,
+    outcome,
+)
 from predictors_client.results import (
     EnhancedFace,
     Entailment,
@@ -241,6 +250,13 @@ class _Calls:
     def _job_call(self, method: str, job: Job | str, timeout_ms: float | None) -> _Call[Job]:
         return self._call(method, f"/v2/jobs/{job_id(job)}", None, {}, job_from, timeout_ms, None)
 
+    def _long_poll_call(self, polls: LongPolls, current: Job | None) -> _Call[Job]:
+        hold = polls.hold(current)
+        # the whole time left (not just the hold) for the call's retries (503 JOBS_UNAVAILABLE, a lost
+        # connection), plus a grace so that its answer after the hold is never cut off
+        budget = max(hold, polls.deadline - time.monotonic()) + LONG_POLL_GRACE_SECONDS
+        return self._call("GET", long_poll_path(polls.job_id, hold), None, {}, job_from, budget * 1000, None)
+
     def _metadata_call(self, model: str, timeout_ms: float | None, request_id: str | None) -> _Call[Any]:
         return self._call("GET", f"/v2/models/{model}", None, {}, _decode_json, timeout_ms, request_id)
 
@@ -274,14 +290,6 @@ def _columns(inputs: Mapping[str, Any]) -> dict[str, Sequence[Element]]:
         # str elements are text; anything else is binary content (bytes, a path-like, a file, a PIL image)
         columns[name] = [v if isinstance(v, str) else image_bytes(v) for v in values]
     return columns
-
-
-def _still_waiting(job: Job, deadline: float, budget: float) -> float:
-    """Seconds left to wait for `job`; raises `Timeout` when none are."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise Timeout(f"job {job.id} did not finish within {budget:.3g} s (it is {job.status})", request_id=job.id)
-    return remaining
 
 
 class Client(_Calls):
@@ -412,17 +420,20 @@ class Client(_Calls):
         return self._run(self._job_call("DELETE", job, timeout_ms))
 
     def wait(self, job: Job | str, timeout: float | None = None, *, polling: Polling | None = None) -> Job:
-        """Poll until the job succeeded, failed or was cancelled (at most `timeout` seconds, default the
-        client's `timeout`; then `Timeout`)."""
-        budget = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        current = job if isinstance(job, Job) else self.get_job(job)
-        for pause in (polling or Polling()).pauses():
-            if current.done:
-                return current
-            time.sleep(min(pause, _still_waiting(current, deadline, budget)))
-            current = self.get_job(current.id)
-        raise AssertionError("unreachable")  # pauses() never ends
+        """The job once it succeeded, failed or was cancelled (at most `timeout` seconds, default the
+        client's `timeout`; then `Timeout`).
+
+        Each request is a long poll, ``GET /v2/jobs/{id}?wait=W`` with W the time left (at most 20 s): the
+        server answers as soon as the job has ended, so a job that ends within W costs one request. An answer
+        that comes back early with the job unfinished (a server without long polls, or one shutting down) is
+        followed by the pauses of `polling` (0.05 s, then 1.5 times longer, at most 2 s) before the next."""
+        polls = LongPolls(job, self.timeout if timeout is None else timeout, polling)
+        current = job if isinstance(job, Job) else None
+        while current is None or not current.done:
+            current = self._run(self._long_poll_call(polls, current))
+            if not current.done:
+                time.sleep(polls.pause())
+        return current
 
     def result(self, job: Job | str, timeout: float | None = None) -> InferResult:
         """The job's result, once it has one (`wait`); its error raised as the usual exception."""
@@ -540,15 +551,14 @@ class AsyncClient(_Calls):
         return await self._run(self._job_call("DELETE", job, timeout_ms))
 
     async def wait(self, job: Job | str, timeout: float | None = None, *, polling: Polling | None = None) -> Job:
-        budget = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        current = job if isinstance(job, Job) else await self.get_job(job)
-        for pause in (polling or Polling()).pauses():
-            if current.done:
-                return current
-            await asyncio.sleep(min(pause, _still_waiting(current, deadline, budget)))
-            current = await self.get_job(current.id)
-        raise AssertionError("unreachable")  # pauses() never ends
+        """`Client.wait`, awaited: long polls, and `polling`'s pauses after early unfinished answers."""
+        polls = LongPolls(job, self.timeout if timeout is None else timeout, polling)
+        current = job if isinstance(job, Job) else None
+        while current is None or not current.done:
+            current = await self._run(self._long_poll_call(polls, current))
+            if not current.done:
+                await asyncio.sleep(polls.pause())
+        return current
 
     async def result(self, job: Job | str, timeout: float | None = None) -> InferResult:
         return outcome(await self.wait(job, timeout))

@@ -1,13 +1,25 @@
-"""The SDK's job documents and outcomes, without a server (the real server: tests/integration/test_jobs.py)."""
+"""The SDK's job documents, outcomes and the spacing of `wait`'s long polls, without a server (the real server:
+tests/integration/test_jobs.py and test_jobs_long_poll.py)."""
 
 from __future__ import annotations
 
 import itertools
+import time
 
 import httpx
 import pytest
-from predictors_client import InvalidImage, Job, JobCancelled, JobsUnavailable, Polling, PredictorError, RetryPolicy
-from predictors_client.jobs import job_from, outcome
+from predictors_client import (
+    Client,
+    InvalidImage,
+    Job,
+    JobCancelled,
+    JobsUnavailable,
+    Polling,
+    PredictorError,
+    RetryPolicy,
+    Timeout,
+)
+from predictors_client.jobs import LONG_POLL_SECONDS, LongPolls, job_from, long_poll_path, outcome
 
 RESULT = {"model_name": "m", "id": "r", "parameters": None, "outputs": [
     {"name": "labels", "shape": [1, 2], "datatype": "BYTES", "parameters": None, "data": ["cat", "dog"]},
@@ -48,3 +60,40 @@ def test_polls_start_short_and_stay_bounded() -> None:
     pauses = list(itertools.islice(Polling(first=0.05, factor=2.0, longest=1.0).pauses(), 8))
     assert pauses[0] <= 0.05 and max(pauses) <= 1.0
     assert pauses[-1] >= 0.8  # the longest pause, jittered down by at most 20 %
+
+
+def test_a_long_poll_asks_for_the_time_left_at_most_twenty_seconds() -> None:
+    assert LongPolls("j1", timeout=100.0).hold(None) == LONG_POLL_SECONDS == 20.0
+    assert 0.2 < LongPolls("j1", timeout=0.3).hold(None) <= 0.3
+    assert long_poll_path(a_job("queued"), 12.5) == "/v2/jobs/j1?wait=12.500"
+    with pytest.raises(Timeout, match="did not finish within 0 s"):
+        LongPolls("j1", timeout=0.0).hold(a_job("running"))
+
+
+def test_after_a_full_hold_the_next_poll_goes_at_once_after_an_early_answer_it_backs_off() -> None:
+    polls = LongPolls("j1", timeout=60.0, polling=Polling(first=0.5, factor=2.0, longest=1.0))
+    polls.hold(None)
+    assert 0.4 <= polls.pause() <= 0.5  # answered before its hold: a server without long polls
+    polls.hold(None)
+    assert 0.8 <= polls.pause() <= 1.0
+    short = LongPolls("j1", timeout=60.0)
+    hold = short.hold(None)
+    short._hold = 0.0  # as if the server had held the request for its whole hold
+    assert hold == 20.0 and short.pause() == 0.0
+
+
+def test_wait_against_a_server_that_ignores_wait_polls_with_back_off() -> None:
+    """A server older than long polls answers at once: `wait` then spaces its requests as `Polling` says."""
+    sent: list[tuple[float, str]] = []
+
+    def old_server(request: httpx.Request) -> httpx.Response:
+        sent.append((time.monotonic(), request.url.params.get("wait", "")))
+        status = "succeeded" if len(sent) == 4 else "running"
+        return httpx.Response(200, json={"id": "j1", "model": "m", "status": status, "created_at": "t0"})
+
+    with Client("http://old", transport=httpx.MockTransport(old_server)) as client:
+        done = client.wait("j1", timeout=30.0, polling=Polling(first=0.1, factor=2.0, longest=0.3))
+    assert done.status == "succeeded" and len(sent) == 4
+    assert all(float(wait) > 20.0 - 1 for _, wait in sent)  # every request asked for a long poll
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(sent)]
+    assert 0.08 <= gaps[0] < 0.2 and 0.16 <= gaps[1] < 0.3 and 0.24 <= gaps[2] < 0.4
