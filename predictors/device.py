@@ -368,11 +368,12 @@ def lower_thread_priority(nice: int) -> None:
     """Add `nice` to the calling thread's niceness (Linux: per thread, inherited by the threads it starts,
     such as torch's intra-op threads). On a CPU the forward pass keeps every core busy; without this the
     event loop, the decoding threads and the job worker wait behind it for a core, which delays every
-    answer, submit and next batch (measured: docs/performance.md, "Asynchronous jobs"). Raising one's own
-    niceness needs no privilege; where it is refused anyway (a seccomp profile), the forward pass keeps the
-    normal priority."""
+    answer, submit and next batch (measured: docs/performance.md, "Asynchronous jobs"). Also the threads
+    of asynchronous jobs' CPU work (`server.app.job_workers_pool`). Raising one's own niceness needs no
+    privilege; where it is refused anyway (a seccomp profile), the thread keeps the normal priority."""
     thread = threading.get_native_id()
     try:
         os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
     except OSError as error:
-        logger.warning("could not lower the priority of the forward pass (niceness +%d): %s", nice, error)
+        logger.warning("could not lower the priority of thread %r (niceness +%d): %s",
+                       threading.current_thread().name, nice, error)

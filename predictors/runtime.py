@@ -73,12 +73,14 @@ class ModelRuntime(Generic[Prepared, Raw]):
     """Runs one `Predictor`: `load` once (blocking, off the event loop), then `infer` per request."""
 
     def __init__(self, predictor: Predictor[Prepared, Raw], metrics: Metrics, workers: Executor,
-                 cpu_forward_nice: int = 0) -> None:
+                 cpu_forward_nice: int = 0, background_workers: Executor | None = None) -> None:
         self.predictor = predictor
         self.cpu_forward_nice = cpu_forward_nice
         self.name = predictor.name
         self.metrics = metrics
         self._workers = workers
+        #: where the CPU work of background requests (`RequestRecord.background`: asynchronous jobs) runs
+        self._background_workers = background_workers or workers
         self.device = torch.device("cpu")
         self.ready = False
         self.load_error: str | None = None
@@ -212,8 +214,9 @@ class ModelRuntime(Generic[Prepared, Raw]):
                     record.set_attribute(tracing.ITEMS, record.items)
                 params = self.predictor.parse_parameters(parameters)
                 loop = asyncio.get_running_loop()
+                workers = self._background_workers if record is not None and record.background else self._workers
                 prepared = await asyncio.gather(
-                    *(loop.run_in_executor(self._workers, self._decode_and_prepare, item, params)
+                    *(loop.run_in_executor(workers, self._decode_and_prepare, item, params)
                       for item in items)
                 )
             queued = [_Queued(item, record) for item in prepared]
@@ -233,7 +236,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
                 self._arrival_ended()
         with tracing.stage_span(record, "postprocess"):
             results = await asyncio.gather(
-                *(loop.run_in_executor(self._workers, self.predictor.finish, item, raw_item, params)
+                *(loop.run_in_executor(workers, self.predictor.finish, item, raw_item, params)
                   for item, raw_item in zip(prepared, settled, strict=True))
             )
         self._learn_after_forward(batcher, queued, raw)

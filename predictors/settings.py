@@ -62,8 +62,9 @@ class Settings(BaseSettings):
     cpu_forward_nice: int = Field(
         5, ge=0, le=19,
         description="Niceness added to forward passes on a CPU (the device thread and the torch threads it "
-                    "starts): request handling, decoding and job bookkeeping get a core first, the forward pass "
-                    "uses the rest; 0: the same priority.",
+                    "starts) and to the threads that decode and prepare asynchronous jobs (any device): request "
+                    "handling, the decoding of requests somebody waits for and job bookkeeping get a core "
+                    "first; 0: the same priority.",
     )
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted request body.")

@@ -255,7 +255,7 @@ class JobWorker:
     async def _execute(self, claim: Claim) -> None:
         request = claim.request
         record = RequestRecord(request.request_id, request.protocol, "other", claim.model, method="JOB",
-                               path=f"/v2/jobs/{claim.entry.job_id}")
+                               path=f"/v2/jobs/{claim.entry.job_id}", background=True)
         current_request_id.set(request.request_id)
         current_request.set(record)
         carrier = dict(request.trace)

@@ -30,6 +30,7 @@ import torch
 from fastapi import FastAPI
 from kserve.protocol.grpc.server import GRPCServer
 
+from predictors.device import lower_thread_priority
 from predictors.jobs.lifecycle import Jobs
 from predictors.jobs.routes import install_job_routes
 from predictors.jobs.service import JobService
@@ -136,6 +137,18 @@ class _GrpcServer(GRPCServer):
         )
 
 
+def job_workers_pool(settings: Settings) -> ThreadPoolExecutor | None:
+    """Where asynchronous jobs decode, prepare and finish (None without jobs): threads of their own at the
+    forward pass's lower priority (`cpu_forward_nice`), so the submits and synchronous requests that arrive
+    when a batch of jobs ends (its outcomes written, the next jobs taken and prepared at once) are served
+    first: the submits' own image checks waited behind that work (p99 22 ms of a ~1 ms decode; on these
+    threads 13 ms: docs/performance.md, "Asynchronous jobs")."""
+    if not settings.jobs_redis_url:
+        return None
+    return ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="jobs-prep",
+                              initializer=lower_thread_priority, initargs=(settings.cpu_forward_nice,))
+
+
 class PredictorServer(kserve.ModelServer):
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         super().__init__(
@@ -151,6 +164,7 @@ class PredictorServer(kserve.ModelServer):
         self.metrics = metrics or Metrics()
         self.dataplane = PredictorDataPlane(model_registry=self.registered_models)
         self.workers_pool = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="prep")
+        self.background_pool = job_workers_pool(settings)
         self.models: list[KServeModel] = []
         self.load_failed = False
         self.exit_code = 0
@@ -163,7 +177,8 @@ class PredictorServer(kserve.ModelServer):
     def build_models(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
             predictor = predictor_class(entry.predictor)(entry.name, entry.directory, entry.config)
-            runtime = ModelRuntime(predictor, self.metrics, self.workers_pool, self.settings.cpu_forward_nice)
+            runtime = ModelRuntime(predictor, self.metrics, self.workers_pool, self.settings.cpu_forward_nice,
+                                   self.background_pool)
             runtime.on_device_lost = self._device_lost
             model = KServeModel(runtime)
             self.register_model(model)
@@ -229,6 +244,8 @@ class PredictorServer(kserve.ModelServer):
         for model in self.models:
             await model.runtime.aclose()
         self.workers_pool.shutdown(wait=False, cancel_futures=True)
+        if self.background_pool is not None:
+            self.background_pool.shutdown(wait=False, cancel_futures=True)
         return self.exit_code
 
     def _status(self) -> dict[str, Any]:

@@ -45,6 +45,9 @@ class RequestRecord:
     started: float = field(default_factory=time.perf_counter)
     started_unix: float = field(default_factory=time.time)
     duration: float = 0.0
+    #: an asynchronous job's run: nobody waits on a connection for it, so its CPU work (decoding, preparing,
+    #: finishing) runs on lower-priority threads and yields to the requests somebody waits for
+    background: bool = False
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self.span is not None:

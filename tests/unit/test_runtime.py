@@ -230,3 +230,48 @@ async def a_request_too_old_for_the_target(runtime: ModelRuntime[int, int]) -> N
     with pytest.raises(ServiceBusy, match="latency target"):
         await runtime.infer([{"image": png(4)}], {}, None)
     await asyncio.gather(running, accepted)
+
+
+class ThreadNoting(Widths):
+    """Notes the thread each item is prepared and finished on."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.threads: list[tuple[str, str]] = []
+
+    def prepare(self, item: Any, params: Any) -> int:
+        self.threads.append(("prepare", threading.current_thread().name))
+        return super().prepare(item, params)
+
+    def finish(self, prepared: int, raw: int, params: Any) -> dict[str, Any]:
+        self.threads.append(("finish", threading.current_thread().name))
+        return super().finish(prepared, raw, params)
+
+
+def test_a_background_requests_cpu_work_runs_on_the_background_workers() -> None:
+    """An asynchronous job's run (`RequestRecord.background`) decodes, prepares and finishes on the pool
+    given for it; a request somebody waits for on the usual one."""
+    config = ModelConfig(device="cpu", batching=BatchingConfig(max_batch_size=2, max_latency_ms=LATENCY_MS))
+    predictor = ThreadNoting("widths", Path("."), config)
+    with ThreadPoolExecutor(2, thread_name_prefix="usual") as usual, \
+            ThreadPoolExecutor(2, thread_name_prefix="background") as background:
+        runtime = ModelRuntime(predictor, Metrics(CollectorRegistry()), usual, background_workers=background)
+        runtime.load()
+        predictor.threads.clear()  # the warm-up's
+
+        async def request(background_work: bool) -> list[tuple[str, str]]:
+            predictor.threads.clear()
+            current_request.set(RequestRecord("r", "v1", background=background_work))
+            await runtime.infer([{"image": png(3)}], {}, None)
+            return list(predictor.threads)
+
+        async def both() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:  # one loop: the batcher's
+            return await request(True), await request(False)
+
+        try:
+            on_background, on_usual = asyncio.run(both())
+        finally:
+            runtime._runner.shutdown()  # type: ignore[union-attr]
+    assert [stage for stage, _ in on_background] == ["prepare", "finish"] == [stage for stage, _ in on_usual]
+    assert all(name.startswith("background") for _, name in on_background), on_background
+    assert all(name.startswith("usual") for _, name in on_usual), on_usual

@@ -1,0 +1,27 @@
+"""The threads of asynchronous jobs' CPU work: there only with jobs on, at the forward pass's lower priority."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from predictors.server.app import job_workers_pool
+from predictors.settings import Settings
+
+
+def niceness() -> tuple[str, int]:
+    return threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_jobs_cpu_work_runs_on_threads_of_their_own_at_the_lower_priority() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pool = job_workers_pool(Settings(jobs_redis_url="redis://127.0.0.1:1/0", cpu_forward_nice=3, worker_threads=2))
+    assert pool is not None
+    with pool:
+        name, nice = pool.submit(niceness).result(timeout=10)
+    assert name.startswith("jobs-prep") and nice == min(19, base + 3)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller's is untouched
+
+
+def test_no_jobs_no_threads() -> None:
+    assert job_workers_pool(Settings()) is None
