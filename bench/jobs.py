@@ -348,10 +348,15 @@ def exactly_once(ledgers: list[Ledger], references: list[Any], server: Child, mo
     return out
 
 
+def every_round(results: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
+    """A job scenario's runs: the first round's (under the scenario's own name), then the other rounds'."""
+    return [results[scenario], *(extra[scenario] for extra in results["more_rounds"])]
+
+
 def judge(results: dict[str, Any]) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for name in ("burst", "steady"):
-        runs = [results[name], *(extra[name] for extra in results["more_rounds"])]
+        runs = every_round(results, name)
         ratios = [ratio(run["throughput_jobs_per_s"], run["sync_reference"]["throughput_rps"]) for run in runs]
         # each round against the sync runs around it; the rounds' mean: the drift of the machine between
         # rounds moves both sides of each ratio alike
@@ -428,11 +433,9 @@ def measure(server: Child, redis: RedisServer, args: argparse.Namespace, p: dict
         return out
 
     results = asyncio.run(run())
-    scenarios = [results[name] for name in ("burst", "steady", "idle")]
-    scenarios += [extra[name] for extra in results["more_rounds"] for name in ("burst", "steady")]
+    scenarios = [*every_round(results, "burst"), *every_round(results, "steady"), results["idle"]]
     # the busy submit latencies of every round together: more samples behind the p99
-    busy = [job.latency for steady_run in [results["steady"], *(extra["steady"] for extra in results["more_rounds"])]
-            for job in steady_run["ledger"].submitted]
+    busy = [job.latency for steady_run in every_round(results, "steady") for job in steady_run["ledger"].submitted]
     results["steady_submit_all_rounds"] = {**latency_summary(busy), "count": len(busy)}
     ledgers = [scenario.pop("ledger") for scenario in scenarios]
     results["exactly_once"] = exactly_once(ledgers, references, server, model, redis)
