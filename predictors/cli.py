@@ -42,6 +42,7 @@ def _serve_parser(subparsers: Any) -> None:
                        help="adapt batch size and wait so queue wait + forward stays under this; with "
                             "--max-queue-delay-ms also refuse what cannot finish in time (default 0: off)")
     serve.add_argument("--worker-threads", type=int)
+    serve.add_argument("--cpu-forward-nice", type=int, help="niceness added to CPU forward passes (5)")
     serve.add_argument("--max-body-bytes", type=int)
     serve.add_argument("--max-image-pixels", type=int)
     serve.add_argument("--max-items-per-request", type=int)
@@ -50,6 +51,8 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                        help="one JSON line per request (default on; --no-access-log to opt out)")
     serve.add_argument("--shutdown-grace-seconds", type=int)
+    serve.add_argument("--event-loop", choices=["auto", "asyncio", "uvloop"],
+                       help="auto (default: uvloop where installed), asyncio or uvloop")
     serve.add_argument("--jobs-redis-url", metavar="URL",
                        help="Redis for asynchronous jobs, redis:// or rediss:// (default: jobs off); a URL with "
                             "a password belongs in PREDICTORS_JOBS_REDIS_URL, not on a command line")
@@ -134,8 +137,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"predictors serve: {error}", file=sys.stderr)
         return 2
     from predictors.server.app import PredictorServer
+    from predictors.server.event_loop import EventLoopUnavailable
 
-    return PredictorServer(settings).serve(entries)
+    try:
+        server = PredictorServer(settings)
+    except EventLoopUnavailable as error:
+        print(f"predictors serve: {error}", file=sys.stderr)
+        return 2
+    return server.serve(entries)
 
 
 def _download(name: str, directory: Path) -> int:

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(
         30, ge=0, description="After SIGTERM, time allowed for in-flight requests to finish."
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="The event loop serving REST, gRPC and the jobs: uvloop (its bookkeeping costs about a quarter "
+                    "less CPU per request), asyncio (the standard library's), or auto: uvloop where it is installed "
+                    "(as KServe's --event-loop).",
+    )
 
     # Asynchronous jobs (predictors/jobs): off unless a Redis URL is given.
     jobs_redis_url: str | None = Field(

@@ -39,6 +39,7 @@ from predictors.models.registry import ModelEntry, predictor_class
 from predictors.runtime import ModelRuntime
 from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.errors import install_rest_handlers
+from predictors.server.event_loop import loop_factory
 from predictors.server.grpc_interceptor import GrpcEdgeInterceptor
 from predictors.server.kserve_compat import (
     EdgeOnlyRESTServer,
@@ -173,6 +174,8 @@ class PredictorServer(kserve.ModelServer):
         self._served: frozenset[str] = frozenset()
         self.telemetry = EdgeTelemetry(self.metrics, tracing=False, served_models=lambda: self._served)
         self.jobs: Jobs | None = None
+        # resolved here, so a uvloop that is asked for and missing stops the server before the models load
+        self.event_loop_name, self._loop_factory = loop_factory(settings.event_loop)
 
     def build_models(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
@@ -201,8 +204,10 @@ class PredictorServer(kserve.ModelServer):
         # After uvicorn's graceful shutdown it re-raises the signal it captured: we have drained by then.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
+        logger.info("event loop: %s", self.event_loop_name)
         try:
-            exit_code = asyncio.run(self._serve_all())
+            with asyncio.Runner(loop_factory=self._loop_factory) as runner:
+                exit_code = runner.run(self._serve_all())
         finally:
             if tracer_provider is not None and hasattr(tracer_provider, "shutdown"):
                 tracer_provider.shutdown()  # flushes the spans still queued for export

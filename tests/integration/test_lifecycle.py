@@ -54,11 +54,15 @@ def test_live_before_ready_then_ready_after_warmup(demo_repository: Path, lifecy
         # Nothing is served before the model is ready: the first 200 comes after the warm-up log line.
         assert "ready on cpu" in server.log()
         assert "DEMO weights" in server.log()
+        assert "event loop: uvloop" in server.log()  # the default (auto), uvloop being installed
 
 
 def test_event_loop_answers_while_a_slow_batch_runs(demo_repository: Path, tmp_path: Path) -> None:
+    """On the standard library's loop (the other tests run on the default, uvloop)."""
     with run_server(["--model-repository", str(demo_repository), "--models", "general-recognition",
-                     "--max-batch-size", "8"], tmp_path / "log", wait_for=["general-recognition"]) as server:
+                     "--max-batch-size", "8", "--event-loop", "asyncio"], tmp_path / "log",
+                    wait_for=["general-recognition"]) as server:
+        assert "event loop: asyncio" in server.log()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             started = time.monotonic()
             slow = pool.submit(httpx.post, f"{server.url}/v1/models/general-recognition:predict",

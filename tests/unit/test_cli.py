@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -87,3 +89,29 @@ def test_infer_without_the_client_sdk_says_how_to_install_it(tmp_path: Path) -> 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "pip install clients/python" in result.stderr and "Traceback" not in result.stderr
+
+
+def _readme_configuration_rows() -> list[tuple[str, str]]:
+    """(flag cell, env cell) of each row of the README's Configuration table."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    return [(flag.strip(), env.strip()) for flag, env in rows]
+
+
+def test_every_setting_is_a_flag_and_a_documented_row() -> None:
+    """The README's Configuration table, the `serve` flags and `Settings` name the same settings: a row
+    whose flag the CLI does not take (as `--cpu-forward-nice` once was) fails here."""
+    from predictors.cli import build_parser
+    from predictors.settings import Settings
+
+    rows = _readme_configuration_rows()
+    documented_envs = {env for _, cell in rows for env in re.findall(r"PREDICTORS_[A-Z_]+", cell)}
+    assert documented_envs == {f"PREDICTORS_{name.upper()}" for name in Settings.model_fields}
+    serve = next(action for action in build_parser()._subparsers._group_actions  # noqa: SLF001
+                 if isinstance(action, argparse._SubParsersAction)).choices["serve"]  # noqa: SLF001
+    taken = {option for action in serve._actions for option in action.option_strings}  # noqa: SLF001
+    documented_flags = {flag for cell, _ in rows for flag in re.findall(r"--[a-z-]+", cell)}
+    assert documented_flags - taken == set(), "documented flags serve does not take"
+    flag_dests = {action.dest for action in serve._actions if action.option_strings} - {"help"}  # noqa: SLF001
+    assert flag_dests == set(Settings.model_fields), "a setting without a flag, or a flag that is no setting"
