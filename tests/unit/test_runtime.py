@@ -275,3 +275,54 @@ def test_a_background_requests_cpu_work_runs_on_the_background_workers() -> None
     assert [stage for stage, _ in on_background] == ["prepare", "finish"] == [stage for stage, _ in on_usual]
     assert all(name.startswith("background") for _, name in on_background), on_background
     assert all(name.startswith("usual") for _, name in on_usual), on_usual
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((width, height), 60).convert("RGB").save(buffer, "JPEG")  # noise: mostly pixel data
+    return buffer.getvalue()
+
+
+def test_the_submit_check_decodes_cheap_images_on_the_loop_and_the_others_in_the_pool(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`validate`: images expected to decode within INLINE_DECODE_BUDGET_SECONDS (per request) are decoded
+    on the event loop's thread, the rest in the worker pool; a truncated cheap image is refused on the loop
+    with the pool's error."""
+    from predictors import runtime as runtime_module
+    from predictors.codecs.images import decode_image, estimated_decode_seconds
+    from predictors.errors import InvalidImage
+
+    decoded_on: list[str] = []
+
+    def noting_decode(*args: Any, **kwargs: Any) -> Image.Image:
+        decoded_on.append(threading.current_thread().name)
+        return decode_image(*args, **kwargs)
+
+    monkeypatch.setattr(runtime_module, "decode_image", noting_decode)
+    small, large, tile = jpeg(64, 64), jpeg(1024, 1024), jpeg(128, 128)
+    budget = runtime_module.INLINE_DECODE_BUDGET_SECONDS
+    assert estimated_decode_seconds(small) < budget < estimated_decode_seconds(large)
+    config = ModelConfig(device="cpu", batching=BatchingConfig(max_batch_size=2, max_latency_ms=LATENCY_MS))
+    with ThreadPoolExecutor(2, thread_name_prefix="pool") as pool:
+        runtime = ModelRuntime(Widths("widths", Path("."), config), Metrics(CollectorRegistry()), pool)
+
+        async def threads_of(items: list[dict[str, Any]]) -> list[str]:
+            decoded_on.clear()
+            await runtime.validate(items, {})
+            return list(decoded_on)
+
+        async def check() -> None:
+            loop_thread = threading.current_thread().name
+            assert await threads_of([{"image": small}]) == [loop_thread]
+            assert (await threads_of([{"image": large}]))[0].startswith("pool")
+            # the budget is the request's: 64 cheap tiles are not all decoded on the loop
+            tiles = await threads_of([{"image": tile}] * 64)
+            on_loop = tiles.count(loop_thread)
+            assert on_loop == int(budget // estimated_decode_seconds(tile)), (on_loop, estimated_decode_seconds(tile))
+            assert 0 < on_loop < 64 and len(tiles) == 64
+            assert all(name.startswith("pool") for name in tiles if name != loop_thread)
+            with pytest.raises(InvalidImage, match="truncated"):
+                await threads_of([{"image": small[: len(small) // 2]}])
+            assert decoded_on == [loop_thread]
+
+        asyncio.run(check())
