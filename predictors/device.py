@@ -253,6 +253,46 @@ def wait_for_fallbacks(results: Sequence[R | Fallback[R]]) -> list[R]:
     return [r.future.result() if isinstance(r, Fallback) else r for r in results]
 
 
+@dataclass(frozen=True)
+class LowerPriority:
+    """How far the CPU forward passes and asynchronous jobs' CPU work stay behind request handling
+    (`Settings.cpu_forward_nice`, `Settings.cpu_forward_idle`); `apply` on the thread concerned.
+
+    On a CPU the forward pass keeps every core busy; without this the event loop, the decoding threads and
+    the job worker wait behind it for a core, which delays every answer, submit and next batch (measured:
+    docs/performance.md, "Asynchronous jobs"). Niceness makes them wait less; under Linux's SCHED_IDLE
+    policy they do not wait at all: a waking thread of normal policy takes the core from a SCHED_IDLE one
+    at once, where against a niced one it may wait for the rest of its time slice (~1-3 ms per wake-up, and
+    a request wakes several threads). Both are per thread on Linux and inherited by the threads it starts
+    (torch's intra-op threads). Lowering one's own priority needs no privilege; where it is refused anyway
+    (a seccomp profile), or there is no SCHED_IDLE (not Linux), the thread keeps what it has, with a warning."""
+
+    nice: int = 0
+    idle: bool = False
+
+    def __bool__(self) -> bool:
+        return self.nice > 0 or self.idle
+
+    def apply(self) -> None:
+        """Lower the calling thread's priority."""
+        thread = threading.get_native_id()
+        name = threading.current_thread().name
+        if self.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + self.nice))
+            except OSError as error:
+                logger.warning("could not lower the priority of thread %r (niceness +%d): %s", name, self.nice, error)
+        if self.idle:
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+            except (OSError, AttributeError) as error:
+                logger.warning("could not run thread %r under SCHED_IDLE: %s", name, error)
+
+
+#: no lowering: the same priority as request handling
+SAME_PRIORITY = LowerPriority()
+
+
 class DeviceRunner:
     """Runs batched forward passes on one device thread, with the failure policy of this module."""
 
@@ -262,10 +302,10 @@ class DeviceRunner:
         on_oom: Callable[[str], None] = lambda action: None,
         on_device_lost: Callable[[DeviceLost], None] = lambda error: None,
         fallback_device: torch.device = CPU,
-        cpu_nice: int = 0,
+        cpu_priority: LowerPriority = SAME_PRIORITY,
     ) -> None:
         self.device = device
-        self.cpu_nice = cpu_nice
+        self.cpu_priority = cpu_priority
         self.fallback_device = fallback_device
         self._on_oom = on_oom
         self._on_device_lost = on_device_lost
@@ -356,24 +396,9 @@ class DeviceRunner:
         self._device_thread = threading.current_thread()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        elif self.cpu_nice:
-            lower_thread_priority(self.cpu_nice)
+        elif self.cpu_priority:
+            self.cpu_priority.apply()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._fallback_executor.shutdown(wait=False, cancel_futures=True)
-
-
-def lower_thread_priority(nice: int) -> None:
-    """Add `nice` to the calling thread's niceness (Linux: per thread, inherited by the threads it starts,
-    such as torch's intra-op threads). On a CPU the forward pass keeps every core busy; without this the
-    event loop, the decoding threads and the job worker wait behind it for a core, which delays every
-    answer, submit and next batch (measured: docs/performance.md, "Asynchronous jobs"). Also the threads
-    of asynchronous jobs' CPU work (`server.app.job_workers_pool`). Raising one's own niceness needs no
-    privilege; where it is refused anyway (a seccomp profile), the thread keeps the normal priority."""
-    thread = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
-    except OSError as error:
-        logger.warning("could not lower the priority of thread %r (niceness +%d): %s",
-                       threading.current_thread().name, nice, error)

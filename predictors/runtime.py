@@ -34,9 +34,11 @@ from predictors.batching import Batcher
 from predictors.codecs.images import decode_image, estimated_decode_seconds
 from predictors.codecs.types import RawItem
 from predictors.device import (
+    SAME_PRIORITY,
     DeviceLost,
     DeviceRunner,
     Fallback,
+    LowerPriority,
     check_precision,
     enable_cudnn_autotuner,
     is_out_of_memory,
@@ -80,9 +82,10 @@ class ModelRuntime(Generic[Prepared, Raw]):
     """Runs one `Predictor`: `load` once (blocking, off the event loop), then `infer` per request."""
 
     def __init__(self, predictor: Predictor[Prepared, Raw], metrics: Metrics, workers: Executor,
-                 cpu_forward_nice: int = 0, background_workers: Executor | None = None) -> None:
+                 cpu_forward_priority: LowerPriority = SAME_PRIORITY,
+                 background_workers: Executor | None = None) -> None:
         self.predictor = predictor
-        self.cpu_forward_nice = cpu_forward_nice
+        self.cpu_forward_priority = cpu_forward_priority
         self.name = predictor.name
         self.metrics = metrics
         self._workers = workers
@@ -136,7 +139,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
                 self.device,
                 on_oom=lambda action: self.metrics.oom_fallbacks.labels(self.name, action).inc(),
                 on_device_lost=self._device_lost,
-                cpu_nice=self.cpu_forward_nice,
+                cpu_priority=self.cpu_forward_priority,
             )
             predictor.bind_device(self._runner.call)
             self._warm_up(self._runner)

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
                     "handling, the decoding of requests somebody waits for and job bookkeeping get a core "
                     "first; 0: the same priority.",
     )
+    cpu_forward_idle: bool = Field(
+        True,
+        description="Also run those threads under Linux's SCHED_IDLE policy (niceness then no longer applies to "
+                    "them): a request's thread that wakes takes the core from them at once instead of waiting for "
+                    "the rest of their time slice; they still get every core nothing else wants. Off: niceness "
+                    "only.",
+    )
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image (width x height).")

@@ -30,7 +30,7 @@ import torch
 from fastapi import FastAPI
 from kserve.protocol.grpc.server import GRPCServer
 
-from predictors.device import lower_thread_priority
+from predictors.device import LowerPriority
 from predictors.jobs.lifecycle import Jobs
 from predictors.jobs.routes import install_job_routes
 from predictors.jobs.service import JobService
@@ -140,14 +140,19 @@ class _GrpcServer(GRPCServer):
 
 def job_workers_pool(settings: Settings) -> ThreadPoolExecutor | None:
     """Where asynchronous jobs decode, prepare and finish (None without jobs): threads of their own at the
-    forward pass's lower priority (`cpu_forward_nice`), so the submits and synchronous requests that arrive
+    forward pass's lower priority (`forward_priority`), so the submits and synchronous requests that arrive
     when a batch of jobs ends (its outcomes written, the next jobs taken and prepared at once) are served
     first: the submits' own image checks waited behind that work (p99 22 ms of a ~1 ms decode; on these
     threads 13 ms: docs/performance.md, "Asynchronous jobs")."""
     if not settings.jobs_redis_url:
         return None
     return ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="jobs-prep",
-                              initializer=lower_thread_priority, initargs=(settings.cpu_forward_nice,))
+                              initializer=forward_priority(settings).apply)
+
+
+def forward_priority(settings: Settings) -> LowerPriority:
+    """The priority of CPU forward passes and of asynchronous jobs' CPU work, below request handling."""
+    return LowerPriority(settings.cpu_forward_nice, settings.cpu_forward_idle)
 
 
 class PredictorServer(kserve.ModelServer):
@@ -180,7 +185,7 @@ class PredictorServer(kserve.ModelServer):
     def build_models(self, entries: list[ModelEntry]) -> None:
         for entry in entries:
             predictor = predictor_class(entry.predictor)(entry.name, entry.directory, entry.config)
-            runtime = ModelRuntime(predictor, self.metrics, self.workers_pool, self.settings.cpu_forward_nice,
+            runtime = ModelRuntime(predictor, self.metrics, self.workers_pool, forward_priority(self.settings),
                                    self.background_pool)
             runtime.on_device_lost = self._device_lost
             model = KServeModel(runtime)

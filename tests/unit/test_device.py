@@ -280,34 +280,41 @@ def test_resolve_device() -> None:
             resolve_device("cuda:0")
 
 
-NICE_CHILD = r"""
-import json, os, torch
-from predictors.device import DeviceRunner
+PRIORITY_CHILD = r"""
+import json, os, sys, torch
+from predictors.device import DeviceRunner, LowerPriority
 
-def niceness(task):
+def niceness_and_policy(task):
     with open(f"/proc/self/task/{task}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[16])  # field 19 of proc(5): nice
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return [int(fields[16]), int(fields[38])]  # fields 19 and 41 of proc(5): nice, policy
 
 torch.set_num_threads(2)
 before = set(os.listdir("/proc/self/task"))
-runner = DeviceRunner(torch.device("cpu"), cpu_nice=4)
+runner = DeviceRunner(torch.device("cpu"), cpu_priority=LowerPriority(4, idle=sys.argv[1] == "idle"))
 a = torch.randn(512, 512)
 runner.executor.submit(lambda: [torch.mm(a, a) for _ in range(20)]).result()  # starts torch's threads there
 started = set(os.listdir("/proc/self/task")) - before
-print(json.dumps({"main": niceness(str(os.getpid())), "started": sorted(niceness(t) for t in started)}))
+print(json.dumps({"main": niceness_and_policy(str(os.getpid())),
+                  "started": sorted(niceness_and_policy(t) for t in started)}))
 """
 
 
-def test_forward_passes_on_a_cpu_run_at_the_lower_priority_and_so_do_the_torch_threads_they_start() -> None:
-    """`cpu_nice`: the device thread and the intra-op threads torch starts from it (measured in a child: the
-    threads a process starts are its own business, and the test process's torch already has its pool)."""
+@pytest.mark.parametrize("idle", [False, True], ids=["nice", "nice+idle"])
+def test_forward_passes_on_a_cpu_run_at_the_lower_priority_and_so_do_the_torch_threads_they_start(idle: bool) -> None:
+    """`cpu_priority`: the device thread and the intra-op threads torch starts from it, niced by 4 and, with
+    `idle`, under SCHED_IDLE (measured in a child: the threads a process starts are its own business, and the
+    test process's torch already has its pool)."""
     import json
+    import os
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", NICE_CHILD], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run([sys.executable, "-c", PRIORITY_CHILD, "idle" if idle else "nice"], capture_output=True,
+                          text=True, timeout=120, check=True)
     measured = json.loads(done.stdout.strip().splitlines()[-1])
-    base = measured["main"]
-    assert base <= 15, measured
+    base, base_policy = measured["main"]
+    assert base <= 15 and base_policy == os.SCHED_OTHER, measured
     # the device thread, plus at least one torch worker thread it started; nothing else was started
-    assert len(measured["started"]) >= 2 and measured["started"] == [base + 4] * len(measured["started"]), measured
+    expected = [base + 4, os.SCHED_IDLE if idle else os.SCHED_OTHER]
+    assert len(measured["started"]) >= 2 and measured["started"] == [expected] * len(measured["started"]), measured
