@@ -44,7 +44,7 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--worker-threads", type=int)
     serve.add_argument("--cpu-forward-nice", type=int, help="niceness added to CPU forward passes (5)")
     serve.add_argument("--cpu-forward-idle", action=argparse.BooleanOptionalAction, default=None,
-                       help="run CPU forward passes and jobs' CPU work under SCHED_IDLE (default on)")
+                       help="run CPU forward passes under SCHED_IDLE (default on)")
     serve.add_argument("--max-body-bytes", type=int)
     serve.add_argument("--max-image-pixels", type=int)
     serve.add_argument("--max-items-per-request", type=int)

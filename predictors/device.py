@@ -255,8 +255,8 @@ def wait_for_fallbacks(results: Sequence[R | Fallback[R]]) -> list[R]:
 
 @dataclass(frozen=True)
 class LowerPriority:
-    """How far the CPU forward passes and asynchronous jobs' CPU work stay behind request handling
-    (`Settings.cpu_forward_nice`, `Settings.cpu_forward_idle`); `apply` on the thread concerned.
+    """How far a thread stays behind request handling: CPU forward passes (`Settings.cpu_forward_nice`,
+    `Settings.cpu_forward_idle`) and asynchronous jobs' CPU work (niced only); `apply` on the thread concerned.
 
     On a CPU the forward pass keeps every core busy; without this the event loop, the decoding threads and
     the job worker wait behind it for a core, which delays every answer, submit and next batch (measured:

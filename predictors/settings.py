@@ -68,10 +68,11 @@ class Settings(BaseSettings):
     )
     cpu_forward_idle: bool = Field(
         True,
-        description="Also run those threads under Linux's SCHED_IDLE policy (niceness then no longer applies to "
-                    "them): a request's thread that wakes takes the core from them at once instead of waiting for "
-                    "the rest of their time slice; they still get every core nothing else wants. Off: niceness "
-                    "only.",
+        description="Also run forward passes on a CPU (the device thread and the torch threads it starts) under "
+                    "Linux's SCHED_IDLE policy (niceness then no longer applies to them): a request's thread that "
+                    "wakes takes the core from them at once instead of waiting for the rest of their time slice; "
+                    "they still get every core nothing else wants. The jobs' threads keep the normal policy. "
+                    "Off: niceness only.",
     )
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted request body.")

@@ -139,19 +139,21 @@ class _GrpcServer(GRPCServer):
 
 
 def job_workers_pool(settings: Settings) -> ThreadPoolExecutor | None:
-    """Where asynchronous jobs decode, prepare and finish (None without jobs): threads of their own at the
-    forward pass's lower priority (`forward_priority`), so the submits and synchronous requests that arrive
-    when a batch of jobs ends (its outcomes written, the next jobs taken and prepared at once) are served
-    first: the submits' own image checks waited behind that work (p99 22 ms of a ~1 ms decode; on these
-    threads 13 ms: docs/performance.md, "Asynchronous jobs")."""
+    """Where asynchronous jobs decode, prepare and finish (None without jobs): threads of their own, niced by
+    `cpu_forward_nice`, so the submits and synchronous requests that arrive when a batch of jobs ends (its
+    outcomes written, the next jobs taken and prepared at once) are served first: the submits' image checks
+    waited behind that work (p99 22 ms of a ~1 ms decode; on these threads 13 ms). Not under SCHED_IDLE with
+    the forward pass (`cpu_forward_idle`): there they shared the cores with it as equals, and jobs ran at 0.93-0.96
+    x synchronous throughput in the benchmark, against 1.00-1.01 niced (docs/performance.md, "Asynchronous
+    jobs")."""
     if not settings.jobs_redis_url:
         return None
     return ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="jobs-prep",
-                              initializer=forward_priority(settings).apply)
+                              initializer=LowerPriority(settings.cpu_forward_nice).apply)
 
 
 def forward_priority(settings: Settings) -> LowerPriority:
-    """The priority of CPU forward passes and of asynchronous jobs' CPU work, below request handling."""
+    """The priority of forward passes on a CPU, below request handling."""
     return LowerPriority(settings.cpu_forward_nice, settings.cpu_forward_idle)
 
 
