@@ -143,9 +143,8 @@ def job_workers_pool(settings: Settings) -> ThreadPoolExecutor | None:
     `cpu_forward_nice`, so the submits and synchronous requests that arrive when a batch of jobs ends (its
     outcomes written, the next jobs taken and prepared at once) are served first: the submits' image checks
     waited behind that work (p99 22 ms of a ~1 ms decode; on these threads 13 ms). Not under SCHED_IDLE with
-    the forward pass (`cpu_forward_idle`): there they shared the cores with it as equals, and jobs ran at 0.93-0.96
-    x synchronous throughput in the benchmark, against 1.00-1.01 niced (docs/performance.md, "Asynchronous
-    jobs")."""
+    the forward pass (`cpu_forward_idle`): there they shared the cores with it as equals, and job throughput fell
+    below 0.95 x synchronous in four benchmark runs of five (docs/performance.md, "Asynchronous jobs")."""
     if not settings.jobs_redis_url:
         return None
     return ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="jobs-prep",
