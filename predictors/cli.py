@@ -7,14 +7,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from predictors.client import add_arguments as add_infer_arguments
 from predictors.client import main as infer
 from predictors.models.catalog import HUB_MODELS
-from predictors.settings import Settings
+from predictors.settings import EventLoop, Settings
 
 
 def _serve_parser(subparsers: Any) -> None:
@@ -53,7 +53,7 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                        help="one JSON line per request (default on; --no-access-log to opt out)")
     serve.add_argument("--shutdown-grace-seconds", type=int)
-    serve.add_argument("--event-loop", choices=["auto", "asyncio", "uvloop"],
+    serve.add_argument("--event-loop", choices=get_args(EventLoop),
                        help="auto (default: uvloop where installed), asyncio or uvloop")
     serve.add_argument("--jobs-redis-url", metavar="URL",
                        help="Redis for asynchronous jobs, redis:// or rediss:// (default: jobs off); a URL with "

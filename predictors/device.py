@@ -270,9 +270,6 @@ class LowerPriority:
     nice: int = 0
     idle: bool = False
 
-    def __bool__(self) -> bool:
-        return self.nice > 0 or self.idle
-
     def apply(self) -> None:
         """Lower the calling thread's priority."""
         thread = threading.get_native_id()
@@ -396,7 +393,7 @@ class DeviceRunner:
         self._device_thread = threading.current_thread()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        elif self.cpu_priority:
+        else:
             self.cpu_priority.apply()
 
     def shutdown(self) -> None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
 
 
 class Settings(BaseSettings):
@@ -89,7 +90,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(
         30, ge=0, description="After SIGTERM, time allowed for in-flight requests to finish."
     )
-    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+    event_loop: EventLoop = Field(
         "auto",
         description="The event loop serving REST, gRPC and the jobs: uvloop (its bookkeeping costs about a quarter "
                     "less CPU per request), asyncio (the standard library's), or auto: uvloop where it is installed "

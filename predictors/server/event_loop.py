@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Callable
-from typing import Literal
 
-EventLoopChoice = Literal["auto", "asyncio", "uvloop"]
+from predictors.settings import EventLoop
+
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
@@ -21,7 +21,7 @@ class EventLoopUnavailable(RuntimeError):
     """`event_loop` asks for uvloop and it is not installed."""
 
 
-def loop_factory(choice: EventLoopChoice) -> tuple[str, LoopFactory | None]:
+def loop_factory(choice: EventLoop) -> tuple[str, LoopFactory | None]:
     """(the loop's name, the factory `asyncio.Runner` takes; None: the standard library's loop)."""
     if choice == "asyncio":
         return "asyncio", None
