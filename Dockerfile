@@ -89,12 +89,16 @@ RUN pip install --no-deps . ./clients/python \
 # ---------------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
 
-# Only the interpreter (the venv links to the base's python3), then the fixed non-root user.
+# The interpreter when the base lacks it (the venv links to the base's python3) and jemalloc, the server's
+# memory allocator (predictors/allocator.py: `serve` preloads it), then the fixed non-root user.
 # HOME is /tmp: the chart mounts an emptyDir at /tmp and the root filesystem is read-only.
-RUN if ! command -v python3 >/dev/null; then \
-        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 \
-        && rm -rf /var/lib/apt/lists/*; \
-    fi \
+# Unpinned Debian packages: the base image tag pins the distribution release (see .hadolint.yaml).
+# $packages is a word list on purpose.
+# hadolint ignore=SC2086
+RUN packages="libjemalloc2"; \
+    command -v python3 >/dev/null || packages="$packages python3"; \
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages \
+    && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 1001 predictors \
     && useradd --system --uid 1001 --gid 1001 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin predictors

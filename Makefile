@@ -15,7 +15,7 @@ setup:
 setup-test:
 	ci/setup-python.sh --test
 	ci/install-helm.sh >/dev/null
-	ci/install-redis.sh >/dev/null
+	ci/install-system-packages.sh >/dev/null
 
 demo-models: setup
 	$(VENV)/bin/predictors make-demo-models $(DEMO_MODELS)

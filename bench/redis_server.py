@@ -42,7 +42,8 @@ class RedisServer:
     def start(self, timeout: float = 20.0) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed: run ci/install-redis.sh (make setup-test does)")
+            raise RuntimeError("redis-server is not installed: run ci/install-system-packages.sh "
+                               "(make setup-test does)")
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

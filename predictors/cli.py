@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from predictors.client import add_arguments as add_infer_arguments
 from predictors.client import main as infer
 from predictors.models.catalog import HUB_MODELS
-from predictors.settings import EventLoop, Settings
+from predictors.settings import EventLoop, MemoryAllocator, Settings
 
 
 def _serve_parser(subparsers: Any) -> None:
@@ -55,6 +56,8 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--shutdown-grace-seconds", type=int)
     serve.add_argument("--event-loop", choices=get_args(EventLoop),
                        help="auto (default: uvloop where installed), asyncio or uvloop")
+    serve.add_argument("--memory-allocator", choices=get_args(MemoryAllocator),
+                       help="auto (default: jemalloc where installed), jemalloc or system")
     serve.add_argument("--jobs-redis-url", metavar="URL",
                        help="Redis for asynchronous jobs, redis:// or rediss:// (default: jobs off); a URL with "
                             "a password belongs in PREDICTORS_JOBS_REDIS_URL, not on a command line")
@@ -100,9 +103,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`argv` None: this process's own command line (`serve` may then start the process again)."""
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, relaunch=argv is None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.command == "make-demo-models":
         from predictors.demo import make_demo_repository
@@ -122,12 +126,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, relaunch: bool) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as error:
         print(f"predictors serve: invalid settings:\n{error}", file=sys.stderr)
         return 2
+    from predictors import allocator
+
+    try:
+        environment = allocator.relaunch_environment(settings.memory_allocator, os.environ,
+                                                     allocator.find_jemalloc(), allocator.jemalloc_loaded())
+    except allocator.AllocatorUnavailable as error:
+        print(f"predictors serve: {error}", file=sys.stderr)
+        return 2
+    if environment is not None and relaunch:
+        # the same command line, the same process id (what kubelet signals); nothing is loaded yet
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, environment)
     from predictors.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format, settings.access_log)

@@ -30,6 +30,7 @@ import torch
 from fastapi import FastAPI
 from kserve.protocol.grpc.server import GRPCServer
 
+from predictors import allocator
 from predictors.device import LowerPriority
 from predictors.jobs.lifecycle import Jobs
 from predictors.jobs.routes import install_job_routes
@@ -210,7 +211,7 @@ class PredictorServer(kserve.ModelServer):
         # After uvicorn's graceful shutdown it re-raises the signal it captured: we have drained by then.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        logger.info("event loop: %s", self.event_loop_name)
+        logger.info("event loop: %s; memory allocator: %s", self.event_loop_name, allocator.in_use())
         try:
             with asyncio.Runner(loop_factory=self._loop_factory) as runner:
                 exit_code = runner.run(self._serve_all())

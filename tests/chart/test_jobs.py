@@ -558,11 +558,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """Debian's redis-server (ci/install-redis.sh) on a free loopback port, in a temporary directory."""
+    """Debian's redis-server (ci/install-system-packages.sh) on a free loopback port, in a temporary directory."""
     binary = (
         shutil.which("redis-server")
         or subprocess.run(
-            ["bash", str(REPO / "ci" / "install-redis.sh")], check=True, capture_output=True, text=True
+            ["bash", str(REPO / "ci" / "install-system-packages.sh")], check=True, capture_output=True, text=True
         ).stdout.strip()
     )
     directory: Path = tmp_path_factory.mktemp("redis")

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from predictors.allocator import JEMALLOC_CONF
 from tests.conftest import encode, sample_image
 from tests.support.server import free_port, run_server
 
@@ -55,14 +56,22 @@ def test_live_before_ready_then_ready_after_warmup(demo_repository: Path, lifecy
         assert "ready on cpu" in server.log()
         assert "DEMO weights" in server.log()
         assert "event loop: uvloop" in server.log()  # the default (auto), uvloop being installed
+        # The default allocator (auto) is jemalloc, which `make test` installs: the process started itself again
+        # with it preloaded, under the same process id (the one kubelet signals) and with our configuration.
+        assert "memory allocator: jemalloc" in server.log()
+        assert "libjemalloc" in Path(f"/proc/{server.process.pid}/maps").read_text()
+        environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+        assert f"MALLOC_CONF={JEMALLOC_CONF}".encode() in environ
 
 
 def test_event_loop_answers_while_a_slow_batch_runs(demo_repository: Path, tmp_path: Path) -> None:
-    """On the standard library's loop (the other tests run on the default, uvloop)."""
+    """On the standard library's loop and the C library's malloc (the other tests run on the defaults: uvloop,
+    jemalloc)."""
     with run_server(["--model-repository", str(demo_repository), "--models", "general-recognition",
-                     "--max-batch-size", "8", "--event-loop", "asyncio"], tmp_path / "log",
-                    wait_for=["general-recognition"]) as server:
-        assert "event loop: asyncio" in server.log()
+                     "--max-batch-size", "8", "--event-loop", "asyncio", "--memory-allocator", "system"],
+                    tmp_path / "log", wait_for=["general-recognition"]) as server:
+        assert "event loop: asyncio; memory allocator: system" in server.log()
+        assert "libjemalloc" not in Path(f"/proc/{server.process.pid}/maps").read_text()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             started = time.monotonic()
             slow = pool.submit(httpx.post, f"{server.url}/v1/models/general-recognition:predict",
