@@ -445,7 +445,7 @@ def measure(server: Child, redis: RedisServer, args: argparse.Namespace, p: dict
 
 def render(r: dict[str, Any]) -> str:
     parts = [f"asynchronous jobs vs synchronous  {r['started_at']}  profile={r['profile']}  model={r['model']}  "
-             f"threads={r['threads']}  redis {r['redis_version']}  "
+             f"threads={r['threads']}  allocator={r['memory_allocator']}  redis {r['redis_version']}  "
              f"load avg at start={_f(r['load_average_at_start'][0], 2)}"]
     if r["machine_busy"]:
         parts.append("WARNING: the machine was busy: these numbers measure the neighbours as much as the server")
@@ -495,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             server = serve(repository, [args.model], args, env, "jobs",
                            ["--jobs-redis-url", redis.url, "--jobs-consumer-name", "bench"])
             try:
+                results["memory_allocator"] = server.memory_allocator()
                 results.update(measure(server, redis, args, p))
                 results["server_alive_at_end"] = server.alive()
             finally:

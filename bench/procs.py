@@ -47,6 +47,13 @@ class Child:
         except OSError:
             return ""
 
+    def memory_allocator(self) -> str:
+        """The server's C allocator (`predictors.allocator`): jemalloc when it has it mapped, else system."""
+        try:
+            return "jemalloc" if "libjemalloc" in Path(f"/proc/{self.process.pid}/maps").read_text() else "system"
+        except OSError:
+            return "unknown"
+
     def wait_ready(self, paths: list[str], timeout: float) -> float:
         """Wait until every path answers 200; returns the seconds it took."""
         started = time.monotonic()

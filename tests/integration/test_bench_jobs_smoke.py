@@ -21,6 +21,7 @@ def test_the_jobs_benchmark_runs_every_scenario_and_every_job_exactly_once(tmp_p
     report = run_bench(tmp_path, "jobs", "--smoke", "--model", "tiny")
     _non_negative_numbers({k: v for k, v in report.items() if not k.startswith("_")})
     assert report["profile"] == "smoke" and report["model"] == "tiny" and report["redis_version"]
+    assert report["memory_allocator"] == "jemalloc"  # the server as shipped (libjemalloc2: make test installs it)
     _check_load_row(report["sync"])
     assert report["sync"]["concurrency"] == 16
 
