@@ -8,6 +8,10 @@ if sys.argv[1:2] == ["latency"]:
     from bench.latency import main as latency
 
     sys.exit(latency(sys.argv[2:]))
+if sys.argv[1:2] == ["allocator"]:
+    from bench.allocator import main as allocator
+
+    sys.exit(allocator(sys.argv[2:]))
 if sys.argv[1:2] == ["jobs"]:
     from bench.jobs import main as jobs
 

@@ -45,7 +45,6 @@ import datetime as dt
 import gc
 import math
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -61,9 +60,9 @@ from bench import loadgen
 from bench.common import Request, latency_summary, ratio
 from bench.latency import requests_for, serve, write_variants
 from bench.models import MODEL_KINDS
-from bench.procs import Child, open_run, parse_section_args, publish, say
+from bench.procs import Child, chosen_profile, open_run, parse_section_args, publish, say, section_parser
 from bench.redis_server import RedisServer
-from bench.report import _f, _table
+from bench.report import _f, _table, section_header
 from predictors.settings import default
 
 SYNC_CONCURRENCY = 16
@@ -88,11 +87,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench jobs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="shorter scenarios (~2 min with the start-up)")
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run for the test suite")
-    parser.add_argument("--model", choices=MODEL_KINDS, help="the model (default: the profile's)")
+    parser = section_parser("jobs", __doc__ or "", "shorter scenarios (~2 min with the start-up)", MODEL_KINDS)
     parser.add_argument("--jobs", type=int, help="jobs of the burst (default: sync rate x the profile's seconds)")
     return parse_section_args(parser, argv)
 
@@ -444,11 +439,8 @@ def measure(server: Child, redis: RedisServer, args: argparse.Namespace, p: dict
 
 
 def render(r: dict[str, Any]) -> str:
-    parts = [f"asynchronous jobs vs synchronous  {r['started_at']}  profile={r['profile']}  model={r['model']}  "
-             f"threads={r['threads']}  allocator={r['memory_allocator']}  redis {r['redis_version']}  "
-             f"load avg at start={_f(r['load_average_at_start'][0], 2)}"]
-    if r["machine_busy"]:
-        parts.append("WARNING: the machine was busy: these numbers measure the neighbours as much as the server")
+    parts = section_header("asynchronous jobs vs synchronous", r,
+                           f"allocator={r['memory_allocator']}  redis {r['redis_version']}")
     rows = []
     phases = [("sync", "c=16, first", r["sync"])]
     for number, this in enumerate([r, *r["more_rounds"]], start=1):
@@ -470,15 +462,12 @@ def render(r: dict[str, Any]) -> str:
     target_rows = [[name, t["goal"], _f(t["value"], 3), "met" if t["met"] else "MISSED", t["detail"]]
                    for name, t in r["targets"].items()]
     parts.append("\n" + _table(["target", "goal", "measured", "verdict", "detail"], target_rows))
-    parts.append(f"\nwall time {r['wall_s']} s")
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the `finally`s below
-    p = dict(PROFILES[args.profile])
-    args.model = args.model or p["model"]
+    p = chosen_profile(args, PROFILES)
     stamp, env, began, results = open_run(args, "jobs", argv)
     results["settings"] = {**p, "sync_concurrency": SYNC_CONCURRENCY, "submitters": SUBMITTERS,
                            "steady_backlog": STEADY_BACKLOG, "polling": asdict(Polling()),

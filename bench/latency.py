@@ -45,7 +45,6 @@ import contextlib
 import json
 import math
 import re
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -56,8 +55,18 @@ import httpx
 
 from bench import loadgen
 from bench.common import Request, model_instance, ratio, v1_instance_request
-from bench.procs import Child, free_port, open_run, parse_section_args, publish, run_child_json, say, start
-from bench.report import _f, _table
+from bench.procs import (
+    Child,
+    chosen_profile,
+    free_port,
+    open_run,
+    parse_section_args,
+    publish,
+    run_child_json,
+    say,
+    start,
+)
+from bench.report import _f, _table, section_header
 from predictors.settings import default
 
 LEVELS = (4, 16)
@@ -331,10 +340,7 @@ def run_comparison(args: argparse.Namespace, p: dict[str, Any], env: dict[str, s
 
 def render(r: dict[str, Any]) -> str:
     c = r["comparison"]
-    parts = [f"latency targets vs static batching  {r['started_at']}  profile={r['profile']}  model={r['model']}  "
-             f"threads={r['threads']}  load avg at start={_f(r['load_average_at_start'][0], 2)}"]
-    if r["machine_busy"]:
-        parts.append("WARNING: the machine was busy: these numbers measure the neighbours as much as the server")
+    parts = section_header("latency targets vs static batching", r)
 
     def row(name: str, scenario: str, data: dict[str, Any]) -> list[Any]:
         refused = data["statuses"].get("503", 0)
@@ -366,17 +372,14 @@ def render(r: dict[str, Any]) -> str:
         for item in verdict["throughput_vs_best_static"]:
             parts.append(f"  throughput {item['scenario']}: {_f(item['ratio'], 3)} of best static, "
                          f"{_f(item['ratio_vs_best_static_within_target'], 3)} of best static within the target")
-    parts.append(f"\nwall time {r['wall_s']} s")
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the servers' `finally`
-    p = dict(PROFILES[args.profile])
+    p = chosen_profile(args, PROFILES)
     if args.duration is not None:
         p["duration"] = p["step_seconds"] = p["open_seconds"] = args.duration
-    args.model = args.model or p["model"]
     stamp, env, began, results = open_run(args, "latency", argv)
     results["settings"] = p
     results["comparison"] = run_comparison(args, p, env)

@@ -145,6 +145,17 @@ def rss_mb(pid: int | str = "self") -> dict[str, float]:
     return out
 
 
+def section_parser(section: str, description: str, quick: str, models: tuple[str, ...]) -> argparse.ArgumentParser:
+    """`python -m bench SECTION`'s parser with the flags every section has: --quick (`quick`: its help),
+    --smoke, --model (one of `models`)."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench {section}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for the test suite")
+    parser.add_argument("--model", choices=models, help="the model (default: the profile's)")
+    return parser
+
+
 def parse_section_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """A section's own flags (in `parser`) plus those of every section; `profile` from --quick / --smoke."""
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the server")
@@ -156,10 +167,19 @@ def parse_section_args(parser: argparse.ArgumentParser, argv: list[str] | None) 
     return args
 
 
+def chosen_profile(args: argparse.Namespace, profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The settings of the run's profile (a copy); `args.model` defaults to the profile's model."""
+    settings = dict(profiles[args.profile])
+    args.model = args.model or settings["model"]
+    return settings
+
+
 def open_run(args: argparse.Namespace, section: str, argv: list[str] | None) -> tuple[str, dict[str, str],
                                                                                     float, dict[str, Any]]:
     """A `python -m bench SECTION` run begins: its time stamp, its log directory (set as `args.log_dir`),
-    the children's environment, its start (monotonic) and the opening record of its results."""
+    the children's environment, its start (monotonic) and the opening record of its results. From here on
+    SIGTERM unwinds the run through its `finally`s (which stop its servers)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.work_dir = args.work_dir.resolve()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.log_dir = args.work_dir / "logs" / f"{section}-{stamp}"
@@ -191,5 +211,6 @@ def publish(results: dict[str, Any], began: float, log_dir: Path, out: Path,
     """`close_run`, then the run's table and where its JSON went on stdout; the exit code (0)."""
     close_run(results, began, log_dir, out)
     print(render(results))
+    print(f"\nwall time {results['wall_s']} s")
     print(f"\nJSON: {out}")
     return 0

@@ -13,6 +13,16 @@ def _f(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def section_header(title: str, r: dict[str, Any], details: str = "") -> list[str]:
+    """The first lines of a `python -m bench SECTION` report: what ran, when and where, and whether the machine
+    was busy (`procs.close_run`)."""
+    parts = [f"{title}  {r['started_at']}  profile={r['profile']}  model={r['model']}  threads={r['threads']}  "
+             f"{details + '  ' if details else ''}load avg at start={_f(r['load_average_at_start'][0], 2)}"]
+    if r["machine_busy"]:
+        parts.append("WARNING: the machine was busy: these numbers measure the neighbours as much as the server")
+    return parts
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [[_f(c) if not isinstance(c, str) else c for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
