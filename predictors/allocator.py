@@ -1,13 +1,13 @@
 """Which C memory allocator the server process runs on (`Settings.memory_allocator`).
 
 Torch's CPU tensors come from the C allocator, and a forward pass allocates and frees its activations every
-time: tens of megabytes per image at batch 8 for ResNeSt-101. glibc's malloc serves blocks that large
-with fresh ``mmap`` s and gives them back on ``free``, so each forward pass faults its activations in again
-and the kernel zeroes every page. Measured on the 2-core development machine (general recognition,
-closed loop at c = 16, 15-20 s segments, docs/performance.md "Memory allocator"): under glibc the
-server took 50 000-140 000 page faults a second, spent 8-18 % of the machine in the kernel, and its
-throughput wandered between 9.4 and 11.8 items/s within one run; under jemalloc, configured as below, it
-took 1 000-15 000 faults a second and served 11.4-12.3 items/s, each run within 4 %.
+time: blocks of tens of megabytes at batch 8 for ResNeSt-101. glibc's malloc serves blocks that large with
+fresh ``mmap`` s and gives them back on ``free``, so each forward pass faults its activations in again and
+the kernel zeroes every page. Measured on the 2-core development machine (general recognition, closed
+loop at c = 16; docs/performance.md "Memory allocator"): under glibc the server took 78 000-140 000 page
+faults a second, 8-18 % of the machine went to the kernel, and throughput wandered between 9.4 and 11.8
+items/s within one run. ``python -m bench allocator``, alternating a server on each: jemalloc, configured
+as below, 11.9 items/s against glibc's 9.9, at 11 000 against 143 000 page faults a second.
 
 jemalloc must be the process's allocator from its first ``malloc``, which only ``LD_PRELOAD`` achieves
 for an unmodified Python. So ``predictors serve`` starts itself again (``execve``: the same process id,
