@@ -31,7 +31,7 @@ from bench import loadgen
 from bench.common import Request
 from bench.latency import requests_for, serve, write_variants
 from bench.models import MODEL_KINDS
-from bench.procs import Child, chosen_profile, open_run, parse_section_args, publish, say, section_parser
+from bench.procs import Child, chosen_profile, open_run, parse_section_args, publish, rss_mb, say, section_parser
 from bench.report import _f, _table, section_header
 
 CONCURRENCY = 16
@@ -59,13 +59,6 @@ def process_counters(pid: int) -> dict[str, float]:
     return {"minflt": float(fields[7]), "user_s": int(fields[11]) / TICKS, "system_s": int(fields[12]) / TICKS}
 
 
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 async def segment(server: Child, requests: list[Request], seconds: float) -> dict[str, Any]:
     pid = server.process.pid
     before, started = process_counters(pid), time.monotonic()
@@ -74,7 +67,7 @@ async def segment(server: Child, requests: list[Request], seconds: float) -> dic
     cpu = (after["user_s"] - before["user_s"]) + (after["system_s"] - before["system_s"])
     return {**result.summary(), "page_faults_per_s": round((after["minflt"] - before["minflt"]) / elapsed),
             "kernel_share_of_cpu": round((after["system_s"] - before["system_s"]) / cpu, 3) if cpu else None,
-            "cpu_cores": round(cpu / elapsed, 2), "resident_mb": resident_mb(pid)}
+            "cpu_cores": round(cpu / elapsed, 2), "resident_mb": rss_mb(pid)["VmRSS"]}
 
 
 def summary(segments: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,7 +103,7 @@ def measure(servers: dict[str, Child], args: argparse.Namespace, p: dict[str, An
         time.sleep(reading - waited)
         waited = reading
         for name, server in servers.items():
-            idle[name][f"{reading:g}"] = resident_mb(server.process.pid)
+            idle[name][f"{reading:g}"] = rss_mb(server.process.pid)["VmRSS"]
     out: dict[str, Any] = {"segments": segments, "idle_resident_mb": idle,
                            "summary": {name: summary(runs) for name, runs in segments.items()}}
     pairs = [jemalloc["throughput_rps"] / system["throughput_rps"]

@@ -55,6 +55,7 @@ import httpx
 
 from bench import loadgen
 from bench.common import Request, model_instance, ratio, v1_instance_request
+from bench.models import MODEL_KINDS
 from bench.procs import (
     Child,
     chosen_profile,
@@ -64,6 +65,7 @@ from bench.procs import (
     publish,
     run_child_json,
     say,
+    section_parser,
     start,
 )
 from bench.report import _f, _table, section_header
@@ -90,13 +92,7 @@ GAUGE = re.compile(r'^predictors_batch_size_target_items\{model="(?P<model>[^"]+
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a ~3 minute run on the image classifier")
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run for the test suite")
-    parser.add_argument("--model", choices=["general-recognition", "image-classification", "visual-entailment",
-                                            "face-enhancement", "tiny"],
-                        help="the model (default: the profile's)")
+    parser = section_parser("latency", __doc__ or "", "a ~3 minute run on the image classifier", MODEL_KINDS)
     parser.add_argument("--latency-targets", help="comma-separated targets in ms (default: derived, see above)")
     parser.add_argument("--duration", type=float, help="seconds per closed-loop level (overrides the profile)")
     return parse_section_args(parser, argv)

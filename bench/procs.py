@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from predictors import allocator
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -48,11 +50,8 @@ class Child:
             return ""
 
     def memory_allocator(self) -> str:
-        """The server's C allocator (`predictors.allocator`): jemalloc when it has it mapped, else system."""
-        try:
-            return "jemalloc" if "libjemalloc" in Path(f"/proc/{self.process.pid}/maps").read_text() else "system"
-        except OSError:
-            return "unknown"
+        """The server's C allocator, read from its own memory maps."""
+        return allocator.in_use(Path(f"/proc/{self.process.pid}/maps"))
 
     def wait_ready(self, paths: list[str], timeout: float) -> float:
         """Wait until every path answers 200; returns the seconds it took."""

@@ -45,17 +45,21 @@ def find_jemalloc() -> str | None:
     return ctypes.util.find_library(JEMALLOC_LIBRARY)
 
 
-def jemalloc_loaded(maps: Path = Path("/proc/self/maps")) -> bool:
-    """Whether this process has jemalloc mapped (preloaded, or linked by the interpreter itself)."""
+OWN_MAPS = Path("/proc/self/maps")
+
+
+def jemalloc_loaded(maps: Path = OWN_MAPS) -> bool:
+    """Whether the process of `maps` (default: this one) has jemalloc mapped (preloaded, or linked by the
+    interpreter itself)."""
     try:
         return "libjemalloc" in maps.read_text()
     except OSError:
         return False
 
 
-def in_use() -> str:
-    """For the start-up log: ``jemalloc`` or ``system``."""
-    return "jemalloc" if jemalloc_loaded() else "system"
+def in_use(maps: Path = OWN_MAPS) -> str:
+    """``jemalloc`` or ``system``: for the start-up log, and the benchmarks' record of their servers."""
+    return "jemalloc" if jemalloc_loaded(maps) else "system"
 
 
 def relaunch_environment(choice: MemoryAllocator, environ: Mapping[str, str], library: str | None,

@@ -134,9 +134,11 @@ def _serve(args: argparse.Namespace, relaunch: bool) -> int:
         return 2
     from predictors import allocator
 
+    loaded = allocator.jemalloc_loaded()
+    # the lookup runs ldconfig: not for `system`, nor again in the process started with jemalloc
+    library = allocator.find_jemalloc() if settings.memory_allocator != "system" and not loaded else None
     try:
-        environment = allocator.relaunch_environment(settings.memory_allocator, os.environ,
-                                                     allocator.find_jemalloc(), allocator.jemalloc_loaded())
+        environment = allocator.relaunch_environment(settings.memory_allocator, os.environ, library, loaded)
     except allocator.AllocatorUnavailable as error:
         print(f"predictors serve: {error}", file=sys.stderr)
         return 2
