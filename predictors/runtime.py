@@ -31,7 +31,7 @@ from typing import Any, Generic
 import torch
 
 from predictors.batching import Batcher
-from predictors.codecs.images import decode_image, estimated_decode_seconds
+from predictors.codecs.images import check_image, decode_image, estimated_decode_seconds
 from predictors.codecs.types import RawItem
 from predictors.device import (
     SAME_PRIORITY,
@@ -273,9 +273,9 @@ class ModelRuntime(Generic[Prepared, Raw]):
 
     async def validate(self, items: Sequence[RawItem], parameters: Mapping[str, Any]) -> None:
         """Raise the error `infer` would raise for these parameters or for an item that does not decode
-        (images decoded with the model's limits), without running the model. Images cheap to decode
-        (`INLINE_DECODE_BUDGET_SECONDS` for the request) are decoded here, on the event loop; the others in
-        the worker pool."""
+        (images checked with the model's limits: `check_image`), without running the model. Images cheap to
+        decode (`INLINE_DECODE_BUDGET_SECONDS` for the request, estimated for a full decode: an upper bound
+        of the check's cost) are checked here, on the event loop; the others in the worker pool."""
         self.predictor.parse_parameters(parameters)
         budget = INLINE_DECODE_BUDGET_SECONDS
         in_pool: list[RawItem] = []
@@ -283,11 +283,11 @@ class ModelRuntime(Generic[Prepared, Raw]):
             cost = self._estimated_decode_seconds(item)
             if cost <= budget:
                 budget -= cost
-                self._decode(item)
+                self._check(item)
             else:
                 in_pool.append(item)
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._workers, self._decode, item) for item in in_pool))
+        await asyncio.gather(*(loop.run_in_executor(self._workers, self._check, item) for item in in_pool))
 
     def _estimated_decode_seconds(self, item: RawItem) -> float:
         return sum(estimated_decode_seconds(value) for spec in self.predictor.inputs
@@ -295,6 +295,13 @@ class ModelRuntime(Generic[Prepared, Raw]):
 
     def _decode_and_prepare(self, item: RawItem, params: Any) -> Prepared:
         return self.predictor.prepare(self._decode(item), params)
+
+    def _check(self, item: RawItem) -> None:
+        for spec in self.predictor.inputs:
+            if spec.kind == "image" and spec.name in item:
+                value = item[spec.name]
+                assert isinstance(value, bytes)
+                check_image(value, self.config.image_limits, spec.name)
 
     def _decode(self, item: RawItem) -> dict[str, Any]:
         decoded: dict[str, Any] = {}

@@ -56,6 +56,21 @@ class EncodedImage:
 
 def decode_image(data: bytes, limits: ImageLimits, field: str = "image") -> Image.Image:
     """Decode JPEG/PNG/WebP/BMP bytes into an RGB image with EXIF orientation applied."""
+    return _decoded(data, limits, field, scaled_down=False)
+
+
+def check_image(data: bytes, limits: ImageLimits, field: str = "image") -> None:
+    """Raise what `decode_image` raises for `data`, for less work: a JPEG's pixels are decoded at an eighth
+    of its width and height (libjpeg's DCT scaling, Pillow's ``draft``). Scaling only changes the inverse
+    DCT and what follows it; libjpeg still reads and entropy-decodes every coded bit, so truncated and
+    corrupt data fail exactly as in a full decode (`tests/unit/codecs/test_images_fuzz.py` compares the two
+    on generated, mutated and cut images). Other formats are decoded in full. A 320x240 baseline JPEG:
+    0.07 ms against 0.49 ms, on one core here. For the submission of a job, whose pixels are decoded again,
+    in full, when it runs."""
+    _decoded(data, limits, field, scaled_down=True)
+
+
+def _decoded(data: bytes, limits: ImageLimits, field: str, *, scaled_down: bool) -> Image.Image:
     if not data:
         raise InvalidImage(f"'{field}' is empty")
     # Pillow warns (and beyond twice its own limit raises) about huge images before we can check them;
@@ -79,6 +94,8 @@ def decode_image(data: bytes, limits: ImageLimits, field: str = "image") -> Imag
             f"'{field}' is {width}x{height}; the longest side may be at most {limits.max_side} px"
         )
     try:
+        if scaled_down:
+            image.draft(None, (1, 1))  # the smallest scale the decoder offers (a no-op but for JPEG)
         stream.read_past_end = False  # a format's header parser may probe past the end; pixels may not
         image.load()
         if stream.read_past_end:

@@ -35,7 +35,8 @@ class JobExecutor:
 
     async def check(self, model: KServeModel, request: StoredRequest) -> None:
         """At submission: everything the synchronous route checks before the model runs (the body, the
-        codec, the parameters, every image decoded with the model's limits); raises its 4xx error."""
+        codec, the parameters, every image checked with the model's limits: `check_image`); raises its 4xx
+        error."""
         decoded, headers = self._decode(model.name, request)
         wire = await model.preprocess(decoded, headers)
         request_deadline(wire.parameters, {})

@@ -289,16 +289,16 @@ def test_the_submit_check_decodes_cheap_images_on_the_loop_and_the_others_in_the
     on the event loop's thread, the rest in the worker pool; a truncated cheap image is refused on the loop
     with the pool's error."""
     from predictors import runtime as runtime_module
-    from predictors.codecs.images import decode_image, estimated_decode_seconds
+    from predictors.codecs.images import check_image, estimated_decode_seconds
     from predictors.errors import InvalidImage
 
     decoded_on: list[str] = []
 
-    def noting_decode(*args: Any, **kwargs: Any) -> Image.Image:
+    def noting_check(*args: Any, **kwargs: Any) -> None:
         decoded_on.append(threading.current_thread().name)
-        return decode_image(*args, **kwargs)
+        check_image(*args, **kwargs)
 
-    monkeypatch.setattr(runtime_module, "decode_image", noting_decode)
+    monkeypatch.setattr(runtime_module, "check_image", noting_check)
     small, large, tile = jpeg(64, 64), jpeg(1024, 1024), jpeg(128, 128)
     budget = runtime_module.INLINE_DECODE_BUDGET_SECONDS
     assert estimated_decode_seconds(small) < budget < estimated_decode_seconds(large)

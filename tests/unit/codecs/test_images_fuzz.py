@@ -4,13 +4,16 @@ real images of every supported format with bytes flipped, cut or their header's 
 Any input decodes into an RGB image within the limits or raises INVALID_IMAGE / IMAGE_TOO_LARGE; a
 supported image cut inside its pixel data is INVALID_IMAGE whatever a dependency did to Pillow's
 global ``LOAD_TRUNCATED_IMAGES`` (ModelScope's OFA module sets it at import).
+
+`check_image` (a job's submission check: JPEGs decoded at an eighth of their size) accepts and refuses
+exactly what `decode_image` does, with the same error, on all of those and on the hostile corpus.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -18,8 +21,9 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from predictors.codecs.images import ImageLimits, decode_image
-from predictors.errors import InvalidImage
+from predictors.codecs.images import ImageLimits, check_image, decode_image
+from predictors.errors import InvalidImage, PredictorError
+from tests.integration import hostile_corpus
 from tests.unit.codecs.fuzzing import image_bytes, only_documented_errors
 
 LIMITS = ImageLimits(max_pixels=64 * 64, max_side=100)
@@ -55,9 +59,35 @@ real_images = st.builds(
 )
 
 
+def photo_like_jpeg(seed: int, size: tuple[int, int], progressive: bool, subsampling: int, quality: int,
+                    grey: bool) -> bytes:
+    """Smooth gradients with noise on top: large enough for every scale libjpeg offers (1/2 to 1/8), with
+    the entropy-coded data a photograph has."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0 : size[1], 0 : size[0]]
+    base = np.stack([xs * 255 / size[0], ys * 255 / size[1], (xs + ys) * 127 / sum(size)], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 24, base.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    image.convert("L" if grey else "RGB").save(buffer, "JPEG", progressive=progressive, quality=quality,
+                                               subsampling=subsampling)
+    return buffer.getvalue()
+
+
+jpegs = st.builds(
+    photo_like_jpeg,
+    st.integers(0, 2**16),
+    st.tuples(st.integers(8, 200), st.integers(8, 200)),
+    st.booleans(),
+    st.sampled_from([0, 1, 2]),  # 4:4:4, 4:2:2, 4:2:0
+    st.integers(30, 98),
+    st.booleans(),
+)
+
+
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(real_images))
+def mutated(draw: st.DrawFn, images: st.SearchStrategy[bytes] = real_images) -> bytes:
+    data = bytearray(draw(images))
     for _ in range(draw(st.integers(1, 8))):
         position = draw(st.integers(0, len(data) - 1))
         action = draw(st.sampled_from(["flip", "cut", "insert", "zero-run"]))
@@ -107,3 +137,46 @@ def test_an_image_cut_inside_its_pixels_is_invalid(load_truncated: bool, fmt: st
     data = noise_image(seed, fmt, "RGB", (48, 48))  # ~7 kB of pixels or more in every format
     with pillow_load_truncated_images(load_truncated), pytest.raises(InvalidImage):
         decode_image(data[: max(64, int(len(data) * keep))], ImageLimits())
+
+
+# ---- check_image: the submission check refuses what decoding refuses ----------------------------------
+
+
+def outcome(decoder: Callable[[bytes, ImageLimits], object], data: bytes, limits: ImageLimits) -> str:
+    """'accepted', or the error the decoder raised: its code and message."""
+    try:
+        decoder(data, limits)
+    except PredictorError as error:
+        return f"{error.code}: {error}"
+    return "accepted"
+
+
+@pytest.mark.parametrize("load_truncated", [False, True], ids=["pillow-default", "pillow-load-truncated"])
+@given(data=st.one_of(image_bytes, real_images, mutated(), jpegs, mutated(jpegs)))
+def test_the_check_answers_what_decoding_answers(load_truncated: bool, data: bytes) -> None:
+    with pillow_load_truncated_images(load_truncated):
+        for limits in (LIMITS, ImageLimits()):
+            answer = outcome(decode_image, data, limits)
+            event(answer.split(":")[0])
+            assert outcome(check_image, data, limits) == answer
+
+
+@given(data=jpegs, keep=st.floats(0.05, 0.995))
+def test_a_jpeg_cut_anywhere_is_refused_by_the_check_as_by_decoding(data: bytes, keep: float) -> None:
+    cut = data[: max(2, int(len(data) * keep))]
+    answer = outcome(decode_image, cut, ImageLimits())
+    assert answer != "accepted"
+    assert outcome(check_image, cut, ImageLimits()) == answer
+
+
+def hostile_images() -> dict[str, bytes]:
+    corpus = {f"{kind}-{fmt}": build(fmt) for fmt in hostile_corpus.SUPPORTED
+              for kind, build in (("truncated", hostile_corpus.truncated), ("corrupt", hostile_corpus.corrupt),
+                                  ("bomb", hostile_corpus.bomb))}
+    return {**corpus, **hostile_corpus.unsupported(), **hostile_corpus.unusual()}
+
+
+@pytest.mark.parametrize(("name", "data"), hostile_images().items(), ids=hostile_images().keys())
+def test_the_check_answers_the_hostile_corpus_as_decoding_does(name: str, data: bytes) -> None:
+    for limits in (LIMITS, ImageLimits()):
+        assert outcome(check_image, data, limits) == outcome(decode_image, data, limits), name
