@@ -65,8 +65,8 @@ def check_image(data: bytes, limits: ImageLimits, field: str = "image") -> None:
     DCT and what follows it; libjpeg still reads and entropy-decodes every coded bit, so truncated and
     corrupt data fail exactly as in a full decode (`tests/unit/codecs/test_images_fuzz.py` compares the two
     on generated, mutated and cut images). Other formats are decoded in full. A 320x240 baseline JPEG:
-    0.08 ms against 0.45-0.49 ms, on one core here. For the submission of a job, whose pixels are decoded again,
-    in full, when it runs."""
+    0.08 ms against 0.45-0.49 ms, on one core here. For the submission of a job, whose pixels are decoded
+    again, in full, when it runs."""
     _decoded(data, limits, field, scaled_down=True)
 
 
