@@ -188,8 +188,24 @@ def open_run(args: argparse.Namespace, section: str, argv: list[str] | None) -> 
         "command": " ".join([f"python -m bench {section}", *(argv if argv is not None else sys.argv[2:])]),
         "profile": args.profile, "model": args.model, "threads": args.threads,
         "load_average_at_start": list(os.getloadavg()),
+        "code": code_version(),
     }
     return stamp, child_env(args.threads, args.work_dir), time.monotonic(), results
+
+
+def code_version() -> dict[str, Any] | None:
+    """The commit this run's code comes from, and whether the code (server, client, bench) differed from it;
+    None outside a git checkout. A series of runs is judged over runs of one unmodified commit (`series.py`)."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_DIR), *command], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "predictors", "clients", "bench")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "modified": bool(changed)}
 
 
 def close_run(results: dict[str, Any], began: float, log_dir: Path, out: Path) -> None:
