@@ -12,6 +12,10 @@ if sys.argv[1:2] == ["allocator"]:
     from bench.allocator import main as allocator
 
     sys.exit(allocator(sys.argv[2:]))
+if sys.argv[1:2] == ["series"]:
+    from bench.series import main as series
+
+    sys.exit(series(sys.argv[2:]))
 if sys.argv[1:2] == ["jobs"]:
     from bench.jobs import main as jobs
 
