@@ -137,6 +137,8 @@ def raw(
         "predictor": predictor,
         "device": str(runtime.device),
         "precision": precision,
+        # what the forward pass ran in: fp32 where bf16 was asked for on a device without native bf16
+        "effective_precision": runtime.precision.effective,
         "payload": {"kind": payload_kind, **{k: v for k, v in PAYLOADS[payload_kind].items()}},
         "load_s": round(load_s, 3),
         "rss_mb_before_load": rss_before,

@@ -281,8 +281,10 @@ def render_gpu(g: dict[str, Any]) -> str:
         parts.append(f"\n{name}: forward {_gflop(model['forward_flops_per_item'])} GFLOP/item")
         rows = []
         for precision, raw in model["precisions"].items():
+            ran = raw.get("effective_precision", precision)
+            label = precision if ran == precision else f"{precision} (ran {ran}: not native here)"
             for b in raw["batches"]:
-                rows.append([precision, b["batch_size"], _rate(b["items_per_s"]), b["batch_p50_ms"], b["gflops"],
+                rows.append([label, b["batch_size"], _rate(b["items_per_s"]), b["batch_p50_ms"], b["gflops"],
                              _percent(b["fraction_of_peak"])])
         parts.append(_table(["precision", "batch", "items/s", "batch p50 ms", "GFLOP/s", "%peak"], rows))
     return "\n".join(parts)

@@ -33,7 +33,8 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--enable-grpc", type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL")
     serve.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     serve.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
-                       help="forward-pass precision (default fp32; fp16 only on CUDA)")
+                       help="forward-pass precision (default fp32; fp16 only on CUDA; bf16 runs "
+                            "fp32 where the device has no native bf16)")
     serve.add_argument("--max-batch-size", type=int)
     serve.add_argument("--max-latency-ms", type=float)
     serve.add_argument("--max-queue", type=int)

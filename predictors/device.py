@@ -19,7 +19,6 @@ All torch work for a model runs on one dedicated thread (never on the asyncio ev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import os
@@ -28,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 import torch
 
@@ -38,29 +37,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 CPU = torch.device("cpu")
-
-Precision = Literal["fp32", "fp16", "bf16"]
-#: the autocast dtype of each reduced precision
-AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def check_precision(device: torch.device, precision: str) -> None:
-    """Refuse, at start-up, a precision the device cannot run well: fp16 only on CUDA."""
-    if precision not in ("fp32", *AUTOCAST_DTYPES):
-        raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"precision fp16 needs a CUDA device but the model runs on {device}; "
-            "use precision bf16 (or fp32) on the CPU"
-        )
-
-
-def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
-    """Autocast to the reduced precision on `device`; fp32 (and fp16 on a CPU fallback) runs unchanged."""
-    dtype = AUTOCAST_DTYPES.get(precision)
-    if dtype is None or (dtype is torch.float16 and device.type != "cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def stack_to_device(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -39,10 +39,8 @@ from predictors.device import (
     DeviceRunner,
     Fallback,
     LowerPriority,
-    check_precision,
     enable_cudnn_autotuner,
     is_out_of_memory,
-    precision_context,
     resolve_device,
     settle,
     wait_for_fallbacks,
@@ -50,6 +48,7 @@ from predictors.device import (
 )
 from predictors.errors import ModelNotReady, PredictorError, RequestTimeout
 from predictors.models.base import ModelFileError, Predictor, Prepared, Raw
+from predictors.precision import Bf16Support, ResolvedPrecision, autocast_to, read_bf16_support, resolve_precision
 from predictors.settings import ModelConfig
 from predictors.telemetry import tracing
 from predictors.telemetry.metrics import Metrics
@@ -83,7 +82,8 @@ class ModelRuntime(Generic[Prepared, Raw]):
 
     def __init__(self, predictor: Predictor[Prepared, Raw], metrics: Metrics, workers: Executor,
                  cpu_forward_priority: LowerPriority = SAME_PRIORITY,
-                 background_workers: Executor | None = None) -> None:
+                 background_workers: Executor | None = None,
+                 bf16_support: Callable[[torch.device], Bf16Support] = read_bf16_support) -> None:
         self.predictor = predictor
         self.cpu_forward_priority = cpu_forward_priority
         self.name = predictor.name
@@ -92,6 +92,9 @@ class ModelRuntime(Generic[Prepared, Raw]):
         #: where the CPU work of background requests (`RequestRecord.background`: asynchronous jobs) runs
         self._background_workers = background_workers or workers
         self.device = torch.device("cpu")
+        #: what the forward pass runs in, decided at `load` from the setting and the device (`bf16_support`)
+        self.precision: ResolvedPrecision | None = None
+        self._bf16_support = bf16_support
         self.ready = False
         self.load_error: str | None = None
         #: told the model's name when its device is lost (the server then exits for a restart)
@@ -126,9 +129,12 @@ class ModelRuntime(Generic[Prepared, Raw]):
         started = time.perf_counter()
         try:
             self.device = resolve_device(config.device)
-            check_precision(self.device, config.precision)
-            logger.info("model %s: loading %s from %s on %s", self.name, predictor.predictor_name,
-                        predictor.model_dir, self.device)
+            self.precision = resolve_precision(config.precision, self.device, self._bf16_support)
+            if self.precision.reason:
+                logger.warning("model %s: precision %s asked for, serving %s: %s", self.name,
+                               self.precision.requested, self.precision.effective, self.precision.reason)
+            logger.info("model %s: loading %s from %s on %s in %s", self.name, predictor.predictor_name,
+                        predictor.model_dir, self.device, self.precision.effective)
             if config.demo_weights:
                 logger.warning("model %s: serving DEMO weights (random/crafted, not the published model); "
                                "its answers are meaningless", self.name)
@@ -152,6 +158,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
             raise
         elapsed = time.perf_counter() - started
         self.metrics.model_loaded(self.name, str(self.device), elapsed)
+        self.metrics.model_precision(self.name, self.precision.requested, self.precision.effective)
         logger.info("model %s ready on %s in %.2f s (weights %.2f s, warm-up %.2f s)", self.name, self.device,
                     elapsed, weights_s, elapsed - weights_s)
         # The loading code's cyclic garbage goes now, before any request waits on this model: a full
@@ -371,8 +378,11 @@ class ModelRuntime(Generic[Prepared, Raw]):
                 span.end(end_time=ended_ns)
 
     def forward_in_precision(self, batch: Sequence[Prepared], device: torch.device) -> Sequence[Raw]:
-        """`forward` under the model's `precision` (autocast for fp16/bf16): what the device thread runs."""
-        with precision_context(device, self.config.precision):
+        """`forward` under the model's precision on `device` (autocast for fp16/bf16): what the device thread
+        runs, after `load` decided the precision."""
+        if self.precision is None:
+            raise ModelNotReady(f"model '{self.name}' is not loaded")
+        with autocast_to(device, self.precision.on(device)):
             return self.predictor.forward(batch, device)
 
     def run_forward(self, batch: Sequence[Prepared]) -> list[Raw | Fallback[Raw]]:

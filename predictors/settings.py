@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     enable_grpc: bool = Field(True, description="Serve the gRPC v2 API.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", description="Forward-pass precision: fp32, fp16 (CUDA only) or bf16 (autocast)."
+        "fp32", description="Forward-pass precision: fp32, fp16 (CUDA only) or bf16 (autocast; fp32 where the "
+        "device has no native bf16)."
     )
 
     max_batch_size: int = Field(8, ge=1, le=1024, description="Items per forward pass; 1 disables batching.")
@@ -217,7 +218,8 @@ class ModelConfig:
     #: the model's options: its `ModelOptions` subclass, or a mapping the model validates into it
     options: ModelOptions | Mapping[str, Any] = field(default_factory=dict)
     demo_weights: bool = False
-    #: fp32 | fp16 (CUDA only) | bf16: the forward pass runs under autocast to the reduced precision
+    #: fp32 | fp16 (CUDA only) | bf16: the forward pass runs under autocast to the reduced precision (bf16
+    #: only where the device has it natively, else fp32: `predictors.precision`)
     precision: str = default("precision")
 
 

@@ -1,9 +1,9 @@
 """`predictors status`: is it up, is it fast — per model, from the server's own status endpoint.
 
 The server answers ``GET /v2/predictors/status`` (`server_status`) with each model's readiness, device,
-queue depth, in-flight requests and its latency over the last minutes (kept in memory, not derived
-from the cumulative histograms). Probes of liveness come from ``/v2/health/live``. This module imports
-neither KServe nor torch: the command runs anywhere httpx does.
+precision (effective and requested), queue depth, in-flight requests and its latency over the last
+minutes (kept in memory, not derived from the cumulative histograms). Probes of liveness come from
+``/v2/health/live``. This module imports neither KServe nor torch: the command runs anywhere httpx does.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def server_status(models: Iterable[Any], metrics: Any, in_flight: Callable[[str]
             "predictor": getattr(model, "predictor_name", ""),
             "ready": bool(model.ready),
             "device": str(model.device),
+            "precision": _precision(model),
             "queue_depth": int(model.queue_depth),
             "max_queue": model.config.batching.max_queue,
             "max_batch_size": model.config.batching.max_batch_size,
@@ -37,6 +38,14 @@ def server_status(models: Iterable[Any], metrics: Any, in_flight: Callable[[str]
             "recent": metrics.recent(model.name).summary(),
         })
     return {"ready": bool(described) and all(m["ready"] for m in described), "models": described}
+
+
+def _precision(model: Any) -> dict[str, str]:
+    """What the forward pass runs in (`effective`), what the setting asked for, and why they differ."""
+    resolved = model.precision
+    if resolved is None:  # not loaded (yet, or it failed before the device was known)
+        return {"requested": model.config.precision, "effective": "", "reason": ""}
+    return {"requested": resolved.requested, "effective": resolved.effective, "reason": resolved.reason}
 
 
 def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -51,7 +60,7 @@ def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
 
 
 def render(status: dict[str, Any], url: str) -> str:
-    header = ("MODEL", "READY", "DEVICE", "QUEUE", "IN-FLIGHT", "REQ/ERR", "P50 ms", "P95 ms")
+    header = ("MODEL", "READY", "DEVICE", "PRECISION", "QUEUE", "IN-FLIGHT", "REQ/ERR", "P50 ms", "P95 ms")
     rows = [header]
     notes = []
     for model in status.get("models", []):
@@ -60,12 +69,17 @@ def render(status: dict[str, Any], url: str) -> str:
             model["name"],
             "yes" if model["ready"] else "no",
             model.get("device", "?"),
+            (model.get("precision") or {}).get("effective") or "-",
             f"{model.get('queue_depth', 0)}/{model.get('max_queue', '?')}",
             str(model.get("in_flight", 0)),
             f"{recent.get('requests', 0)}/{recent.get('errors', 0)}",
             _number(recent.get("p50_ms")),
             _number(recent.get("p95_ms")),
         ))
+        precision = model.get("precision") or {}
+        if precision.get("reason"):
+            notes.append(f"{model['name']}: precision {precision['requested']} asked for, serving "
+                         f"{precision['effective']}: {precision['reason']}")
         if model.get("load_error"):
             notes.append(f"{model['name']}: failed to load: {model['load_error']}")
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]

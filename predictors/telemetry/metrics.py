@@ -81,6 +81,11 @@ class Metrics:
         self.load_seconds = gauge("predictors_model_load_seconds", "Time to load and warm up the model.", ["model"])
         self.device_info = gauge(
             "predictors_model_device_info", "The device a model runs on (value 1).", ["model", "device"])
+        self.precision_info = gauge(
+            "predictors_model_precision_info",
+            "The precision a model's forward pass runs in (value 1), and the precision setting asked for: they "
+            "differ where bf16 was asked for on a device without native bf16 (served in fp32).",
+            ["model", "precision", "requested"])
         self.jobs = counter(
             "predictors_jobs_total",
             "Asynchronous jobs by the status this process gave them: queued (submitted here), succeeded and "
@@ -107,6 +112,9 @@ class Metrics:
         self.model_ready.labels(model).set(1)
         if device.startswith("cuda"):
             self._gpu.devices.add(device)
+
+    def model_precision(self, model: str, requested: str, effective: str) -> None:
+        self.precision_info.labels(model, effective, requested).set(1)
 
     def observe_request(self, model: str, protocol: str, code: str, seconds: float,
                         stages: dict[str, float]) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from predictors.precision import read_cpu_bf16_support
+
 REPO = Path(__file__).resolve().parents[2]
 #: ~30 s on a quiet 2-core machine; generous because the machine running the tests is often shared
 TIMEOUT_S = 240
@@ -204,8 +206,10 @@ def test_gpu_profile_plumbing_on_the_cpu(tmp_path: Path) -> None:
     assert gpu["precisions"] == ["fp32", "bf16"]  # fp16 is refused off CUDA
     assert {p: gpu["peaks"][p]["peak_gflops"] > 0 for p in gpu["precisions"]} == {"fp32": True, "bf16": True}
     runs = gpu["models"]["tiny"]["precisions"]
+    native = read_cpu_bf16_support().native
     for precision in ("fp32", "bf16"):
         assert runs[precision]["precision"] == precision
+        assert runs[precision]["effective_precision"] == ("bf16" if precision == "bf16" and native else "fp32")
         assert [b["batch_size"] for b in runs[precision]["batches"]] == [1, 2]
         assert all(b["items_per_s"] > 0 and b["gflops"] > 0 for b in runs[precision]["batches"])
     assert gpu["models"]["tiny"]["forward_flops_per_item"] == 2 * 3 * 4  # the tiny model's linear 3 -> 4

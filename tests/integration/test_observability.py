@@ -250,13 +250,14 @@ def test_status_command(traced_server: ServerProcess) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith(MODEL))
-    assert row.split()[:4] == [MODEL, "yes", "cpu", "0/64"]
+    assert row.split()[:5] == [MODEL, "yes", "cpu", "fp32", "0/64"]
     as_json = subprocess.run([sys.executable, "-m", "predictors", "status", "--url", traced_server.url,
                               "--json"],
                              capture_output=True, text=True, timeout=120)
     status = json.loads(as_json.stdout)
     assert status["ready"] and status["live"]
     model = status["models"][0]
+    assert model["precision"] == {"requested": "fp32", "effective": "fp32", "reason": ""}
     assert model["recent"]["requests"] >= 1 and model["recent"]["p50_ms"] > 0
 
 

@@ -15,6 +15,13 @@ convolution to bf16 and accumulates in fp32, so the error grows with depth but d
 
 A check that bf16 really ran (some score differs from fp32) keeps these tests from passing on a
 precision setting that silently does nothing.
+
+Each test runs twice: on this machine's CPU as torch reports it, and on a CPU without native bf16 stated
+through the capability check (`predictors.precision.Bf16Support`). The real bf16 path runs only where the
+CPU has native bf16 (AVX512_BF16 or AMX_BF16): emulated, it took 150x fp32's time and these tests ran for
+up to 809 s. Where bf16 is not native the runtime serves fp32, and the test checks that instead: fp32 as
+effective precision, the reason, and answers identical to the fp32 model's. The run's summary lists which
+path each test took (`bf16 path` lines, from tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from predictors.demo import general_recognition as general_recognition_demo
 from predictors.demo import visual_entailment as visual_entailment_demo
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
-from tests.conftest import sample_image
+from predictors.precision import Bf16Support, read_bf16_support
+from tests.conftest import BF16_PATH, sample_image
 from tests.unit.models.conftest import load_runtime
 from tests.unit.models.test_image_classification import write_dir
 
@@ -52,16 +60,55 @@ def run(runtime: Any, items: list[dict[str, Any]]) -> tuple[list[Any], list[dict
     return raw, [predictor.finish(p, r, params) for p, r in zip(prepared, raw, strict=True)]
 
 
-def pair(predictor: str, directory: Path, workers: Any) -> dict[str, Any]:
+def without_native_bf16(device: Any) -> Bf16Support:
+    return Bf16Support(False, "stated by the test: torch CPU capability AVX2, bf16 instructions none")
+
+
+@pytest.fixture(params=["this-cpu", "cpu-without-native-bf16"])
+def bf16_support(request: pytest.FixtureRequest, record_property: Any) -> Any:
+    """The capability check the bf16 model is loaded with; the path it leads to goes into the report."""
+    support = read_bf16_support if request.param == "this-cpu" else without_native_bf16
+    facts = support(CPU)
+    record_property(BF16_PATH, f"{'native bf16' if facts.native else 'fp32 fallback'} ({facts.facts})")
+    return support
+
+
+def pair(predictor: str, directory: Path, workers: Any, bf16_support: Any) -> dict[str, Any]:
+    """The model loaded in fp32 and with precision bf16 (whatever that resolves to on `bf16_support`)."""
     return {
-        precision: load_runtime(predictor, directory, workers, config=ModelConfig(device="cpu", precision=precision))
-        for precision in ("fp32", "bf16")
+        "fp32": load_runtime(predictor, directory, workers, config=ModelConfig(device="cpu", precision="fp32")),
+        "bf16": load_runtime(predictor, directory, workers, config=ModelConfig(device="cpu", precision="bf16"),
+                             bf16_support=bf16_support),
     }
+
+
+def runs_bf16(models: dict[str, Any]) -> bool:
+    """Whether the bf16 model runs bf16; if not, that it says why and serves fp32."""
+    resolved = models["bf16"].precision
+    if resolved.effective == "bf16":
+        return True
+    assert resolved.effective == "fp32" and "has no native bf16" in resolved.reason
+    return False
+
+
+def assert_same_tensors(a: Any, b: Any) -> None:
+    """Two raw results (dataclasses of tensors and numbers) field by field, exactly."""
+    for name, value in vars(a).items():
+        other = getattr(b, name)
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, other), name
+        else:
+            assert value == other, name
 
 
 def check_classifier(models: dict[str, Any], images: list[Any]) -> None:
     items = [{"image": image} for image in images]
     (raw32, out32), (raw16, out16) = run(models["fp32"], items), run(models["bf16"], items)
+    if not runs_bf16(models):
+        assert out16 == out32
+        for a, b in zip(raw32, raw16, strict=True):
+            assert_same_tensors(a, b)
+        return
     differs = False
     for a, b, ra, rb in zip(out32, out16, raw32, raw16, strict=True):
         assert a["labels"][0] == b["labels"][0]
@@ -74,33 +121,39 @@ def check_classifier(models: dict[str, Any], images: list[Any]) -> None:
     assert differs, "bf16 gave exactly the fp32 logits: autocast did not run"
 
 
-def test_image_classification_bf16_keeps_labels(tmp_path: Path, workers) -> None:
+def test_image_classification_bf16_keeps_labels(tmp_path: Path, workers, bf16_support) -> None:
     directory, _ = write_dir(tmp_path / "classifier", "export")
-    check_classifier(pair("image-classification", directory, workers),
+    check_classifier(pair("image-classification", directory, workers, bf16_support),
                      [sample_image(seed, size) for seed, size in enumerate(SIZES)])
 
 
-def test_general_recognition_bf16_keeps_labels(tmp_path: Path, workers) -> None:
+def test_general_recognition_bf16_keeps_labels(tmp_path: Path, workers, bf16_support) -> None:
     directory = general_recognition_demo.write(tmp_path / "general-recognition", seed=3)
-    check_classifier(pair("general-recognition", directory, workers),
+    check_classifier(pair("general-recognition", directory, workers, bf16_support),
                      [sample_image(seed, size) for seed, size in enumerate(SIZES[:3])])
 
 
-def test_visual_entailment_bf16_keeps_labels(tmp_path: Path, workers) -> None:
+def test_visual_entailment_bf16_keeps_labels(tmp_path: Path, workers, bf16_support) -> None:
     directory = visual_entailment_demo.write(tmp_path / "visual-entailment", seed=1, patch_image_size=256)
-    models = pair("visual-entailment", directory, workers)
+    models = pair("visual-entailment", directory, workers, bf16_support)
     hypotheses = ["a man is playing with a ball", "two dogs", "cat", "A photo of the sea at night!"]
     items = [{"image": sample_image(seed, SIZES[seed]), "hypothesis": text} for seed, text in enumerate(hypotheses)]
     (raw32, out32), (raw16, out16) = run(models["fp32"], items), run(models["bf16"], items)
+    if not runs_bf16(models):
+        assert out16 == out32
+        for a, b in zip(raw32, raw16, strict=True):
+            assert_same_tensors(a, b)
+        return
     for a, b in zip(out32, out16, strict=True):
         assert a["label"] == b["label"]
         assert b["scores"] == pytest.approx(a["scores"], abs=PROBABILITY_TOLERANCE)
     assert any(not torch.equal(x.log_scores, y.log_scores) for x, y in zip(raw32, raw16, strict=True))
 
 
-def test_face_enhancement_bf16_keeps_the_image(tmp_path: Path, workers) -> None:
+def test_face_enhancement_bf16_keeps_the_image(tmp_path: Path, workers, bf16_support) -> None:
     directory = face_enhancement_demo.write(tmp_path / "face-enhancement", seed=1)
-    models = pair("face-enhancement", directory, workers)
+    models = pair("face-enhancement", directory, workers, bf16_support)
+    native = runs_bf16(models)
     items = [{"image": sample_image(seed, (16, 16))} for seed in (11, 12)]  # one face each (demo detector)
 
     def outputs(runtime: Any) -> list[tuple[np.ndarray, dict[str, Any]]]:
@@ -114,6 +167,9 @@ def test_face_enhancement_bf16_keeps_the_image(tmp_path: Path, workers) -> None:
 
     for (image32, result32), (image16, result16) in zip(outputs(models["fp32"]), outputs(models["bf16"]), strict=True):
         assert result32["faces"] == result16["faces"] == 1
+        if not native:
+            assert np.array_equal(image32, image16) and result16 == result32
+            continue
         difference = np.abs(image32 - image16)
         assert difference.max() <= 6 and difference.mean() <= 1.5
         assert result16["quality_score"] == pytest.approx(result32["quality_score"], abs=0.01)
