@@ -283,6 +283,29 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- toYaml $c }}
 {{- end }}
 
+{{/* The unit's affinity. A CPU pool in bf16 also requires a node whose CPU has native bf16 (bf16NodeAffinity),
+     as Node Feature Discovery labels it: each required term is ANDed with one label, once per label, and the
+     terms are ORed (AVX512BF16 or AMXBF16). Per unit, so a canary in another precision gets its own.
+     Args: dict root unit. */}}
+{{- define "vision-predictors.affinity" -}}
+{{- $u := .unit }}
+{{- $affinity := deepCopy (default dict $u.affinity) }}
+{{- if and (eq $u.device "cpu") (eq (toString $u.settings.precision) "bf16") .root.Values.bf16NodeAffinity }}
+{{- $nodeAffinity := default dict $affinity.nodeAffinity }}
+{{- $required := default dict (index $nodeAffinity "requiredDuringSchedulingIgnoredDuringExecution") }}
+{{- $terms := list }}
+{{- range $term := default (list dict) $required.nodeSelectorTerms }}
+{{- range $label := list "feature.node.kubernetes.io/cpu-cpuid.AVX512BF16" "feature.node.kubernetes.io/cpu-cpuid.AMXBF16" }}
+{{- $terms = append $terms (set (deepCopy $term) "matchExpressions" (append (default list $term.matchExpressions) (dict "key" $label "operator" "In" "values" (list "true")))) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $required "nodeSelectorTerms" $terms }}
+{{- $_ := set $nodeAffinity "requiredDuringSchedulingIgnoredDuringExecution" $required }}
+{{- $_ := set $affinity "nodeAffinity" $nodeAffinity }}
+{{- end }}
+{{- if $affinity }}{{ toYaml $affinity }}{{ end }}
+{{- end }}
+
 {{/* true when the pods run under Knative (no terminationGracePeriod/preStop/second port). */}}
 {{- define "vision-predictors.isKnative" -}}
 {{- if and (eq .Values.mode "kserve") (eq .Values.kserve.deploymentMode "Knative") }}true{{ end }}
@@ -424,7 +447,7 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with $u.affinity }}
+{{- with (include "vision-predictors.affinity" (dict "root" $root "unit" $u) | fromYaml) }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
