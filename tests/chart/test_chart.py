@@ -605,6 +605,64 @@ def test_gpu_pool_and_cpu_fallback_are_separate_services(helm4: Helm) -> None:
     assert "affinity" not in isvcs[f"{RELEASE}-face-enhancement-gpu"]["spec"]["predictor"]
 
 
+NATIVE_BF16_LABELS = ("feature.node.kubernetes.io/cpu-cpuid.AVX512BF16", "feature.node.kubernetes.io/cpu-cpuid.AMXBF16")
+
+
+def required_terms(pod_spec: dict[str, Any]) -> list[dict[str, Any]] | None:
+    affinity = pod_spec.get("affinity")
+    if affinity is None:
+        return None
+    return affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+
+
+def native_bf16_term(label: str, *expressions: dict[str, Any]) -> dict[str, Any]:
+    return {"matchExpressions": [*expressions, {"key": label, "operator": "In", "values": ["true"]}]}
+
+
+def test_bf16_cpu_pools_require_nodes_with_native_bf16(helm4: Helm) -> None:
+    docs = helm4.render(scenario("cpu-values.yaml"))
+    predictors = {i["metadata"]["name"]: i["spec"]["predictor"] for i in by_kind(docs, "InferenceService")}
+    # visual-entailment asks for bf16: one term per label (ORed); the fp32 pools keep no affinity
+    assert required_terms(predictors[f"{RELEASE}-visual-entailment"]) == [
+        native_bf16_term(label) for label in NATIVE_BF16_LABELS]
+    assert required_terms(predictors[f"{RELEASE}-general-recognition"]) is None
+    # a term of the model's own is kept in each copy, ANDed with the label
+    zone = {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}
+    docs = helm4.render(scenario("cpu-values.yaml"), sets=(
+        "models.visual-entailment.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].key=topology.kubernetes.io/zone",
+        "models.visual-entailment.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].operator=In",
+        "models.visual-entailment.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].values[0]=a",
+    ))
+    predictors = {i["metadata"]["name"]: i["spec"]["predictor"] for i in by_kind(docs, "InferenceService")}
+    assert required_terms(predictors[f"{RELEASE}-visual-entailment"]) == [
+        native_bf16_term(label, zone) for label in NATIVE_BF16_LABELS]
+    # switched off: no requirement
+    docs = helm4.render(scenario("cpu-values.yaml"), sets=("bf16NodeAffinity=false",))
+    assert all("affinity" not in i["spec"]["predictor"] for i in by_kind(docs, "InferenceService"))
+    # GPU pools in bf16: the GPU decides (their driver term only), not the node's CPU; the CPU pool beside
+    # them requires native bf16
+    docs = helm4.render(scenario("gpu-values.yaml"), sets=("settings.precision=bf16",))
+    for pod in server_pods(docs):
+        keys = {e["key"] for term in required_terms(pod["spec"]) or [] for e in term["matchExpressions"]}
+        on_gpu = "nvidia.com/gpu" in server_container(pod["spec"])["resources"]["limits"]
+        assert bool(keys & set(NATIVE_BF16_LABELS)) is not on_gpu, pod["owner"]["metadata"]["name"]
+    # a canary in bf16 beside a stable fp32 predictor: only the canary's pods require it
+    (isvc,) = by_kind(helm4.render(scenario("canary-standard-values.yaml"),
+                                   sets=("models.general-recognition.canary.settings.precision=bf16",)),
+                      "InferenceService")
+    assert required_terms(isvc["spec"]["predictor"]) is None
+    assert required_terms(isvc["spec"]["canary"][0]["predictor"]) == [
+        native_bf16_term(label) for label in NATIVE_BF16_LABELS]
+    # deployment mode: the same on the Deployment's pods
+    docs = helm4.render(scenario("deployment-values.yaml"), sets=("settings.precision=bf16",))
+    pods = server_pods(docs)
+    assert pods and all(required_terms(pod["spec"]) == [native_bf16_term(label) for label in NATIVE_BF16_LABELS]
+                        for pod in pods)
+
+
 # --------------------------------------------------------------------------------------------
 # selectors match the pods they are meant for, and only those
 # --------------------------------------------------------------------------------------------
