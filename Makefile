@@ -16,6 +16,8 @@ setup-test:
 	ci/setup-python.sh --test
 	ci/install-helm.sh >/dev/null
 	ci/install-system-packages.sh >/dev/null
+	ci/build-harness.sh kserve >/dev/null
+	ci/build-harness.sh keda >/dev/null
 
 demo-models: setup
 	$(VENV)/bin/predictors make-demo-models $(DEMO_MODELS)

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CHART = REPO / "charts" / "vision-predictors"
 RELEASE = "vision-predictors"  # unit names: vision-predictors-<model>
-NAMESPACE = "vision-predictors"
+NAMESPACE = "models"  # the walkthrough's (manifests/README.md); removed from the output
 
 WEIGHTS = {
     "general-recognition": {"storageUri": "modelscope://damo/cv_resnest101_general_recognition"},

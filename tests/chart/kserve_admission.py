@@ -1,21 +1,19 @@
 """KServe's admission rules for the InferenceService fields this project renders, in Python.
 
-Schema validation (the CRD) accepts objects that KServe's validating webhook, its pod webhook or its
-controller then refuse or silently change. Each rule below mirrors one piece of KServe's Go source,
-read at kserve/kserve master KSERVE_COMMIT (compared with v0.20.0), and cites the file it mirrors.
-A rule takes one InferenceService (a dict as rendered) and returns the messages KServe would give,
-[] when it would admit the object. tests/chart/test_kserve_admission.py applies every rule to every
-rendered scenario and to manifests/, and shows each rule failing on a crafted bad object.
+A fast check that needs no Go build: each rule mirrors one piece of KServe's Go source at
+KSERVE_VERSION (the release tests/kserve pins) and cites the file it mirrors. A rule takes one
+InferenceService (a dict as rendered) and returns the messages KServe would give, [] when it would admit
+the object. The real code decides: tests/chart/test_kserve_admission.py shows the mirror agreeing with
+KServe's own code (the harness) on every rendered scenario, manifests/ and every crafted bad copy.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-KSERVE_COMMIT = "aaac4e294dae2c7b1aa1886447793f3aa1c30912"
+KSERVE_VERSION = "v0.20.0"
 VALIDATION = "pkg/apis/serving/v1beta1/inference_service_validation.go"
 CONSTANTS = "pkg/constants/constants.go"
 
@@ -43,21 +41,6 @@ FRAMEWORKS = (
     "paddle",
     "model",
 )
-
-
-# KServe's own `default` ClusterStorageContainer as shipped (config/storagecontainers/default.yaml @
-# KSERVE_COMMIT): its URI formats, and a container spec without any securityContext.
-DEFAULT_STORAGE_CONTAINER: dict[str, Any] = {
-    "container": {"name": "storage-initializer", "image": "kserve/storage-initializer"},
-    "supportedUriFormats": [
-        {"prefix": p} for p in ("gs://", "s3://", "hdfs://", "hf://", "modelscope://", "webhdfs://")
-    ]
-    + [
-        {"regex": "https://(.+?).blob.core.windows.net/(.+)"},
-        {"regex": "https://(.+?).file.core.windows.net/(.+)"},
-        {"regex": "https?://(.+)/(.+)"},
-    ],
-}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -112,6 +95,16 @@ def downloads(isvc: Isvc) -> Iterator[tuple[str, dict[str, Any], str]]:
             yield where, effective, uri
 
 
+def raw_service_names(isvc: Isvc) -> list[str]:
+    """Standard mode: PredictorServiceName of the stable predictor and each canary (<isvc>-predictor,
+    <isvc>-<canary name>-predictor); none in Knative mode."""
+    if deployment_mode(isvc) != "Standard":
+        return []
+    name = isvc["metadata"]["name"]
+    return [f"{name}-{pred['name']}-predictor" if pred.get("name") else f"{name}-predictor"
+            for _, pred in components(isvc)]
+
+
 def merged_canary(stable: dict[str, Any], canary: dict[str, Any]) -> dict[str, Any]:
     """buildCanaryPredictor (pkg/controller/v1beta1/inferenceservice/components/predictor.go): mergo.Merge
     WithOverride of the canary over a copy of the stable predictor: maps merge key by key, non-empty
@@ -132,7 +125,7 @@ def merged_canary(stable: dict[str, Any], canary: dict[str, Any]) -> dict[str, A
 def rule_isvc_name(isvc: Isvc) -> list[str]:
     """validateInferenceServiceName: the name matches IsvcNameFmt [a-z]([-a-z0-9]*[a-z0-9])?.
 
-    Mirrors pkg/apis/serving/v1beta1/inference_service_validation.go @ KSERVE_COMMIT."""
+    Mirrors pkg/apis/serving/v1beta1/inference_service_validation.go @ KSERVE_VERSION."""
     name = isvc.get("metadata", {}).get("name", "")
     return [] if ISVC_NAME.match(name) else [f"the InferenceService {name!r} is invalid: name format"]
 
@@ -142,7 +135,7 @@ def rule_deployment_mode(isvc: Isvc) -> list[str]:
     RawDeployment/Serverless are legacy spellings it normalises). Canary validation and the autoscaler
     checks switch on this exact string.
 
-    Mirrors pkg/constants/constants.go (DeploymentModeType, ParseDeploymentMode) @ KSERVE_COMMIT."""
+    Mirrors pkg/constants/constants.go (DeploymentModeType, ParseDeploymentMode) @ KSERVE_VERSION."""
     mode = annotations(isvc).get("serving.kserve.io/deploymentMode", "Standard")
     return [] if mode in {"Standard", "Knative"} else [f"unknown deploymentMode {mode!r}"]
 
@@ -152,7 +145,7 @@ def rule_autoscaler_class(isvc: Isvc) -> list[str]:
     AutoscalerAllowedClassList (hpa, external, keda, none).
 
     Mirrors pkg/apis/serving/v1beta1/inference_service_validation.go and pkg/constants/constants.go
-    @ KSERVE_COMMIT."""
+    @ KSERVE_VERSION."""
     value = annotations(isvc).get("serving.kserve.io/autoscalerClass")
     if value is None or value in AUTOSCALER_CLASSES:
         return []
@@ -164,7 +157,7 @@ def rule_exactly_one_implementation(isvc: Isvc) -> list[str]:
     implementation: a framework spec or, for a custom predictor like ours, containers.
 
     Mirrors pkg/apis/serving/v1beta1/component.go and inference_service_validation.go
-    (validateCanarySpecs) @ KSERVE_COMMIT."""
+    (validateCanarySpecs) @ KSERVE_VERSION."""
     errors = []
     for where, pred in components(isvc):
         count = sum(1 for f in FRAMEWORKS if pred.get(f)) + (1 if pred.get("containers") else 0)
@@ -177,7 +170,7 @@ def rule_replicas(isvc: Isvc) -> list[str]:
     """ComponentExtensionSpec.Validate / validateReplicas: minReplicas >= 0, maxReplicas >= 0 and
     minReplicas <= maxReplicas unless maxReplicas is 0 (unset).
 
-    Mirrors pkg/apis/serving/v1beta1/component.go @ KSERVE_COMMIT."""
+    Mirrors pkg/apis/serving/v1beta1/component.go @ KSERVE_VERSION."""
     errors = []
     for where, pred in components(isvc):
         low, high = pred.get("minReplicas", 1), pred.get("maxReplicas", 0)
@@ -191,7 +184,7 @@ def rule_replicas(isvc: Isvc) -> list[str]:
 def rule_protocol_env(isvc: Isvc) -> list[str]:
     """CustomPredictor.validateCustomProtocol: a PROTOCOL env on the first container is v1 or v2.
 
-    Mirrors pkg/apis/serving/v1beta1/predictor_custom.go @ KSERVE_COMMIT."""
+    Mirrors pkg/apis/serving/v1beta1/predictor_custom.go @ KSERVE_VERSION."""
     errors = []
     for where, pred in components(isvc):
         containers = pred.get("containers") or []
@@ -203,17 +196,14 @@ def rule_protocol_env(isvc: Isvc) -> list[str]:
 
 def rule_blocked_env(isvc: Isvc) -> list[str]:
     """validateBlockedEnvVars with validation.DefaultBlockedEnvVars (PYTHONPATH) on every container
-    and init container of the predictor (checked here on canary predictors too: they become pods of
-    the same InferenceService).
+    and init container of the stable predictor. KServe does not check spec.canary[] predictors (their
+    containers reach the canary's pods all the same): the chart's schema refuses PYTHONPATH everywhere.
 
-    Mirrors pkg/validation/env_policy.go and inference_service_validation.go @ KSERVE_COMMIT."""
-    errors = []
-    for where, pred in components(isvc):
-        for container in (pred.get("containers") or []) + (pred.get("initContainers") or []):
-            for env in container.get("env") or []:
-                if env.get("name") in BLOCKED_ENV:
-                    errors.append(f"{where}: environment variable {env['name']} is not allowed")
-    return errors
+    Mirrors pkg/validation/env_policy.go and inference_service_validation.go @ KSERVE_VERSION."""
+    pred = isvc["spec"]["predictor"]
+    return [f"predictor: environment variable {env['name']} is not allowed"
+            for container in (pred.get("containers") or []) + (pred.get("initContainers") or [])
+            for env in container.get("env") or [] if env.get("name") in BLOCKED_ENV]
 
 
 def rule_autoscaling_per_mode(isvc: Isvc) -> list[str]:
@@ -227,7 +217,7 @@ def rule_autoscaling_per_mode(isvc: Isvc) -> list[str]:
       with "[cpu] is not a supported metric"); an rps target >= 1. With the Knative annotation
       autoscaling.knative.dev/class: hpa.autoscaling.knative.dev the HPA rules apply instead.
 
-    Mirrors pkg/apis/serving/v1beta1/inference_service_validation.go @ KSERVE_COMMIT."""
+    Mirrors pkg/apis/serving/v1beta1/inference_service_validation.go @ KSERVE_VERSION."""
     pred = isvc["spec"]["predictor"]
     errors = []
     if deployment_mode(isvc) == "Standard":
@@ -306,7 +296,7 @@ def rule_canary(isvc: Isvc) -> list[str]:
     trafficPercent 0-100 and their sum <= 100; no workerSpec; no maxReplicas, scaleTarget,
     scaleMetric or autoScaling (canaries run fixed replicas); minReplicas <= the stable's.
 
-    Mirrors pkg/apis/serving/v1beta1/inference_service_validation.go @ KSERVE_COMMIT."""
+    Mirrors pkg/apis/serving/v1beta1/inference_service_validation.go @ KSERVE_VERSION."""
     entries = canaries(isvc)
     if not entries:
         return []
@@ -354,17 +344,24 @@ def rule_raw_service_label_length(isvc: Isvc) -> list[str]:
 
     Mirrors pkg/constants/constants.go (GetRawServiceLabel, PredictorServiceName) and
     pkg/controller/v1beta1/inferenceservice/components/predictor.go (reconcileCanaryDeployments)
-    @ KSERVE_COMMIT."""
-    if deployment_mode(isvc) != "Standard":
-        return []
-    name = isvc["metadata"]["name"]
-    errors = []
-    for _, pred in components(isvc):
-        service = f"{name}-{pred['name']}-predictor" if pred.get("name") else f"{name}-predictor"
-        label = f"isvc.{service}"
-        if len(label) > LABEL_VALUE_MAX:
-            errors.append(f"label app: {label} is {len(label)} characters (> {LABEL_VALUE_MAX})")
-    return errors
+    @ KSERVE_VERSION."""
+    return [f"label app: {label} is {len(label)} characters (> {LABEL_VALUE_MAX})"
+            for label in (f"isvc.{service}" for service in raw_service_names(isvc)) if len(label) > LABEL_VALUE_MAX]
+
+
+def rule_host_name(isvc: Isvc) -> list[str]:
+    """Standard mode: the raw reconciler names each predictor's host with the ingress domainTemplate
+    (default `{{ .Name }}-{{ .Namespace }}`), <isvc>-predictor-<namespace> and, per canary,
+    <isvc>-<canary name>-predictor-<namespace>; a first label over 63 characters fails the reconcile
+    ("failed creating host name") after the webhook admitted the object.
+
+    Mirrors pkg/controller/v1beta1/inferenceservice/reconcilers/raw/raw_kube_reconciler.go
+    (NewRawKubeReconciler), reconcilers/ingress/domain.go (GenerateDomainName) and
+    config/configmap/inferenceservice.yaml @ KSERVE_VERSION."""
+    namespace = isvc["metadata"].get("namespace") or "default"
+    labels = [f"{service}-{namespace}" for service in raw_service_names(isvc)]
+    return [f"host label {label} is {len(label)} characters (> {LABEL_VALUE_MAX})"
+            for label in labels if len(label) > LABEL_VALUE_MAX]
 
 
 def rule_storage_container(isvc: Isvc, supported: dict[str, list[str]]) -> list[str]:
@@ -377,7 +374,7 @@ def rule_storage_container(isvc: Isvc, supported: dict[str, list[str]]) -> list[
 
     Mirrors pkg/webhook/admission/pod/storage_initializer_injector.go (GetStorageContainerSpec,
     GetStorageContainerSpecByName), config/storagecontainers/default.yaml and
-    components/predictor.go (buildCanaryPredictor) @ KSERVE_COMMIT."""
+    components/predictor.go (buildCanaryPredictor) @ KSERVE_VERSION."""
     errors = []
     for where, effective, uri in downloads(isvc):
         name = effective.get("storageContainerName")
@@ -400,7 +397,7 @@ def rule_restricted_storage_initializer(isvc: Isvc, containers: dict[str, dict[s
     names to their spec.container; URIs without storageContainerName resolve to `default`.
 
     Mirrors pkg/webhook/admission/pod/storage_initializer_injector.go, pkg/utils/storage.go
-    (CreateInitContainerWithConfig) and pkg/utils/container_merge.go @ KSERVE_COMMIT."""
+    (CreateInitContainerWithConfig) and pkg/utils/container_merge.go @ KSERVE_VERSION."""
     errors = []
     for where, effective, _ in downloads(isvc):
         name = effective.get("storageContainerName") or "default"
@@ -418,17 +415,6 @@ def rule_restricted_storage_initializer(isvc: Isvc, containers: dict[str, dict[s
     return errors
 
 
-def canary_replicas(isvc: Isvc, index: int = 0) -> int:
-    """canaryReplicaCount: the canary's minReplicas, else ceil(stable minReplicas x trafficPercent / 100).
-
-    Mirrors pkg/controller/v1beta1/inferenceservice/components/predictor.go @ KSERVE_COMMIT."""
-    entry = canaries(isvc)[index]
-    if entry["predictor"].get("minReplicas") is not None:
-        return int(entry["predictor"]["minReplicas"])
-    stable = isvc["spec"]["predictor"].get("minReplicas", 1)
-    return math.ceil(stable * entry.get("trafficPercent", 0) / 100)
-
-
 # Rules that need only the InferenceService.
 ISVC_RULES: list[Rule] = [
     rule_isvc_name,
@@ -441,6 +427,7 @@ ISVC_RULES: list[Rule] = [
     rule_autoscaling_per_mode,
     rule_canary,
     rule_raw_service_label_length,
+    rule_host_name,
 ]
 
 
@@ -460,57 +447,3 @@ def _regex_prefix(regex: str) -> str:
     """Literal scheme of a supportedUriFormats regex ("https?://..." -> "http"), enough to tell
     which containers could match a URI."""
     return re.split(r"[^a-z:/]", regex, maxsplit=1)[0] or regex
-
-
-# ------------------------------------------------------------------------------------------ autoscalers
-def autoscalers(isvc: Isvc) -> list[dict[str, Any]]:
-    """The autoscaler KServe's controller creates for the stable predictor Deployment <isvc>-predictor in
-    Standard mode, by serving.kserve.io/autoscalerClass (default hpa): an HPA of that name (scaleMetric
-    cpu|memory utilization), or a KEDA ScaledObject of that name whose triggers come from
-    spec.predictor.autoScaling.metrics (Resource -> cpu/memory, External -> its backend: prometheus or
-    graphite only, per the CRD) and whose HPA keeps KEDA's default name; for external and none, nothing
-    (the HPA reconciler deletes an HPA the InferenceService owns and creates none). Knative mode: the KPA,
-    not a Kubernetes object here.
-
-    Mirrors pkg/controller/v1beta1/inferenceservice/reconcilers/autoscaler/autoscaler_reconciler.go,
-    hpa/hpa_reconciler.go (shouldCreateHPA, shouldDeleteHPA) and keda/keda_reconciler.go
-    (createKedaScaledObject, getKedaMetrics) @ KSERVE_COMMIT."""
-    if deployment_mode(isvc) != "Standard":
-        return []
-    name = f"{isvc['metadata']['name']}-predictor"
-    pred = isvc["spec"]["predictor"]
-    meta = {"name": name, "namespace": isvc["metadata"].get("namespace", "")}
-    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
-    low = pred.get("minReplicas", 1)
-    high = max(pred.get("maxReplicas", 0), low)
-    autoscaler_class = annotations(isvc).get("serving.kserve.io/autoscalerClass", "hpa")
-    if autoscaler_class == "hpa":
-        owner = {"kind": "InferenceService", "name": isvc["metadata"]["name"]}
-        return [
-            {
-                "apiVersion": "autoscaling/v2",
-                "kind": "HorizontalPodAutoscaler",
-                "metadata": {**meta, "ownerReferences": [owner]},
-                "spec": {"scaleTargetRef": target, "minReplicas": low, "maxReplicas": high},
-            }
-        ]
-    if autoscaler_class != "keda":
-        return []
-    triggers = []
-    for metric in (pred.get("autoScaling") or {}).get("metrics") or []:
-        if metric["type"] == "Resource":
-            target_spec = metric["resource"]["target"]
-            value = target_spec.get("averageUtilization", 80 if metric["resource"]["name"] == "cpu" else 0)
-            if target_spec["type"] != "Utilization":
-                value = target_spec.get("averageValue", target_spec.get("value", 0))
-            triggers.append({"type": metric["resource"]["name"], "metricType": target_spec["type"],
-                             "metadata": {"value": str(value)}})
-        elif metric["type"] == "External":
-            external = metric["external"]
-            triggers.append({"type": external["metric"]["backend"],
-                             "metadata": {"serverAddress": external["metric"].get("serverAddress", ""),
-                                          "query": external["metric"]["query"],
-                                          "threshold": str(external["target"].get("value", "0"))}})
-    return [{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta,
-             "spec": {"scaleTargetRef": {"name": name}, "minReplicaCount": low, "maxReplicaCount": high,
-                      "triggers": triggers}}]

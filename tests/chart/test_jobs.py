@@ -1,11 +1,12 @@
 """Asynchronous jobs in the chart (values `jobs`): the server's env (URL inline or from a Secret, never
 rendered then), the KEDA redis-streams trigger on each model's stream and group (the server's contract),
-TLS, the schema's and the templates' refusals, KEDA's admission rules (tests/chart/keda_admission.py) on
-every rendered ScaledObject next to the autoscalers KServe creates, and what KEDA reads from a real
-redis-server through the rendered trigger."""
+TLS, the schema's and the templates' refusals, KEDA's own webhooks on every ScaledObject (the chart's and
+KServe's) next to every other autoscaler, the mirror of KEDA's rules (tests/chart/keda_admission.py)
+agreeing with them, and what KEDA reads from a real redis-server through the rendered trigger."""
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import socket
@@ -18,9 +19,10 @@ from typing import Any
 import pytest
 
 from . import keda_admission as keda
-from . import kserve_admission as ka
+from . import kserve_harness as kh
 from .conftest import CHART, NAMESPACE, RELEASE, REPO, SCENARIOS, Helm, scenario
 from .test_chart import by_kind, env_of, release_policy, server_container, server_pods
+from .test_kserve_code import cluster_for
 
 JOBS = scenario("jobs-values.yaml")
 # The server's contract (issue 13): one stream per model, one consumer group on each.
@@ -372,42 +374,32 @@ def test_template_refuses_contradictory_jobs_values(helm4: Helm, sets: tuple[str
 
 
 # --------------------------------------------------------------------------------------------
-# KEDA's admission: every ScaledObject, the chart's and KServe's, next to every other autoscaler
+# KEDA's own webhooks (tests/keda, through kserve_harness) on every ScaledObject, the chart's and KServe's,
+# next to every other autoscaler of the namespace; the Python mirror (keda_admission.py) agreeing with them
 # --------------------------------------------------------------------------------------------
-def cluster_autoscalers(docs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(ScaledObjects, HPAs) a cluster ends up with: the chart's plus what KServe creates per InferenceService."""
-    made = [obj for isvc in by_kind(docs, "InferenceService") for obj in ka.autoscalers(isvc)]
-    return (
-        by_kind(docs, "ScaledObject") + [o for o in made if o["kind"] == "ScaledObject"],
-        by_kind(docs, "HorizontalPodAutoscaler") + [o for o in made if o["kind"] == "HorizontalPodAutoscaler"],
-    )
+def keda_verdicts(report: kh.Report) -> dict[str, dict[str, Any]]:
+    return {f"{v['kind']}/{v['name']}": v for v in report.scaled_objects}
 
 
-def target_pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Deployment name -> pod spec: the chart's Deployments and KServe's <isvc>-predictor."""
-    specs = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment")}
-    for isvc in by_kind(docs, "InferenceService"):
-        if ka.deployment_mode(isvc) == "Standard":
-            specs[f"{isvc['metadata']['name']}-predictor"] = isvc["spec"]["predictor"]
-    return specs
+def created(report: kh.Report, kind: str) -> list[dict[str, Any]]:
+    return [o for isvc in report.isvcs for o in kh.written(isvc, kind)]
 
 
 @pytest.mark.parametrize("values", SCENARIOS)
-@pytest.mark.parametrize("helm_name", ["helm3", "helm4"])
-def test_every_scaled_object_passes_keda_admission(helms: dict[str, Helm], helm_name: str, values: str) -> None:
-    docs = helms[helm_name].render(scenario(values))
-    sos, hpas = cluster_autoscalers(docs)
-    pod_specs = target_pod_specs(docs)
-    for so in sos:
-        target = so["spec"]["scaleTargetRef"]["name"]
-        assert target in pod_specs, f"{so['metadata']['name']} targets {target}, which nobody creates"
-        errors = keda.admission_errors(so, pod_specs[target], sos, hpas)
-        assert errors == [], f"{so['metadata']['name']}: {errors}"
-    # one autoscaler per Deployment: KEDA refuses a second, and two would fight over the replicas
-    targets = [o["spec"]["scaleTargetRef"]["name"] for o in sos + hpas]
+def test_every_scaled_object_is_admitted_by_keda(helm4: Helm, values: str) -> None:
+    docs = helm4.render(scenario(values))
+    report = kh.admit(docs, cluster_for(values))
+    verdicts = keda_verdicts(report)
+    expected = {f"ScaledObject/{o['metadata']['name']}" for o in by_kind(docs, "ScaledObject")}
+    expected |= {f"ScaledObject/{o['metadata']['name']}" for o in created(report, "ScaledObject")}
+    expected |= {f"TriggerAuthentication/{o['metadata']['name']}" for o in by_kind(docs, "TriggerAuthentication")}
+    assert set(verdicts) == expected
+    assert [v for v in verdicts.values() if not v["admitted"]] == []
+    # one autoscaler per Deployment (KEDA refuses a second; two would fight over the replicas)
+    autoscalers = by_kind(docs, "ScaledObject") + by_kind(docs, "HorizontalPodAutoscaler")
+    autoscalers += created(report, "ScaledObject") + created(report, "HorizontalPodAutoscaler")
+    targets = [o["spec"]["scaleTargetRef"]["name"] for o in autoscalers]
     assert len(targets) == len(set(targets))
-    for auth in by_kind(docs, "TriggerAuthentication"):
-        assert keda.structure_errors(auth) == []
     rendered_auth = {a["metadata"]["name"] for a in by_kind(docs, "TriggerAuthentication")}
     for so in by_kind(docs, "ScaledObject"):
         for t in so["spec"]["triggers"]:
@@ -415,15 +407,22 @@ def test_every_scaled_object_passes_keda_admission(helms: dict[str, Helm], helm_
                 assert t["authenticationRef"]["name"] in rendered_auth
 
 
-def test_jobs_scenario_exercises_the_rules(helm4: Helm) -> None:
-    """The scenario has the objects the rules above look at (so their passing means something)."""
-    docs = helm4.render(JOBS)
-    sos, hpas = cluster_autoscalers(docs)
-    assert len(sos) == 3 and len(hpas) == 2  # ours, and KServe's HPAs of the two hpa-class pools
+def test_jobs_scenario_exercises_kedas_rules(helm4: Helm) -> None:
+    """The scenario has the objects KEDA's webhook looks at (so their passing means something)."""
+    report = kh.admit(helm4.render(JOBS), cluster_for("jobs-values.yaml"))
+    sos = by_kind(helm4.render(JOBS), "ScaledObject")
+    assert len(sos) == 3 and len(created(report, "HorizontalPodAutoscaler")) == 2  # KServe's, hpa-class pools
     assert {t["type"] for so in sos for t in so["spec"]["triggers"]} == {"cpu", "prometheus", "redis-streams"}
 
 
 NO_CUSTOM_METRIC = "models.general-recognition.autoscaling.customMetric.enabled=false"
+
+
+def hpas_of_the_release(helm4: Helm, values: str, sets: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The HPAs a release leaves in the namespace: the chart's (deployment mode) or KServe's."""
+    docs = helm4.render(values, sets=sets)
+    report = kh.admit(docs, cluster_for(Path(values).name))
+    return by_kind(docs, "HorizontalPodAutoscaler") + created(report, "HorizontalPodAutoscaler")
 
 
 @pytest.mark.parametrize(
@@ -441,100 +440,129 @@ def test_upgrade_from_the_hpa_is_admitted(
 ) -> None:
     """helm upgrade creates the ScaledObject while the HPA of the previous release still exists (KServe's,
     deleted only once it reconciles autoscalerClass external; or the chart's, which Helm deletes last):
-    KEDA's webhook admits it because it takes that HPA over by name."""
-    _, old_hpas = cluster_autoscalers(helm4.render(values, sets=before))
-    new_sos = by_kind(helm4.render(values, sets=after), "ScaledObject")
-    assert new_sos and old_hpas
+    KEDA's webhook admits it because it takes that HPA over by name, and refuses it without that."""
+    old_hpas = hpas_of_the_release(helm4, values, before)
+    new_docs = [d for d in helm4.render(values, sets=after) if d["kind"] != "HorizontalPodAutoscaler"]
+    new_sos = by_kind(new_docs, "ScaledObject")
     old_targets = {h["spec"]["scaleTargetRef"]["name"] for h in old_hpas}
-    taken_over = 0
-    for so in new_sos:
-        assert keda.rule_one_autoscaler_per_target(so, new_sos, old_hpas) == []
-        if so["spec"]["scaleTargetRef"]["name"] in old_targets:
-            taken_over += 1
-            assert keda.hpa_name(so) in {h["metadata"]["name"] for h in old_hpas}
-            # without the annotation KEDA would refuse it while the old HPA exists
-            bare = {**so, "metadata": {**so["metadata"], "annotations": {}}}
-            assert keda.rule_one_autoscaler_per_target(bare, new_sos, old_hpas)
-    assert taken_over >= 1
+    taking_over = [so for so in new_sos if so["spec"]["scaleTargetRef"]["name"] in old_targets]
+    assert taking_over and old_hpas
+    cluster = cluster_for(Path(values).name)
+    verdicts = keda_verdicts(kh.admit(new_docs, cluster, existing=old_hpas))
+    assert all(verdicts[f"ScaledObject/{so['metadata']['name']}"]["admitted"] for so in new_sos), verdicts
+    for so in taking_over:
+        so["metadata"]["annotations"].pop("scaledobject.keda.sh/transfer-hpa-ownership")
+    verdicts = keda_verdicts(kh.admit(new_docs, cluster, existing=old_hpas))
+    for so in taking_over:
+        assert "is already managed by the hpa" in verdicts[f"ScaledObject/{so['metadata']['name']}"]["message"]
 
 
-def _so(helm4: Helm) -> dict[str, Any]:
-    return scaled_objects(helm4.render(JOBS))[f"{RELEASE}-face-enhancement-predictor"]
+def _so(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (so,) = [d for d in by_kind(docs, "ScaledObject")
+             if d["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-face-enhancement-predictor"]
+    return so
 
 
-def _pod(helm4: Helm) -> dict[str, Any]:
-    return target_pod_specs(helm4.render(JOBS))[f"{RELEASE}-face-enhancement-predictor"]
+DEPLOYMENT_JOBS = (scenario("deployment-values.yaml"), (NO_CUSTOM_METRIC, *URL_ON))
 
 
-def _no_cpu_request(so: dict[str, Any], pod: dict[str, Any]) -> None:
-    resources = pod["containers"][0]["resources"]
-    resources["requests"].pop("cpu")
-    resources["limits"].pop("cpu")
+def _no_cpu_request(docs: list[dict[str, Any]]) -> None:
+    """The chart's Deployment (deployment mode) without a cpu request or limit. (KServe would fill in its
+    own default resources on its Deployment: there this cannot happen.)"""
+    for deployment in by_kind(docs, "Deployment"):
+        resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+        resources["requests"].pop("cpu")
+        resources["limits"].pop("cpu")
 
 
-def _only_cpu_at_zero(so: dict[str, Any], pod: dict[str, Any]) -> None:
+def _only_cpu_at_zero(docs: list[dict[str, Any]]) -> None:
+    so = _so(docs)
     so["spec"]["minReplicaCount"] = 0
     so["spec"]["triggers"] = [t for t in so["spec"]["triggers"] if t["type"] == "cpu"]
 
 
-def _lag(so: dict[str, Any]) -> dict[str, Any]:
-    return trigger(so, "redis-streams")["metadata"]
+def _second_scaled_object(docs: list[dict[str, Any]]) -> None:
+    other = copy.deepcopy(_so(docs))
+    other["metadata"]["name"] = "someone-else"
+    other["spec"].pop("advanced", None)
+    docs.append(other)
 
 
+#: (scenario and values, mutation of its documents, what KEDA's webhook says about a ScaledObject)
+KEDA_BAD_COPIES = [
+    ((JOBS, ()), lambda docs: _so(docs)["metadata"].update(name="x" * 64), "name"),
+    ((JOBS, ()), lambda docs: _so(docs)["spec"].update(minReplicaCount=5), "must be less than MaxReplicaCount"),
+    ((JOBS, ()), lambda docs: _so(docs)["spec"]["triggers"][1].update(name="cpu"), "defined multiple times"),
+    (DEPLOYMENT_JOBS, _no_cpu_request, "doesn't have the cpu request defined"),
+    ((JOBS, ()), _only_cpu_at_zero, "only cpu/memory triggers AND minReplica is 0"),
+    ((JOBS, ()), _second_scaled_object, "is already managed by the ScaledObject"),
+]
+
+
+def _autoscalers_and_pods(docs: list[dict[str, Any]], report: kh.Report) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """The namespace's ScaledObjects and HPAs (rendered and KServe's), and each Deployment's pod spec."""
+    sos = by_kind(docs, "ScaledObject") + created(report, "ScaledObject")
+    hpas = by_kind(docs, "HorizontalPodAutoscaler") + created(report, "HorizontalPodAutoscaler")
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"]
+            for d in by_kind(docs, "Deployment") + created(report, "Deployment")}
+    return sos, hpas, pods
+
+
+@pytest.mark.parametrize(("rendering", "mutate", "message"), KEDA_BAD_COPIES, ids=[m for _, _, m in KEDA_BAD_COPIES])
+def test_keda_refuses_each_bad_copy_and_the_mirror_agrees(
+    helm4: Helm, rendering: tuple[str, tuple[str, ...]], mutate: Any, message: str
+) -> None:
+    values, sets = rendering
+    cluster = cluster_for(Path(values).name)
+    docs = helm4.render(values, sets=sets)
+    assert [v for v in kh.admit(docs, cluster).scaled_objects if not v["admitted"]] == []
+    mutate(docs)
+    report = kh.admit(docs, cluster)
+    refused = {v["name"]: v["message"] for v in report.scaled_objects if not v["admitted"]}
+    assert any(message in m for m in refused.values()), report.scaled_objects
+    # the mirror refuses the same ScaledObjects (its webhook rules: the scalers' are not run by KEDA's here)
+    sos, hpas, pods = _autoscalers_and_pods(docs, report)
+    mirrored = {so["metadata"]["name"] for so in sos
+                if keda.webhook_errors(so, pods[so["spec"]["scaleTargetRef"]["name"]], sos, hpas)}
+    assert mirrored == set(refused)
+
+
+def test_mirror_agrees_with_keda_on_every_scenario(helm4: Helm) -> None:
+    checked = 0
+    for values in SCENARIOS:
+        docs = helm4.render(scenario(values))
+        report = kh.admit(docs, cluster_for(values))
+        sos, hpas, pods = _autoscalers_and_pods(docs, report)
+        rendered = {so["metadata"]["name"] for so in by_kind(docs, "ScaledObject")}
+        for so in sos:
+            pod = pods[so["spec"]["scaleTargetRef"]["name"]]
+            # KServe's own objects carry a status, which is no part of what a chart renders
+            rules = keda.admission_errors if so["metadata"]["name"] in rendered else keda.webhook_errors
+            assert rules(so, pod, sos, hpas) == []
+            assert keda_verdicts(report)[f"ScaledObject/{so['metadata']['name']}"]["admitted"]
+            checked += 1
+    assert checked >= 5
+
+
+#: rules of KEDA's scalers (pkg/scalers: one package holding every scaler and its cloud SDK, not run by
+#: the harness): the mirror alone checks the rendered trigger parameters, on a real Redis below.
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda so, pod: so["metadata"].update(name="x" * 64), "longer than 63"),
-        (lambda so, pod: so["spec"].update(minReplicaCount=5), "must be less than MaxReplicaCount"),
-        (lambda so, pod: so["spec"]["triggers"][1].update(name="cpu"), "defined multiple times"),
-        (_no_cpu_request, "doesn't have the cpu request"),
-        (_only_cpu_at_zero, "only cpu/memory"),
-        (lambda so, pod: _lag(so).update(lagcount="8"), "unexpected parameter 'lagcount'"),
-        (lambda so, pod: _lag(so).update(enableTLS="yes"), "EnableTLS parsing error"),
-        (lambda so, pod: _lag(so).pop("stream"), "missing redis stream name"),
-        (lambda so, pod: _lag(so).pop("address"), "no addresses"),
-        (lambda so, pod: _lag(so).update(lagCount="eight"), "is not an integer"),
-        (lambda so, pod: _lag(so).update(lagCount=8), "is not of type 'string'"),
-        (lambda so, pod: trigger(so, "cpu").pop("metricType"), "unknown metric type"),
-        (lambda so, pod: so["spec"]["scaleTargetRef"].update(nmae="x"), "Additional properties"),
+        (lambda so: trigger(so, "redis-streams")["metadata"].update(lagcount="8"), "unexpected parameter 'lagcount'"),
+        (lambda so: trigger(so, "redis-streams")["metadata"].update(enableTLS="yes"), "EnableTLS parsing error"),
+        (lambda so: trigger(so, "redis-streams")["metadata"].pop("stream"), "missing redis stream name"),
+        (lambda so: trigger(so, "redis-streams")["metadata"].pop("address"), "no addresses"),
+        (lambda so: trigger(so, "redis-streams")["metadata"].update(lagCount="eight"), "is not an integer"),
+        (lambda so: trigger(so, "cpu").pop("metricType"), "unknown metric type"),
     ],
 )
-def test_keda_rules_refuse_bad_objects(helm4: Helm, mutate: Any, message: str) -> None:
-    so, pod = _so(helm4), _pod(helm4)
-    assert keda.admission_errors(so, pod, [so], []) == []
-    mutate(so, pod)
-    errors = keda.admission_errors(so, pod, [so], [])
+def test_scaler_parameter_rules_refuse_bad_objects(helm4: Helm, mutate: Any, message: str) -> None:
+    so = _so(helm4.render(JOBS))
+    assert keda.rule_scaler_metadata(so) == []
+    mutate(so)
+    errors = keda.rule_scaler_metadata(so)
     assert any(message in e for e in errors), errors
-
-
-def test_keda_derives_the_hpa_name_from_the_scaled_object(helm4: Helm) -> None:
-    """KEDA >= 2.20 refuses keda-hpa-<name> over 63 characters: the chart names the HPA itself, KServe's
-    ScaledObjects (autoscaling.keda) keep the default, hence the chart's 44-character limit there."""
-    so = _so(helm4)
-    so["metadata"]["name"] = "n" * 55
-    assert keda.rule_name(so) == []  # advanced.horizontalPodAutoscalerConfig.name: n x 55 fits
-    so["spec"].pop("advanced")
-    assert any("HPA name" in e for e in keda.rule_name(so))
-    (isvc,) = by_kind(helm4.render(scenario("keda-values.yaml")), "InferenceService")
-    isvc["metadata"]["name"] = "u" * 44
-    (kserve_so,) = ka.autoscalers(isvc)
-    assert keda.rule_name(kserve_so) == []
-    isvc["metadata"]["name"] = "u" * 45
-    (kserve_so,) = ka.autoscalers(isvc)
-    assert keda.rule_name(kserve_so)
-
-
-def test_keda_refuses_a_second_autoscaler_on_one_deployment(helm4: Helm) -> None:
-    so = _so(helm4)
-    other = {**so, "metadata": {**so["metadata"], "name": "someone-else"}}
-    assert any(
-        "already managed by the ScaledObject" in e for e in keda.rule_one_autoscaler_per_target(so, [so, other], [])
-    )
-    foreign = {
-        "metadata": {"name": "manual-hpa"},
-        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": so["spec"]["scaleTargetRef"]["name"]}},
-    }
-    assert any("already managed by the hpa" in e for e in keda.rule_one_autoscaler_per_target(so, [so], [foreign]))
 
 
 def test_a_trigger_without_lag_count_would_scale_on_pending_entries() -> None:

@@ -158,6 +158,14 @@ All cross-field rules the JSON schema cannot express are checked here (fail with
 {{- $scaledObject := and $scales (or $jobsScaling (and (eq $v.mode "deployment") $autoscaling.keda.enabled)) }}
 {{- $canary := dict "enabled" (default false $canaryIn.enabled) "trafficPercent" (ternary $canaryIn.trafficPercent $v.canary.trafficPercent (hasKey $canaryIn "trafficPercent")) "imageRef" (include "vision-predictors.imageRef" (dict "image" $canaryImage "defaultTag" $root.Chart.AppVersion)) "weights" (default $m.weights $canaryIn.weights) "settings" (mergeOverwrite (deepCopy $settings) (default dict $canaryIn.settings)) }}
 {{- /* cross-field rules */}}
+{{- if and (eq $v.mode "kserve") (eq $kmode "Standard") }}
+{{- /* KServe's default ingress domainTemplate {{ .Name }}-{{ .Namespace }}: the host's first label */}}
+{{- $component := ternary "canary-predictor" "predictor" (and $canary.enabled true) }}
+{{- $hostLabel := printf "%s-%s-%s" $name $component $root.Release.Namespace }}
+{{- if gt (len $hostLabel) 63 }}
+{{- fail (printf "models.%s: KServe (Standard mode) names this model's host %s.<domain> with its default domainTemplate {{ .Name }}-{{ .Namespace }}, and its first label %q is %d characters: its reconciler refuses more than 63 (\"failed creating host name\") and never creates the Deployment. Shorten the release name (or fullnameOverride), the models key or the namespace" $key $hostLabel $hostLabel (len $hostLabel)) }}
+{{- end }}
+{{- end }}
 {{- if gt (int $gpuCount) 1 }}
 {{- fail (printf "models.%s: gpuCount %d: the server drives one device per pod; run more replicas (or more model keys) instead of more GPUs per pod" $key (int $gpuCount)) }}
 {{- end }}
