@@ -6,7 +6,11 @@
 #      container exactly as the rendered pod spec says (ci/smoke_client.py pod): args, env, ports,
 #      user, read-only root, emptyDir /tmp, the PVC at /mnt/models (demo weights copied out of the
 #      image), limits; poll the startup/readiness/liveness probes like the kubelet; v1/v2/tritonclient
-#      checks; preStop + SIGTERM during a burst of requests, every accepted request answered in the grace.
+#      checks; preStop + SIGTERM during a burst of requests, every accepted request answered in the grace;
+#   4. the same for the pod KServe would run: the chart in KServe Standard mode
+#      (tests/pipeline/smoke-kserve-values.yaml) through KServe's own reconciler and pod mutator
+#      (tests/kserve via tests/chart/kserve_harness.py): its Deployment's args, env, ports, probes,
+#      security context and volumes as KServe sets them.
 # Exits non-zero on any failure; removes its container and temp dirs (not the cached images/layers).
 #
 # Environment: SMOKE_IMAGE (default localhost/vision-predictors:smoke), BASE_IMAGE (default: the local
@@ -72,4 +76,17 @@ mkdir -p "$work/scratch"
 "$python" ci/smoke_client.py pod --manifest "$work/rendered.yaml" --deployment smoke-general-recognition \
     --volume "smoke-models=$work/pvc" --scratch "$work/scratch" --name "$name" \
     --podman-global-args "${podman_global[*]}"
+log "the chart's deployment-mode pod passed"
+
+# The pod KServe would run: the same model in KServe Standard mode, through KServe's own reconciler and pod
+# mutator (tests/kserve; Pod Security "restricted" checked on the result), then run as above.
+"$python" -m tests.chart.kserve_harness --helm "$HELM4" --namespace smoke smoke charts/vision-predictors \
+    -f tests/pipeline/smoke-kserve-values.yaml --set image.repository="$repository" --set image.tag="$tag" \
+    >"$work/kserve-pods.yaml"
+rm -rf "$work/scratch" && mkdir -p "$work/scratch"
+"$python" ci/smoke_client.py pod --manifest "$work/kserve-pods.yaml" \
+    --deployment smoke-general-recognition-predictor --container kserve-container \
+    --volume "smoke-models=$work/pvc" --scratch "$work/scratch" --name "$name" \
+    --podman-global-args "${podman_global[*]}"
+log "KServe's reconciled pod passed"
 log "passed in $((SECONDS - start)) s"

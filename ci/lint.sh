@@ -4,6 +4,7 @@
 #   yaml        yamllint (.yamllint.yaml)                               - .tools/lint-venv
 #   dockerfile  hadolint (.hadolint.yaml) and checkov on the Dockerfile - .tools/lint-venv, .tools/checkov-venv
 #   shell       shellcheck on ci/*.sh and .ci/run                       - Debian package
+#   go          gofmt and go vet on the Go harnesses (tests/kserve, tests/keda) - ci/install-go.sh
 # Tools are installed idempotently; exits non-zero when any linter reports a finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,17 @@ lint_shell() {
     shellcheck ci/*.sh .ci/run
 }
 
+lint_go() {
+    local go module unformatted
+    go=$(ci/install-go.sh)
+    for module in tests/kserve tests/keda; do
+        unformatted=$("$(dirname "$go")/gofmt" -l "$module")
+        [ -z "$unformatted" ] || { log "gofmt: $unformatted"; return 1; }
+        log "go vet $module"
+        (cd "$module" && GOTOOLCHAIN=local "$go" vet .)
+    done
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(all)
 for target in "${targets[@]}"; do
@@ -64,7 +76,8 @@ for target in "${targets[@]}"; do
         yaml) lint_yaml ;;
         dockerfile) lint_dockerfile ;;
         shell) lint_shell ;;
-        all) lint_yaml; lint_dockerfile; lint_shell; lint_python ;;
+        go) lint_go ;;
+        all) lint_yaml; lint_dockerfile; lint_shell; lint_python; lint_go ;;
         *) log "unknown lint target $target"; exit 2 ;;
     esac
 done

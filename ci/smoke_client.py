@@ -182,7 +182,8 @@ def _exercise(
     # 2. startup probe, as the kubelet: initial delay, then every period until success or
     #    failureThreshold consecutive failures (the kubelet would then restart the container: a failure).
     startup = probes["startupProbe"]
-    http = host_port(spec.ports["http"])
+    # the chart names its REST port http (deployment mode) or http1 (KServe's convention)
+    http = host_port(spec.ports["http"] if "http" in spec.ports else spec.ports["http1"])
     time.sleep(startup.initial_delay)
     failures = 0
     while True:

@@ -230,3 +230,44 @@ def admit(documents: Iterable[Obj], cluster: Cluster | None = None, previous: It
     report.raw["keda"] = run_harness("keda", {"namespace": cluster.namespace,
                                               "documents": _one_of_each([*request["documents"], *created, *existing])})
     return report
+
+
+def pod_manifest(report: Report) -> list[Obj]:
+    """Every Deployment KServe's reconciler wrote, its pod template replaced by the pod as admission leaves
+    it (KServe's pod mutator applied): what the kubelet gets, for ci/kubelet.py to run."""
+    manifest = []
+    for isvc in report.isvcs:
+        pods = {p["owner"]: p["pod"] for p in isvc["pods"]}
+        for deployment in written(isvc, "Deployment"):
+            pod = pods[f"Deployment/{deployment['metadata']['name']}"]
+            deployment["spec"]["template"] = {"metadata": pod["metadata"], "spec": pod["spec"]}
+            manifest.append(deployment)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.chart.kserve_harness --helm HELM --namespace NS <helm template args>`: the chart
+    rendered with those arguments, through KServe's code, as YAML Deployments whose templates are the
+    admitted pods (ci/container-smoke.sh runs one)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--helm", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--pod-security", default="restricted")
+    parser.add_argument("template_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    rendered = subprocess.run([args.helm, "template", *args.template_args, "--namespace", args.namespace],
+                              capture_output=True, text=True, check=True).stdout
+    report = admit([d for d in yaml.safe_load_all(rendered) if d],
+                   Cluster(namespace=args.namespace, pod_security=args.pod_security))
+    if report.refusals():
+        print("\n".join(report.refusals()), file=sys.stderr)
+        return 1
+    yaml.safe_dump_all(pod_manifest(report), sys.stdout, sort_keys=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

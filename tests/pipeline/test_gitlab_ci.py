@@ -67,6 +67,7 @@ def test_list_default_branch_is_schema_valid_and_complete(gitlab_ci_local: str) 
         "lint:yaml",
         "lint:dockerfile",
         "lint:shell",
+        "lint:go",
         "lint:chart",
         "test",
         "build:cu13",
