@@ -104,6 +104,9 @@ func newCluster(request Request, scheme *runtime.Scheme) (*cluster, error) {
 	if c.knative, err = newKnativeConfig(c.knativeConfigs); err != nil {
 		return nil, err
 	}
+	if c.knative.revision, err = newRevisionConfig(request.KnativeConfigDir, c.knative.config); err != nil {
+		return nil, fmt.Errorf("Knative's revision configuration: %w", err)
+	}
 	c.discovery = discoveryServer()
 	return c, nil
 }

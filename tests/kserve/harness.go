@@ -219,6 +219,13 @@ func (c *cluster) inferenceService(ctx context.Context, isvc, before *v1beta1.In
 		}
 		if ksvc, ok := knativeService(obj); ok {
 			report.KnativeServices = append(report.KnativeServices, c.validateKnativeService(ctx, ksvc))
+			pod, owner, err := c.knativeRevisionPod(ctx, ksvc)
+			if err != nil {
+				report.Pods = append(report.Pods, PodReport{Owner: "Service.serving.knative.dev/" + ksvc.Name,
+					MutationError: err.Error()})
+				continue
+			}
+			report.Pods = append(report.Pods, c.podReport(ctx, owner, trackOf(pod), pod, true))
 		}
 	}
 	return report

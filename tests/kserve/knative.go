@@ -11,12 +11,15 @@ import (
 	"knative.dev/serving/pkg/apis/config"
 	knservingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	asconfig "knative.dev/serving/pkg/autoscaler/config"
+	revisionconfig "knative.dev/serving/pkg/reconciler/revision/config"
 )
 
 // knativeConfig is the configuration Knative Serving's webhook puts in the context of its defaulting and
 // validation: config-defaults, config-features and config-autoscaler.
 type knativeConfig struct {
 	config *config.Config
+	// revision: what Knative's revision reconciler reads to build a revision's Deployment
+	revision *revisionconfig.Config
 }
 
 func newKnativeConfig(configMaps []*corev1.ConfigMap) (knativeConfig, error) {
@@ -36,7 +39,7 @@ func newKnativeConfig(configMaps []*corev1.ConfigMap) (knativeConfig, error) {
 	if err != nil {
 		return knativeConfig{}, fmt.Errorf("config-autoscaler: %w", err)
 	}
-	return knativeConfig{&config.Config{Defaults: defaults, Features: features, Autoscaler: autoscaler}}, nil
+	return knativeConfig{config: &config.Config{Defaults: defaults, Features: features, Autoscaler: autoscaler}}, nil
 }
 
 // KnativeReport is Knative Serving's verdict on a Knative Service KServe built: its webhook's defaulting,

@@ -15,6 +15,10 @@ import (
 )
 
 func main() {
+	// Knative Serving's controllers run in knative-serving and read it from the downward API.
+	if err := os.Setenv("SYSTEM_NAMESPACE", "knative-serving"); err != nil {
+		fail(err)
+	}
 	raw, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		fail(err)

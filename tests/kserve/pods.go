@@ -13,7 +13,6 @@ import (
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	psapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
-	knservingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -43,8 +42,8 @@ type Violation struct {
 	Detail string `json:"detail"`
 }
 
-// podOfWorkload is the pod a Deployment's controller (or Knative, for a Knative Service's revision) creates
-// from its template, before admission.
+// podOfWorkload is the pod a Deployment's controller creates from its template (or a rendered Pod), before
+// admission. Knative Services go through Knative's own revision code instead (knativeRevisionPod).
 func podOfWorkload(obj runtime.Object) (*corev1.Pod, string, bool) {
 	switch typed := obj.(type) {
 	case *appsv1.Deployment:
@@ -55,12 +54,6 @@ func podOfWorkload(obj runtime.Object) (*corev1.Pod, string, bool) {
 		return pod, "Deployment/" + typed.Name, true
 	case *corev1.Pod:
 		return typed.DeepCopy(), "Pod/" + typed.Name, true
-	case *knservingv1.Service:
-		template := typed.Spec.Template
-		pod := &corev1.Pod{ObjectMeta: *template.ObjectMeta.DeepCopy(), Spec: *template.Spec.PodSpec.DeepCopy()}
-		pod.Namespace = typed.Namespace
-		pod.GenerateName = typed.Name + "-"
-		return pod, "Service.serving.knative.dev/" + typed.Name, true
 	}
 	return nil, "", false
 }
