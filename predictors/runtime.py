@@ -5,10 +5,10 @@ It owns what every model shares, around the four steps of the `Predictor` contra
 - load and warm-up (weights, then the warm-up item at `warmup_batch_sizes` on the device thread);
 - the worker pool (image decoding and ``prepare`` in parallel, ``finish``);
 - the `Batcher` (bounded queue, deadlines, cancellation, poison items isolated by `is_item_failure`),
-  whose arrivals are counted here from the start of `infer` until the request's items are queued; for a
-  latency target it is told how long each request has been at the server (since its record's `started`
-  at the edge, else since `infer` began) and learns from here how long requests take from the start of
-  `infer` until queued and from the end of their forward pass until ``finish`` is done;
+  whose arrivals are counted here from the start of `infer` until the request's items are queued; it is
+  told how long each request has been at the server (since its record's `started` at the edge, else since
+  `infer` began), how long requests take from the start of `infer` until queued and from the end of their
+  forward pass until ``finish`` is done, for its policy to plan with;
 - the `DeviceRunner` (device thread, CUDA out-of-memory split and CPU fallback, a lost device -> not
   ready and `on_device_lost`) and the `Fallback` items settled within the request's deadline;
 - precision (`forward_in_precision`), stage times, spans and the model's metrics.
@@ -242,8 +242,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
             try:
                 batcher = self._ensure_batcher()
                 queued_at = time.perf_counter()
-                if batcher.target is not None:  # what only a latency target plans with
-                    batcher.preprocess_time.observe(queued_at - began)
+                batcher.observe_preprocess(queued_at - began)
                 raw = await batcher.submit(queued, deadline, spent=queued_at - arrived)
                 settled = await self._settle(raw, deadline)
             finally:
@@ -264,14 +263,12 @@ class ModelRuntime(Generic[Prepared, Raw]):
     def _learn_after_forward(batcher: Batcher[Any, Any], queued: Sequence[_Queued[Any]],
                              raw: Sequence[object]) -> None:
         """The time from the end of the request's last forward pass until its answer is finished (the
-        part of a latency target after the queue; learnt only for a target); items recomputed on the CPU
-        after an out-of-memory error are left out, their recomputation is no part of it."""
-        if batcher.target is None or any(isinstance(r, Fallback) for r in raw):
-            return
-        if not all(q.ended_ns for q in queued):
+        part of a latency target after the queue); items recomputed on the CPU after an out-of-memory
+        error are left out, their recomputation is no part of it."""
+        if any(isinstance(r, Fallback) for r in raw) or not all(q.ended_ns for q in queued):
             return
         forward_ended = max(q.ended_ns for q in queued)
-        batcher.after_forward_time.observe(max(0, time.time_ns() - forward_ended) / 1e9)
+        batcher.observe_after_forward(max(0, time.time_ns() - forward_ended) / 1e9)
 
     def _arrival_ended(self) -> None:
         self._arrivals -= 1

@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from predictors.batching import BatchingConfig
 from predictors.codecs.types import OutputSpec
 from predictors.errors import ModelNotReady, ServiceBusy
 from predictors.models.base import ModelConfig, Predictor
 from predictors.runtime import ModelRuntime
 from predictors.server.kserve_compat import metric_value
+from predictors.settings import BatchingConfig
 from predictors.telemetry.metrics import Metrics
 from predictors.telemetry.requests import RequestRecord, current_request
 
@@ -218,8 +218,8 @@ def arrived(seconds_ago: float) -> None:
 async def a_request_too_old_for_the_target(runtime: ModelRuntime[int, int]) -> None:
     await runtime.infer([{"image": png(5)}], {}, None)  # an idle device: taken, and timed
     batcher = runtime._batcher
-    assert batcher is not None and batcher.preprocess_time.known
-    assert FINISH_SECONDS <= batcher.after_forward_time.high < 0.8
+    assert batcher is not None and batcher.policy.preprocess_time.known
+    assert FINISH_SECONDS <= batcher.policy.after_forward_time.high < 0.8
     running = asyncio.create_task(runtime.infer([{"image": png(SLOW_WIDTH)}], {}, None))
     await asyncio.sleep(0.1)  # its forward pass runs: the next request is planned
     arrived(0.1)

@@ -16,7 +16,6 @@ from kserve.model_repository import ModelRepository
 from prometheus_client import CollectorRegistry
 
 from bench.redis_server import RedisServer
-from predictors.batching import BatchingConfig
 from predictors.errors import ServiceBusy
 from predictors.jobs.execute import JobExecutor
 from predictors.jobs.service import JobService
@@ -26,7 +25,7 @@ from predictors.models.base import ModelConfig
 from predictors.runtime import ModelRuntime
 from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.kserve_model import KServeModel
-from predictors.settings import Settings
+from predictors.settings import BatchingConfig, Settings
 from predictors.telemetry.metrics import Metrics
 from tests.unit.test_runtime import Widths, png
 

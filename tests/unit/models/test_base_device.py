@@ -22,13 +22,13 @@ import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from predictors.batching import BatchingConfig
 from predictors.codecs.types import OutputSpec
 from predictors.errors import RequestTimeout
 from predictors.models.base import ModelConfig, Predictor
 from predictors.runtime import ModelRuntime
 from predictors.server.kserve_compat import metric_value
 from predictors.server.kserve_model import KServeModel
+from predictors.settings import BatchingConfig
 from predictors.telemetry.metrics import Metrics
 
 #: widest picture the pretend GPU can take

@@ -20,7 +20,6 @@ from opentelemetry.trace import SpanKind
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from predictors.batching import BatchingConfig
 from predictors.codecs.types import OutputSpec
 from predictors.models.base import ModelConfig, Predictor
 from predictors.runtime import ModelRuntime
@@ -28,6 +27,7 @@ from predictors.server.errors import install_rest_handlers
 from predictors.server.kserve_compat import metric_value
 from predictors.server.kserve_model import KServeModel
 from predictors.server.middleware import RequestContextMiddleware
+from predictors.settings import BatchingConfig
 from predictors.telemetry.edge import EdgeTelemetry
 from predictors.telemetry.metrics import Metrics
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from predictors.latency_target import ForwardCost, LatencyTarget, RecentDuration
+from predictors.batching.latency_target import ForwardCost, LatencyTarget, RecentDuration
 
 FIXED, PER_ITEM = 0.02, 0.01  # seconds: a pass of n items takes 0.02 + 0.01 n
 

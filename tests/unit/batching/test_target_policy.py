@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from predictors.batching import Batcher, BatchingConfig
+from predictors.batching import Batcher, StaticPolicy
 from predictors.errors import RequestTimeout, ServiceBusy
+from predictors.settings import BatchingConfig
 from tests.unit.simulated_time import (
     SharedProcessor,
     SimulatedDevice,
@@ -105,8 +106,8 @@ async def learn(batcher: Batcher[int, int]) -> None:
     for i in range(100):
         size = 1 + i % 4
         assert await batcher.submit(list(range(size))) == doubled(range(size))
-    assert batcher.cost.fixed == pytest.approx(FIXED) and batcher.cost.per_item == pytest.approx(PER_ITEM)
-    assert batcher.cost.spread < 0.005
+    assert batcher.policy.cost.fixed == pytest.approx(FIXED) and batcher.policy.cost.per_item == pytest.approx(PER_ITEM)
+    assert batcher.policy.cost.spread < 0.005
 
 
 def test_the_estimate_converges_to_the_devices_cost() -> None:
@@ -126,8 +127,8 @@ def test_the_estimate_converges_to_the_devices_cost() -> None:
 
     batcher = run(main)
     assert len({size for _, size in traffic.batches}) > 3  # the load made batches of many sizes
-    assert batcher.cost.fixed == pytest.approx(FIXED, rel=1e-6)
-    assert batcher.cost.per_item == pytest.approx(PER_ITEM, rel=1e-6)
+    assert batcher.policy.cost.fixed == pytest.approx(FIXED, rel=1e-6)
+    assert batcher.policy.cost.per_item == pytest.approx(PER_ITEM, rel=1e-6)
 
 
 @pytest.mark.parametrize("load", [0.25, 0.5, 0.75, 0.9])
@@ -218,12 +219,12 @@ def test_the_wait_for_an_announced_arrival_is_bounded(fixed: float, preprocess: 
                           clock=loop.time, arrivals=lambda: announced["count"])
         for i in range(100):
             await batcher.submit(list(range(1 + i % 4)))
-        assert batcher.cost.fixed == pytest.approx(fixed)
+        assert batcher.policy.cost.fixed == pytest.approx(fixed)
         for _ in range(3):  # constant durations: their high estimate is the duration itself
             if preprocess is not None:
-                batcher.preprocess_time.observe(preprocess)
+                batcher.observe_preprocess(preprocess)
             if after is not None:
-                batcher.after_forward_time.observe(after)
+                batcher.observe_after_forward(after)
         announced["count"] = 1  # someone is being preprocessed, and never arrives
         started = loop.time()
         assert await batcher.submit([3]) == [6]
@@ -244,7 +245,7 @@ def test_a_batch_waiting_for_an_announced_request_that_is_refused_leaves_at_once
                           clock=loop.time, arrivals=lambda: announced["count"])
         await learn(batcher)
         for _ in range(3):
-            batcher.preprocess_time.observe(0.05)  # announced requests take 0.05 s to arrive
+            batcher.observe_preprocess(0.05)  # announced requests take 0.05 s to arrive
         announced["count"] = 1
         started = loop.time()
         waiting = asyncio.create_task(batcher.submit([1]))
@@ -275,7 +276,7 @@ def test_ages_count_from_the_requests_arrival_and_the_budget_leaves_room_for_wha
             await batcher.submit([10], spent=0.05)
         # ... and so would a fresh one, once 0.04 s of every request's time comes after its forward pass
         for _ in range(3):
-            batcher.after_forward_time.observe(0.04)
+            batcher.observe_after_forward(0.04)
         with pytest.raises(ServiceBusy, match="latency target"):
             await batcher.submit([10])
         assert await asyncio.gather(running, *fresh) == [[200]] + [[2 * i] for i in range(10)]
@@ -293,7 +294,7 @@ def test_without_a_target_the_static_knobs_apply_unchanged() -> None:
                           BatchingConfig(max_batch_size=8, max_latency_ms=5, max_queue_delay_ms=1_000),
                           on_batch=lambda size: traffic.batches.append((loop.time(), size)), clock=loop.time,
                           arrivals=lambda: announced["count"])
-        assert batcher.target is None
+        assert isinstance(batcher.policy, StaticPolicy)
         started = loop.time()
         assert await batcher.submit([1]) == [2]
         assert loop.time() - started == pytest.approx(0.005 + cost(1))  # max_latency_ms, then the pass
@@ -385,7 +386,7 @@ def closed_loop(clients: int, seed: int = 7, **config: float) -> ClosedLoop:
                     announced["count"] += 1
                     await cpu.occupy(rng.uniform(*PREPROCESS))
                     announced["count"] -= 1
-                    batcher.preprocess_time.observe(loop.time() - arrived)
+                    batcher.observe_preprocess(loop.time() - arrived)
                     assert await batcher.submit([index], spent=loop.time() - arrived) == [2 * index]
                 except ServiceBusy:
                     traffic.refused += arrived >= CLOSED_WARM
@@ -393,7 +394,7 @@ def closed_loop(clients: int, seed: int = 7, **config: float) -> ClosedLoop:
                     continue
                 forward_ended = loop.time()
                 await asyncio.sleep(rng.uniform(*FINISH))
-                batcher.after_forward_time.observe(loop.time() - forward_ended)
+                batcher.observe_after_forward(loop.time() - forward_ended)
                 if arrived >= CLOSED_WARM:
                     traffic.latencies.append(loop.time() - arrived)
                 if CLOSED_WARM <= loop.time() < CLOSED_SECONDS:

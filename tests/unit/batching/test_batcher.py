@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from predictors.batching import Batcher, BatchingConfig
+from predictors.batching import Batcher
 from predictors.device import DeviceLost
 from predictors.errors import RequestTimeout, ServiceBusy
 from predictors.runtime import is_item_failure
+from predictors.settings import BatchingConfig
 
 
 class RecordingModel:
@@ -194,9 +195,9 @@ async def test_estimated_wait_bounds_the_queue(executor) -> None:
     model = RecordingModel(delay=0.1)  # 0.1 s per forward pass of one item
     config = BatchingConfig(max_batch_size=1, max_latency_ms=0, max_queue=100, max_queue_delay_ms=350)
     batcher = Batcher("m", model, executor, config)
-    assert batcher.estimated_wait_seconds(5) == 0.0  # nothing measured yet: nothing refused
+    assert batcher.policy.estimated_wait_seconds(5) == 0.0  # nothing measured yet: nothing refused
     await batcher.submit([1])
-    assert 0.08 < batcher.seconds_per_item < 0.5
+    assert 0.08 < batcher.policy.seconds_per_item < 0.5
     running = asyncio.create_task(batcher.submit([2]))
     await asyncio.sleep(0.02)
     queued = asyncio.create_task(batcher.submit([3, 4]))

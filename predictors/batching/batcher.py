@@ -1,35 +1,16 @@
 """In-process dynamic batching with a bounded queue and per-request deadlines.
 
-Items from all requests of a model wait in one FIFO queue. A batch leaves when `max_batch_size` items
-wait or the oldest has waited `max_latency_ms`; it runs as one forward pass on the model's device
-thread and each result goes back to the future of the item it belongs to. While a batch runs, new
-requests keep being preprocessed in the worker pool and queue up for the next one.
+Items from all requests of a model wait in one FIFO queue. A batch leaves when its policy says so
+(`predictors.batching.policies`: how many items, how long a partial batch waits); it runs as one forward
+pass on the model's device thread and each result goes back to the future of the item it belongs to. While
+a batch runs, new requests keep being preprocessed in the worker pool and queue up for the next one.
 
-A partial batch does not wait for company that cannot come: when no other request is being
-preprocessed (`arrivals() == 0`), it leaves at once instead of sitting out `max_latency_ms`.
+A partial batch does not wait for company that cannot come: when no other request is being preprocessed
+(`arrivals() == 0`), it leaves at once; otherwise it waits until the policy's `wait_until` or an arrival.
 
-Back-pressure: beyond `max_queue` waiting items a request is refused at once (`ServiceBusy`); with
-`max_queue_delay_ms` set, so is a request whose estimated wait (queued items x the measured
-per-item cost of recent batches) exceeds it, which bounds latency on slow devices where an item count
-alone cannot. An item whose request was cancelled or whose deadline passed before its batch started
-is dropped, never run.
-
-Latency target (`latency_target_ms` > 0, `predictors.latency_target`): the target is on an item's time
-from its request's arrival at the server (`submit`'s `spent`: seconds already spent before it was
-queued) to its answer, and batch size and wait follow from measurements instead of `max_latency_ms`:
-the cost of forward passes (fixed + per item x size, with a margin for its spread), and what a request
-spends being preprocessed and after its forward pass (`preprocess_time`, `after_forward_time`, fed by the
-caller; the batcher plans the forward passes to end by the target less the latter). A batch takes the
-largest number of waiting items (at most `max_batch_size`) whose predicted end keeps the oldest within
-that budget while the rest can still make it (all of them, up to `max_batch_size`, when they cannot all
-make it anyway), and waits for an announced arrival while a batch one item bigger could still end in
-time, but no longer than a request takes to be preprocessed (at least the fixed cost of a pass). With
-`max_queue_delay_ms` set as well, a request is refused when work is ahead of it and, serving the queue
-and its items first come first served in batches of up to `max_batch_size` after the running pass, it or
-an item ahead of it would end after the budget, or when its predicted wait exceeds `max_queue_delay_ms`.
-A request that finds the device idle and the queue empty is always taken, so an estimate that became too
-pessimistic is corrected by the next measurements. Without a target, `spent` and the two durations are
-not used.
+Back-pressure: beyond `max_queue` waiting items a request is refused at once (`ServiceBusy`), and the
+policy may refuse earlier (a predicted wait over `max_queue_delay_ms`, a latency target it cannot meet).
+An item whose request was cancelled or whose deadline passed before its batch started is dropped, never run.
 
 Poison items: when a forward pass raises, the batch is retried in halves until the failing item(s)
 stand alone; only their requests get the error and every other item its normal result. Errors for which
@@ -43,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -51,18 +31,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from predictors.batching.policies import BatchPolicy, QueueState, policy_for
 from predictors.errors import RequestTimeout, ServiceBusy
-from predictors.latency_target import ForwardCost, LatencyTarget, RecentDuration
 from predictors.settings import BatchingConfig
 
 logger = logging.getLogger(__name__)
 
 P = TypeVar("P")
 R = TypeVar("R")
-
-
-#: weight of the newest batch in the per-item cost estimate
-_COST_SMOOTHING = 0.3
 
 
 @dataclass
@@ -76,7 +52,8 @@ class _Waiting(Generic[P]):
 
 
 class Batcher(Generic[P, R]):
-    """Groups queued items into batches for `run_batch`, which is called on `executor`."""
+    """Groups queued items into batches for `run_batch`, which is called on `executor`, as `policy` (by
+    default the one `config` asks for) decides."""
 
     def __init__(
         self,
@@ -90,6 +67,7 @@ class Batcher(Generic[P, R]):
         isolates: Callable[[BaseException], bool] = lambda error: True,
         on_poison_item: Callable[[BaseException], None] = lambda error: None,
         clock: Callable[[], float] = time.monotonic,
+        policy: BatchPolicy | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -102,17 +80,7 @@ class Batcher(Generic[P, R]):
         self._on_poison_item = on_poison_item
         #: the time base of enqueue times, deadlines and waits (`time.monotonic`; tests simulate time)
         self._clock = clock
-        #: smoothed seconds per item of recent forward passes (None until the first batch)
-        self.seconds_per_item: float | None = None
-        #: fixed + per-item cost of a forward pass, fitted to recent batches
-        self.cost = ForwardCost()
-        #: seconds from a request's announcement (`arrivals`) until its items are queued, and from the end
-        #: of its forward pass until its answer: observed by the caller, used by a latency target only
-        self.preprocess_time = RecentDuration()
-        self.after_forward_time = RecentDuration()
-        self.target = (LatencyTarget(config.latency_target_ms / 1000.0, config.max_batch_size, self.cost,
-                                     self.preprocess_time, self.after_forward_time)
-                       if config.latency_target_ms > 0 else None)
+        self.policy = policy if policy is not None else policy_for(config)
         #: predicted end of the forward pass running now (None while none runs)
         self._running_until: float | None = None
         self._queue: deque[_Waiting[P]] = deque()
@@ -127,11 +95,13 @@ class Batcher(Generic[P, R]):
         """Re-check the wait for a fuller batch (an expected arrival will not come)."""
         self._arrived.set()
 
-    def estimated_wait_seconds(self, extra_items: int = 0) -> float:
-        """Time until `extra_items` more items would be done, from the measured per-item cost."""
-        if self.seconds_per_item is None:
-            return 0.0
-        return (len(self._queue) + extra_items) * self.seconds_per_item
+    def observe_preprocess(self, seconds: float) -> None:
+        """A request's time from its announcement (`arrivals`) until its items were queued."""
+        self.policy.observe_preprocess(seconds)
+
+    def observe_after_forward(self, seconds: float) -> None:
+        """A request's time from the end of its last forward pass until its answer."""
+        self.policy.observe_after_forward(seconds)
 
     def admit(self, count: int, spent: float = 0.0) -> None:
         """Raise `ServiceBusy` if a request of `count` items, `spent` seconds after its arrival, is to be
@@ -142,36 +112,16 @@ class Batcher(Generic[P, R]):
                 f"model '{self.name}' has {len(self._queue)} items queued (limit {self.config.max_queue}); "
                 "retry later"
             )
-        if not self.config.max_queue_delay_ms:
-            return
-        limit = self.config.max_queue_delay_ms / 1000.0
-        wait = self.estimated_wait_seconds(count) if self.target is None else self._check_target(count, spent)
-        if wait > limit:
-            raise ServiceBusy(
-                f"model '{self.name}' would answer in about {wait:.1f} s (limit {limit:.1f} s); retry later",
-                retry_after_seconds=max(1, round(wait)),
-            )
+        self.policy.refuse(self.name, self._state(self._clock()), count, spent)
 
-    def _check_target(self, count: int, spent: float) -> float:
-        """Refuse `count` items `spent` seconds old that the latency target cannot take now; else their
-        predicted wait."""
-        assert self.target is not None
-        now = self._clock()
-        ahead = self._ages(now)
-        if self._running_until is None and not ahead:
-            return 0.0  # the device is idle: it starts at once
-        if not self.cost.known:
-            raise ServiceBusy(f"model '{self.name}' has not timed a forward pass yet and is busy; retry later")
-        busy_for = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
-        predicted = self.target.predict(busy_for, ahead, count, own_age=spent)
-        if predicted.lateness > 0:
-            raise ServiceBusy(
-                f"model '{self.name}' cannot answer within its latency target of {self.target.seconds:.2f} s "
-                f"(an item would be answered about {self.target.seconds + predicted.lateness:.2f} s after its "
-                "arrival); retry later",
-                retry_after_seconds=max(1, math.ceil(predicted.lateness)),
-            )
-        return predicted.wait
+    def _state(self, now: float) -> QueueState:
+        live = [w for w in self._queue if not w.future.done()]
+        return QueueState(
+            now=now, queued=len(self._queue), ages=[now - w.arrived_at for w in live],
+            first_enqueued_at=self._queue[0].enqueued_at if self._queue else None,
+            oldest_arrived_at=min((w.arrived_at for w in live), default=now),
+            running_until=self._running_until,
+        )
 
     def start(self) -> None:
         if self._task is None:
@@ -223,14 +173,10 @@ class Batcher(Generic[P, R]):
                 await self._run(batch)
 
     async def _wait_for_fuller_batch(self) -> None:
-        max_wait = self.config.max_latency_ms / 1000.0
         free_since = self._clock()
-        while self._queue and (live := self._live_count()) < self.config.max_batch_size and self._arrivals() > 0:
-            if self.target is None:
-                remaining = self._queue[0].enqueued_at + max_wait - self._clock()
-            else:
-                oldest = min((w.arrived_at for w in self._queue if not w.future.done()), default=self._clock())
-                remaining = self.target.wait_until(free_since, oldest, live + 1) - self._clock()
+        while self._queue and self._live_count() < self.config.max_batch_size and self._arrivals() > 0:
+            now = self._clock()
+            remaining = self.policy.wait_until(self._state(now), free_since) - now
             if remaining <= 0:
                 return
             self._arrived.clear()
@@ -242,10 +188,6 @@ class Batcher(Generic[P, R]):
     def _live_count(self) -> int:
         return sum(1 for w in self._queue if not w.future.done())
 
-    def _ages(self, now: float) -> list[float]:
-        """Seconds since their request arrived, of the items still wanted, in queue order."""
-        return [now - w.arrived_at for w in self._queue if not w.future.done()]
-
     def _take_batch(self) -> list[_Waiting[P]]:
         batch: list[_Waiting[P]] = []
         now = self._clock()
@@ -253,9 +195,7 @@ class Batcher(Generic[P, R]):
             self._queue.popleft()
         if not self._queue:
             return batch
-        size = self.config.max_batch_size
-        if self.target is not None:
-            size = self.target.batch_size(self._ages(now))
+        size = self.policy.batch_size(self._state(now))
         while self._queue and len(batch) < size:
             waiting = self._queue.popleft()
             if _still_wanted(waiting, now):
@@ -266,7 +206,7 @@ class Batcher(Generic[P, R]):
         self._on_batch(len(batch))
         started = self._clock()
         # predicted end of this pass (its start while nothing is measured: "busy", for an unknown time)
-        self._running_until = started + (self.cost.upper(len(batch)) if self.cost.known else 0.0)
+        self._running_until = started + self.policy.pass_seconds(len(batch))
         try:
             results = await self._forward(batch)
         except Exception as error:  # noqa: BLE001 - the error belongs to the batch's items
@@ -274,11 +214,7 @@ class Batcher(Generic[P, R]):
             await self._isolate(batch, error)
             return
         self._running_until = None
-        seconds = self._clock() - started
-        self.cost.observe(len(batch), seconds)
-        cost = seconds / len(batch)
-        previous = self.seconds_per_item
-        self.seconds_per_item = cost if previous is None else previous + _COST_SMOOTHING * (cost - previous)
+        self.policy.observe_pass(len(batch), self._clock() - started)
         self._resolve(batch, results)
 
     async def _isolate(self, failed: list[_Waiting[P]], error: Exception) -> None:
