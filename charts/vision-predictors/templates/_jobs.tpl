@@ -15,15 +15,10 @@ predictors
 {{/* Redis connection as YAML {address, port, databaseIndex, tls, username}: parsed from jobs.redis.url,
      or the existingSecret-side values (the Secret's URL is never read by the chart). Args: root. */}}
 {{- define "vision-predictors.jobs.connection" -}}
+{{- include "vision-predictors.preflight.jobsConnection" . }}
 {{- $r := .Values.jobs.redis }}
 {{- if $r.url }}
 {{- $url := urlParse $r.url }}
-{{- if contains ":" $url.userinfo }}
-{{- fail "jobs.redis.url carries a password, which would be rendered in plain text (pod env, KEDA trigger): put the URL in a Secret and set jobs.redis.existingSecret (and jobs.redis.passwordKey for KEDA)" }}
-{{- end }}
-{{- if or $r.address $r.tls $r.databaseIndex $r.username $r.passwordKey }}
-{{- fail "jobs.redis.address, tls, databaseIndex, username and passwordKey are for jobs.redis.existingSecret; with jobs.redis.url the chart reads them from the URL" }}
-{{- end }}
 {{- /* urlParse has no port: host is hostname[:port] or [ipv6][:port] */}}
 {{- $port := trimPrefix ":" (trimPrefix (printf "[%s]" $url.hostname) (trimPrefix $url.hostname $url.host)) | default "6379" }}
 {{- $db := trimPrefix "/" $url.path | default "0" }}
@@ -38,9 +33,6 @@ predictors
     "tls" (eq $url.scheme "rediss")
     "username" $url.userinfo) }}
 {{- else }}
-{{- if not $r.address }}
-{{- fail "jobs.redis.existingSecret: set jobs.redis.address (host:port of Redis, and tls, databaseIndex, username as in the Secret's URL): KEDA's redis-streams scaler and the NetworkPolicy cannot read the Secret's URL" }}
-{{- end }}
 {{- toYaml (dict
     "address" $r.address
     "port" (regexFind "[0-9]+$" $r.address | int)
@@ -106,10 +98,8 @@ predictors
 {{/* The (Cluster)TriggerAuthentication the jobs trigger uses, as YAML {name, kind}, or nothing: the user's
      keda.authenticationRef, else the chart's <fullname>-redis when a password key is given. Args: root. */}}
 {{- define "vision-predictors.jobs.authenticationRef" -}}
+{{- include "vision-predictors.preflight.jobsAuthentication" . }}
 {{- $j := .Values.jobs }}
-{{- if and $j.keda.authenticationRef.name $j.redis.passwordKey }}
-{{- fail "jobs.redis.passwordKey and jobs.keda.authenticationRef: choose one (your TriggerAuthentication then provides the password)" }}
-{{- end }}
 {{- if $j.keda.authenticationRef.name }}
 {{- toYaml $j.keda.authenticationRef }}
 {{- else if $j.redis.passwordKey }}
