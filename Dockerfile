@@ -145,7 +145,7 @@ LABEL org.opencontainers.image.title="vision-predictors" \
 FROM runtime AS demo
 ARG DEMO_MODELS=general-recognition,image-classification
 USER 0:0
-# Random demo weights (see predictors/demo): a self-contained image for smoke tests, never production.
+# Random demo weights (see predictors/models/demo.py): a self-contained image for smoke tests, never production.
 RUN HOME=/root predictors make-demo-models /opt/demo-models --models "${DEMO_MODELS}" \
     && chmod -R a+rX /opt/demo-models \
     && rm -rf /tmp/* /root/.cache

@@ -94,7 +94,7 @@ def row(change: str, stage: str, before: Callable[[], Any], after: Callable[[], 
 def compare_face_enhancement(directory: Path, rounds: int) -> list[dict[str, Any]]:
     from modelscope.pipelines.cv.image_portrait_enhancement_pipeline import ImagePortraitEnhancementPipeline
 
-    from predictors.models import layouts, sr_tiles
+    from predictors.models.face_enhancement import layout, sr_tiles
 
     workers = ThreadPoolExecutor(2)
     runtime = _load(directory, workers)
@@ -108,7 +108,7 @@ def compare_face_enhancement(directory: Path, rounds: int) -> list[dict[str, Any
     rows = []
     with torch.inference_mode():
         # GPEN: upstream's generator (one-channel-conv blurs) against the loaded one (depthwise blurs)
-        upstream_generator = layouts.build_gpen_generator(model.size)
+        upstream_generator = layout.build_generator(model.size)
         upstream_generator.load_state_dict(modules["generator"].state_dict(), strict=True)
         upstream_modules = {**modules, "generator": upstream_generator.eval().to(device)}
         rows.append(row("GPEN blurs as depthwise convolutions", f"enhance (GPEN-{model.size}, {len(faces)} face)",
@@ -119,7 +119,7 @@ def compare_face_enhancement(directory: Path, rounds: int) -> list[dict[str, Any
         # both on the network as upstream lays it out (contiguous NCHW weights)
         sr = modules["sr"]
         upstream_sr_net = copy.deepcopy(sr).to(memory_format=torch.contiguous_format)
-        owner = SimpleNamespace(sr_model=upstream_sr_net, device=device, scale=layouts.GPEN_SR_SCALE)
+        owner = SimpleNamespace(sr_model=upstream_sr_net, device=device, scale=layout.SR_SCALE)
         rgb = prepared.rgb
         height, width = rgb.shape[:2]
         tile, overlap = model.options.sr_tile_size, model.options.sr_tile_overlap

@@ -36,11 +36,11 @@ def main() -> None:
     )
     from modelscope.models.cv.image_portrait_enhancement.retinaface.utils import PriorBox
 
-    from predictors.demo import face_enhancement as demo
     from predictors.device import CPU
     from predictors.models.base import ModelConfig
-    from predictors.models.face_enhancement import FaceEnhancementPredictor, prior_boxes
-    from predictors.models.layouts import GPEN_DETECTOR_FILE as DETECTOR_FILE
+    from predictors.models.demo import face_enhancement as demo
+    from predictors.models.face_enhancement.layout import DETECTOR_FILE
+    from predictors.models.face_enhancement.predictor import FaceEnhancementPredictor, prior_boxes
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--side", type=int, default=1500, help="square picture side in pixels (<= 1500: no downscale)")

@@ -145,7 +145,7 @@ def main() -> None:
                         help="face enhancement: each optimisation's before/after, interleaved (bench/compare.py)")
     parser.add_argument("--rounds", type=int, default=5, help="--compare: before/after pairs per change")
     args = parser.parse_args()
-    from predictors.demo import make_demo_repository
+    from predictors.models.demo import make_demo_repository
 
     if args.compare:
         from bench import compare

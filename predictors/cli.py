@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, relaunch=argv is None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.command == "make-demo-models":
-        from predictors.demo import make_demo_repository
+        from predictors.models.demo import make_demo_repository
 
         models = [m.strip() for m in args.models.split(",")] if args.models else None
         for directory in make_demo_repository(args.directory, models, overwrite=args.overwrite):

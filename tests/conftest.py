@@ -60,7 +60,7 @@ def isolated_modelscope_cache(tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="session")
 def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from predictors.demo import make_demo_repository
+    from predictors.models.demo import make_demo_repository
 
     root = tmp_path_factory.mktemp("demo-repo")
     make_demo_repository(root, ["general-recognition", "image-classification"])

@@ -1,10 +1,10 @@
 """The models this package serves: one registration each, from which everything else is derived.
 
-The registry's predictor classes (`models/registry.py`), the demo writers (`predictors.demo`), the CLI's
+The registry's predictor classes (`models/registry.py`), the demo writers (`predictors.models.demo`), the CLI's
 `download` names and hub ids, and the chart's documented model list and resource presets (checked by
 `tests/chart/test_model_list.py`) all come from `MODELS`. Classes and writers are named by import path
 so that this module imports nothing heavy: `predictors status` and `infer` run without torch, and serving
-code never imports `predictors.demo` (a writer is imported only by `make-demo-models`).
+code never imports `predictors.models.demo` (a writer is imported only by `make-demo-models`).
 """
 
 from __future__ import annotations
@@ -28,26 +28,26 @@ class Registration:
 MODELS: tuple[Registration, ...] = (
     Registration(
         "general-recognition",
-        "predictors.models.general_recognition:GeneralRecognitionPredictor",
-        "predictors.demo.general_recognition:write",
+        "predictors.models.general_recognition.predictor:GeneralRecognitionPredictor",
+        "predictors.models.general_recognition.demo:write",
         {"general-recognition": "damo/cv_resnest101_general_recognition"},
     ),
     Registration(
         "image-classification",
-        "predictors.models.image_classification:ImageClassificationPredictor",
-        "predictors.demo.image_classification:write",
+        "predictors.models.image_classification.predictor:ImageClassificationPredictor",
+        "predictors.models.image_classification.demo:write",
     ),
     Registration(
         "face-enhancement",
-        "predictors.models.face_enhancement:FaceEnhancementPredictor",
-        "predictors.demo.face_enhancement:write",
+        "predictors.models.face_enhancement.predictor:FaceEnhancementPredictor",
+        "predictors.models.face_enhancement.demo:write",
         {"face-enhancement": "damo/cv_gpen_image-portrait-enhancement",
          "face-enhancement-hires": "damo/cv_gpen_image-portrait-enhancement-hires"},
     ),
     Registration(
         "visual-entailment",
-        "predictors.models.visual_entailment:VisualEntailmentPredictor",
-        "predictors.demo.visual_entailment:write",
+        "predictors.models.visual_entailment.predictor:VisualEntailmentPredictor",
+        "predictors.models.visual_entailment.demo:write",
         {"visual-entailment": "damo/ofa_visual-entailment_snli-ve_large_en"},
     ),
 )

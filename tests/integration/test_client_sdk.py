@@ -51,7 +51,7 @@ from predictors_client import (
     UnexpectedResponse,
 )
 
-from predictors.demo import face_enhancement, make_demo_repository, visual_entailment
+from predictors.models.demo import face_enhancement, make_demo_repository, visual_entailment
 from tests.conftest import encode, sample_image
 from tests.integration.test_errors import bomb_png
 from tests.support.server import ServerProcess, free_port, run_server

@@ -18,13 +18,13 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from predictors.demo import visual_entailment as demo
+from predictors.models.demo import visual_entailment as demo
 from tests.conftest import encode, sample_image
 from tests.support.server import run_server
 
 MODEL = "visual-entailment"
 CLASSES = ["entailment", "contradiction", "neutral"]
-# the predictor's limits (predictors.models.visual_entailment, not importable here: it pulls in KServe,
+# the predictor's limits (predictors.models.visual_entailment.predictor, not importable here: it pulls in KServe,
 # whose gRPC stubs clash with tritonclient's)
 HYPOTHESIS_MAX_BYTES = 1024
 PREMISE_MAX_BYTES = 2048

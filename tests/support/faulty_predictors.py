@@ -21,7 +21,7 @@ import torch
 
 from predictors.errors import InvalidImage
 from predictors.models.classification import TopK
-from predictors.models.image_classification import ImageClassificationPredictor
+from predictors.models.image_classification.predictor import ImageClassificationPredictor
 from predictors.settings import ModelOptions
 from tests.support import faults
 

@@ -22,7 +22,7 @@ def test_each_registration_names_its_class_and_demo_writer(model: Registration) 
 
 def test_the_tables_are_derived_from_the_registrations() -> None:
     from predictors.cli import build_parser
-    from predictors.demo import DEMO_WRITERS
+    from predictors.models.demo import DEMO_WRITERS
 
     names = [model.name for model in MODELS]
     assert list(PREDICTOR_CLASSES) == list(DEMO_WRITERS) == names
@@ -35,7 +35,7 @@ def test_serving_code_never_imports_the_demo_package() -> None:
     code = ("import sys, importlib\n"
             "import predictors.server.app, predictors.models.registry as r\n"
             "[r.predictor_class(name) for name in r.PREDICTOR_CLASSES]\n"
-            "print(sorted(m for m in sys.modules if m.startswith('predictors.demo')))")
+            "print(sorted(m for m in sys.modules if m.startswith('predictors.models.demo')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -48,7 +48,8 @@ def test_the_cli_imports_no_torch_for_status_and_infer() -> None:
 
 def test_demo_writers_import_no_kserve() -> None:
     """The integration tests write demo directories in their own process, where KServe must not be imported
-    (its protobufs clash with tritonclient's): a model's layout (`models/layouts.py`) imports no serving code."""
+    (its protobufs clash with tritonclient's): a model's layout (`models/<model>/layout.py`) and its
+    demo writer import no serving code."""
     writers = "; ".join(f"import {m.demo_writer.partition(':')[0]}" for m in MODELS)
     code = f"import sys; {writers}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'kserve'))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)

@@ -24,7 +24,7 @@ from bench.models import write_tiny
 from predictors.cli import build_parser, settings_from_args
 from predictors.device import CPU, enable_cudnn_autotuner, stack_to_device, to_device
 from predictors.models.base import ModelConfig
-from predictors.models.image_classification import ImageClassificationPredictor
+from predictors.models.image_classification.predictor import ImageClassificationPredictor
 from predictors.models.registry import ModelSetupError, model_entry
 from predictors.precision import (
     Bf16Support,

@@ -67,8 +67,8 @@ def check_wire(wire: WireRequest, inputs: tuple[InputSpec, ...], max_items: int)
 
 def model_contracts() -> dict[str, tuple[tuple[InputSpec, ...], tuple[OutputSpec, ...]]]:
     from predictors.models.classification import ClassifierPredictor
-    from predictors.models.face_enhancement import FaceEnhancementPredictor
-    from predictors.models.visual_entailment import VisualEntailmentPredictor
+    from predictors.models.face_enhancement.predictor import FaceEnhancementPredictor
+    from predictors.models.visual_entailment.predictor import VisualEntailmentPredictor
 
     return {
         "classifier": (ClassifierPredictor.inputs, ClassifierPredictor.outputs),

@@ -12,7 +12,7 @@ from predictors.codecs.images import EncodedImage
 from predictors.codecs.types import OutputSpec, WireRequest
 from predictors.errors import NotAcceptable
 from predictors.models.classification import ClassifierPredictor
-from predictors.models.face_enhancement import FaceEnhancementPredictor
+from predictors.models.face_enhancement.predictor import FaceEnhancementPredictor
 from tests.unit.codecs.fuzzing import only_documented_errors
 
 FACE = FaceEnhancementPredictor.outputs

@@ -19,8 +19,8 @@ from predictors.codecs import forms, v1
 from predictors.codecs.types import InputSpec, model_parameters
 from predictors.errors import InvalidInput, UnsupportedMediaType
 from predictors.models.classification import ClassificationParameters
-from predictors.models.face_enhancement import FaceEnhancementParameters, FaceEnhancementPredictor
-from predictors.models.visual_entailment import VisualEntailmentPredictor
+from predictors.models.face_enhancement.predictor import FaceEnhancementParameters, FaceEnhancementPredictor
+from predictors.models.visual_entailment.predictor import VisualEntailmentPredictor
 
 ENTAILMENT = VisualEntailmentPredictor.inputs
 IMAGE_ONLY = (InputSpec("image", "image"),)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from predictors.codecs import forms
 from predictors.codecs.types import InputSpec
 from predictors.models.classification import ClassificationParameters
-from predictors.models.face_enhancement import FaceEnhancementParameters
-from predictors.models.visual_entailment import VisualEntailmentPredictor
+from predictors.models.face_enhancement.predictor import FaceEnhancementParameters
+from predictors.models.visual_entailment.predictor import VisualEntailmentPredictor
 from tests.unit.codecs.fuzzing import CONTRACTS, check_wire, image_bytes, mostly, only_documented_errors
 
 MAX_ITEMS = 4

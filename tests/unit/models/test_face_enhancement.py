@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from predictors.demo import face_enhancement as demo
 from predictors.device import CPU
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage, InvalidInput
 from predictors.models.base import ModelConfig
-from predictors.models.face_enhancement import (
+from predictors.models.demo import face_enhancement as demo
+from predictors.models.face_enhancement.predictor import (
     FaceEnhancementPredictor,
     prior_boxes,
     sr_output_size,

@@ -1,6 +1,6 @@
 """Face enhancement speed-ups keep upstream's numbers (issue 15, item 3).
 
-- GPEN's blurs as depthwise convolutions (`predictors.models.gpen_ops`): the same numbers as upstream's
+- GPEN's blurs as depthwise convolutions (`predictors.models.face_enhancement.gpen_ops`): the same numbers as upstream's
   ``upfirdn2d_native``, bit for bit on the CPU (the depthwise convolution adds the same 16 products per
   output as upstream's one-channel convolution, in the same order), and the whole generator unchanged.
 - RetinaFace and EQFace with channels-last weights: outputs within 1e-4 (relative) of upstream's layout.
@@ -17,9 +17,9 @@ import torch
 from modelscope.models.cv.face_generation.op.upfirdn2d import upfirdn2d as upstream_upfirdn2d
 from modelscope.models.cv.image_portrait_enhancement import gpen
 
-from predictors.demo.face_enhancement import generator_state
-from predictors.models import layouts
-from predictors.models.gpen_ops import upfirdn2d_depthwise, use_depthwise_blurs
+from predictors.models.face_enhancement import layout
+from predictors.models.face_enhancement.demo import generator_state
+from predictors.models.face_enhancement.gpen_ops import upfirdn2d_depthwise, use_depthwise_blurs
 
 
 def blur_kernel(upsample_factor: int = 1) -> torch.Tensor:
@@ -49,7 +49,7 @@ def test_depthwise_upfirdn2d_equals_upstream(up: int, down: int, pad: tuple[int,
 
 def test_generator_with_depthwise_blurs_is_unchanged() -> None:
     """The real architecture (64 px, so the test is cheap) with demo weights, a batch of two faces."""
-    upstream = layouts.build_gpen_generator(64)
+    upstream = layout.build_generator(64)
     upstream.load_state_dict(generator_state(64, torch.Generator().manual_seed(3)), strict=True)
     upstream.eval()
     ours = copy.deepcopy(upstream)

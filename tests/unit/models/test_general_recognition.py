@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from predictors.demo import general_recognition as demo
 from predictors.device import CPU
-from predictors.models.general_recognition import read_labels
+from predictors.models.demo import general_recognition as demo
+from predictors.models.general_recognition.predictor import read_labels
 from tests.conftest import sample_image
 from tests.unit.models.conftest import load_predictor
 

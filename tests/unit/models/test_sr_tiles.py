@@ -1,4 +1,4 @@
-"""Tiled background super-resolution (`predictors.models.sr_tiles`) against upstream's whole-picture
+"""Tiled background super-resolution (`predictors.models.face_enhancement.sr_tiles`) against upstream's whole-picture
 `sr_process`, on the published RealESRNet x2 architecture with demo weights (issue 15, item 3).
 
 One tile is upstream's computation exactly; several tiles with the default overlap stay within 1 grey
@@ -18,25 +18,25 @@ import pytest
 import torch
 from modelscope.pipelines.cv.image_portrait_enhancement_pipeline import ImagePortraitEnhancementPipeline
 
-from predictors.demo import face_enhancement as demo
 from predictors.device import CPU
-from predictors.models import layouts
 from predictors.models.base import ModelConfig
-from predictors.models.face_enhancement import DEFAULT_SR_TILE_OVERLAP, FaceEnhancementPredictor
-from predictors.models.sr_tiles import super_resolve
+from predictors.models.demo import face_enhancement as demo
+from predictors.models.face_enhancement import layout
+from predictors.models.face_enhancement.predictor import DEFAULT_SR_TILE_OVERLAP, FaceEnhancementPredictor
+from predictors.models.face_enhancement.sr_tiles import super_resolve
 from tests.conftest import sample_image
 from tests.unit.models.conftest import load_predictor
 
 
 @pytest.fixture(scope="module")
 def network() -> torch.nn.Module:
-    sr = layouts.build_gpen_sr_network()
+    sr = layout.build_sr_network()
     sr.load_state_dict(demo.sr_state(torch.Generator().manual_seed(1)), strict=True)
     return sr.eval()
 
 
 def upstream_sr(network: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
-    owner = SimpleNamespace(sr_model=network, device=CPU, scale=layouts.GPEN_SR_SCALE)
+    owner = SimpleNamespace(sr_model=network, device=CPU, scale=layout.SR_SCALE)
     return ImagePortraitEnhancementPipeline.sr_process(owner, rgb)  # type: ignore[arg-type]
 
 

@@ -14,10 +14,10 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from predictors.codecs import v1
-from predictors.demo import visual_entailment as demo
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
-from predictors.models.visual_entailment import CLASSES
+from predictors.models.demo import visual_entailment as demo
+from predictors.models.visual_entailment.predictor import CLASSES
 from predictors.runtime import ModelRuntime
 from predictors.server.kserve_model import KServeModel
 from predictors.telemetry.metrics import Metrics
@@ -217,9 +217,9 @@ def test_demo_sizes_are_configurable(tmp_path: Path) -> None:
 
 
 def test_make_demo_models_writes_the_directory(tmp_path: Path) -> None:
-    from predictors.demo import DEMO_WRITERS, make_demo_repository
+    from predictors.models.demo import DEMO_WRITERS, make_demo_repository
 
-    assert DEMO_WRITERS["visual-entailment"] == "predictors.demo.visual_entailment:write"
+    assert DEMO_WRITERS["visual-entailment"] == "predictors.models.visual_entailment.demo:write"
     (directory,) = make_demo_repository(tmp_path, ["visual-entailment"])
     assert directory.name == "visual-entailment"
     assert (directory / "pytorch_model.bin").exists()

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import torch
 
-from predictors.demo.common import write_predictor_json
-from predictors.models.layouts import GENERAL_RECOGNITION_CLASSES as NUM_CLASSES
-from predictors.models.layouts import GENERAL_RECOGNITION_LABELS_FILE as LABELS_FILE
-from predictors.models.layouts import GENERAL_RECOGNITION_WEIGHTS_FILE as WEIGHTS_FILE
-from predictors.models.layouts import build_resnest101
+from predictors.models.demo import write_predictor_json
+from predictors.models.general_recognition.layout import CLASSES as NUM_CLASSES
+from predictors.models.general_recognition.layout import LABELS_FILE, WEIGHTS_FILE, build_resnest101
 
 FEATURES = 2048
 

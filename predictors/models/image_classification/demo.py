@@ -9,10 +9,8 @@ from pathlib import Path
 import torch
 import torchvision
 
-from predictors.demo.common import write_predictor_json
-from predictors.models.layouts import CLASSIFIER_CONFIG_FILE as CONFIG_FILE
-from predictors.models.layouts import CLASSIFIER_EXPORTED_FILE as EXPORTED_FILE
-from predictors.models.layouts import CLASSIFIER_LABELS_FILE as LABELS_FILE
+from predictors.models.demo import write_predictor_json
+from predictors.models.image_classification.layout import CONFIG_FILE, EXPORTED_FILE, LABELS_FILE
 
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

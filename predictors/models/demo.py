@@ -8,9 +8,11 @@ tests and the container run the real loading code end to end. Every demo directo
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from predictors.models.catalog import MODELS
 
@@ -38,3 +40,9 @@ def make_demo_repository(root: Path, models: Iterable[str] | None = None, overwr
         logger.info("wrote demo model %s", directory)
         written.append(directory)
     return written
+
+
+def write_predictor_json(directory: Path, predictor: str, **extra: Any) -> None:
+    """Mark a directory as demo weights so the server says so loudly when it serves them."""
+    content = {"predictor": predictor, "demo_weights": True, **extra}
+    (directory / "predictor.json").write_text(json.dumps(content, indent=2) + "\n")

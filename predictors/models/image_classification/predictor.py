@@ -28,14 +28,14 @@ from torch.export.passes import move_to_device_pass
 from torchvision import transforms
 
 from predictors.device import CPU, DeviceReplicas
-from predictors.models import layouts
 from predictors.models.base import reading
 from predictors.models.classification import ClassifierPredictor
+from predictors.models.image_classification import layout
 
-SCRIPTED_FILE = layouts.CLASSIFIER_SCRIPTED_FILE
-EXPORTED_FILE = layouts.CLASSIFIER_EXPORTED_FILE
-LABELS_FILE = layouts.CLASSIFIER_LABELS_FILE
-CONFIG_FILE = layouts.CLASSIFIER_CONFIG_FILE
+SCRIPTED_FILE = layout.SCRIPTED_FILE
+EXPORTED_FILE = layout.EXPORTED_FILE
+LABELS_FILE = layout.LABELS_FILE
+CONFIG_FILE = layout.CONFIG_FILE
 
 INTERPOLATIONS = {
     "nearest": transforms.InterpolationMode.NEAREST,

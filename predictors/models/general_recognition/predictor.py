@@ -18,16 +18,16 @@ from PIL import Image
 from torchvision import transforms
 
 from predictors.device import DeviceReplicas
-from predictors.models import layouts
 from predictors.models.base import ModelFileError, reading
 from predictors.models.classification import ClassifierPredictor
+from predictors.models.general_recognition import layout
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = layouts.GENERAL_RECOGNITION_WEIGHTS_FILE
-LABELS_FILE = layouts.GENERAL_RECOGNITION_LABELS_FILE
-NUM_CLASSES = layouts.GENERAL_RECOGNITION_CLASSES
-build_resnest101 = layouts.build_resnest101
+WEIGHTS_FILE = layout.WEIGHTS_FILE
+LABELS_FILE = layout.LABELS_FILE
+NUM_CLASSES = layout.CLASSES
+build_resnest101 = layout.build_resnest101
 
 
 def read_labels(path: Path) -> list[str]:

@@ -39,14 +39,16 @@ from typing import Literal
 import numpy as np
 import torch
 
-from predictors.demo.common import write_predictor_json
-from predictors.models.layouts import GPEN_DETECTOR_FILE as DETECTOR_FILE
-from predictors.models.layouts import GPEN_GENERATOR_FILE as GENERATOR_FILE
-from predictors.models.layouts import GPEN_QUALITY_BACKBONE_FILE as QUALITY_BACKBONE_FILE
-from predictors.models.layouts import GPEN_QUALITY_HEAD_FILE as QUALITY_HEAD_FILE
-from predictors.models.layouts import GPEN_SR_FILE as SR_FILE
-from predictors.models.layouts import build_gpen_generator as build_generator
-from predictors.models.layouts import build_gpen_sr_network as build_sr_network
+from predictors.models.demo import write_predictor_json
+from predictors.models.face_enhancement.layout import (
+    DETECTOR_FILE,
+    GENERATOR_FILE,
+    QUALITY_BACKBONE_FILE,
+    QUALITY_HEAD_FILE,
+    SR_FILE,
+    build_generator,
+    build_sr_network,
+)
 
 #: RetinaFace-R50 anchors per cell, and the anchor size of the stride-32 level (cfg_re50)
 ANCHORS_PER_CELL = 2

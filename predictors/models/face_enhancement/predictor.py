@@ -44,7 +44,7 @@ Options (predictor.json ``options``, `FaceEnhancementOptions`; an unknown one st
   512 px tile in fp32; the whole 2000 px picture at once would need several GB). Pictures no larger
   than one tile (after upstream's pad to even sides) run in one pass, exactly as upstream. A multiple of 2.
 - ``sr_tile_overlap`` (32): input pixels of neighbouring picture each tile sees as context and drops;
-  with it the tiled output is within 1 grey level of the whole-picture pass (`predictors.models.sr_tiles`).
+  with it the tiled output is within 1 grey level of the whole-picture pass (`sr_tiles`).
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ from predictors.codecs.images import encode_image
 from predictors.codecs.types import OutputSpec
 from predictors.device import DeviceReplicas, to_device
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage
-from predictors.models import gpen_ops, layouts, sr_tiles
 from predictors.models.base import Predictor, reading
+from predictors.models.face_enhancement import gpen_ops, layout, sr_tiles
 from predictors.settings import ModelOptions
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ T = TypeVar("T")
 DETECTION_THRESHOLD = 0.9
 FACE_QUALITY_THRESHOLD = 0.1
 IDENTITY_THRESHOLD = 0.15
-SR_SCALE = layouts.GPEN_SR_SCALE
+SR_SCALE = layout.SR_SCALE
 
 
 DEFAULT_MAX_IMAGE_SIDE = 2000
@@ -246,28 +246,28 @@ class FaceEnhancementPredictor(Predictor[PreparedImage, RawResult]):
         self.size = options.generator_size or (1024 if "hires" in str(self.model_dir) else 512)
         directory = self.model_dir
 
-        generator = layouts.build_gpen_generator(self.size)
-        with reading(directory / layouts.GPEN_GENERATOR_FILE) as path:
+        generator = layout.build_generator(self.size)
+        with reading(directory / layout.GENERATOR_FILE) as path:
             generator.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         gpen_ops.use_depthwise_blurs(generator)  # bit-identical to upstream's blurs, ~4x faster
 
         # RetinaFaceDetection sets the process-wide cudnn.benchmark; keep the process's own setting.
         benchmark = torch.backends.cudnn.benchmark
         try:
-            with reading(directory / layouts.GPEN_DETECTOR_FILE) as path:
+            with reading(directory / layout.DETECTOR_FILE) as path:
                 detector = detection.RetinaFaceDetection(str(path), "cpu")
         finally:
             torch.backends.cudnn.benchmark = benchmark
         self._detector_cfg = detector.cfg
 
-        sr = layouts.build_gpen_sr_network()
-        with reading(directory / layouts.GPEN_SR_FILE) as path:
+        sr = layout.build_sr_network()
+        with reading(directory / layout.SR_FILE) as path:
             sr.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["params_ema"], strict=True)
         # RealESRNet's ~350 narrow convolutions in NHWC (see "detector" below): within 1 grey level of NCHW
         sr = sr.to(memory_format=torch.channels_last)
         with reading(directory):  # FQA reads both of its files in one call: name the directory
-            quality = fqa.FQA(str(directory / layouts.GPEN_QUALITY_BACKBONE_FILE),
-                              str(directory / layouts.GPEN_QUALITY_HEAD_FILE), "cpu")
+            quality = fqa.FQA(str(directory / layout.QUALITY_BACKBONE_FILE),
+                              str(directory / layout.QUALITY_HEAD_FILE), "cpu")
 
         modules = {
             "generator": generator,

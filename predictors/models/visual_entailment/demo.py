@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from predictors.demo.common import write_predictor_json
+from predictors.models.demo import write_predictor_json
 
 #: OFA appends 8192 image-code tokens and 1000 location-bin tokens to every vocabulary
 EXTRA_TOKENS = 8192 + 1000
