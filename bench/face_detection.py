@@ -38,7 +38,7 @@ def main() -> None:
 
     from predictors.device import CPU
     from predictors.models.base import ModelConfig
-    from predictors.models.demo import face_enhancement as demo
+    from predictors.models.face_enhancement import demo
     from predictors.models.face_enhancement.layout import DETECTOR_FILE
     from predictors.models.face_enhancement.predictor import FaceEnhancementPredictor, prior_boxes
 

@@ -3,7 +3,7 @@
 - the source directory: for ``general-recognition`` (default) the demo directory written by
   `predictors make-demo-models` (real ResNeSt-101); ``image-classification`` (demo MobileNetV3-Small),
   ``face-enhancement`` (demo GPEN-512 + RetinaFace + RRDBNet + EQFace, the real architectures) and
-  ``visual-entailment`` (a small OFA configuration, see predictors/models/visual_entailment/demo.py) likewise; ``tiny`` makes
+  ``visual-entailment`` (a small OFA configuration, see models/visual_entailment/demo.py) likewise; ``tiny`` makes
   cheap runs possible (the smoke test).
 - ``model-batch`` / ``model-nobatch`` / ``model-overload``: its files (symlinks) with a ``predictor.json``
   that sets the batching of each contender, so one server process hosts all three and the modelscope

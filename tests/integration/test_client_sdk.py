@@ -51,7 +51,9 @@ from predictors_client import (
     UnexpectedResponse,
 )
 
-from predictors.models.demo import face_enhancement, make_demo_repository, visual_entailment
+from predictors.models.demo import make_demo_repository
+from predictors.models.face_enhancement import demo as face_enhancement
+from predictors.models.visual_entailment import demo as visual_entailment
 from tests.conftest import encode, sample_image
 from tests.integration.test_errors import bomb_png
 from tests.support.server import ServerProcess, free_port, run_server

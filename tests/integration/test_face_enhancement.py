@@ -23,7 +23,7 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from predictors.models.demo import face_enhancement as demo
+from predictors.models.face_enhancement import demo
 from tests.conftest import encode, sample_image
 from tests.support.server import run_server
 

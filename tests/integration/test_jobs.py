@@ -41,7 +41,8 @@ from predictors_client import (
 from predictors_client.results import labels_from
 
 from bench.redis_server import RedisServer, run_redis
-from predictors.models.demo import face_enhancement, visual_entailment
+from predictors.models.face_enhancement import demo as face_enhancement
+from predictors.models.visual_entailment import demo as visual_entailment
 from tests.conftest import encode, sample_image
 from tests.integration.test_faults import write_faulty_model
 from tests.integration.test_observability import CALLER_SPAN, CALLER_TRACE, OtlpReceiver

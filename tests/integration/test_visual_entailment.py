@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from predictors.models.demo import visual_entailment as demo
+from predictors.models.visual_entailment import demo
 from tests.conftest import encode, sample_image
 from tests.support.server import run_server
 

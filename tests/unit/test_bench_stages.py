@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.stages import METHOD_STAGES, profile_model
-from predictors.models.demo import face_enhancement as demo
+from predictors.models.face_enhancement import demo
 
 
 def test_face_enhancement_profile_names_its_stages(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from predictors.device import CPU
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage, InvalidInput
 from predictors.models.base import ModelConfig
-from predictors.models.demo import face_enhancement as demo
+from predictors.models.face_enhancement import demo
 from predictors.models.face_enhancement.predictor import (
     FaceEnhancementPredictor,
     prior_boxes,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from predictors.device import CPU
-from predictors.models.demo import general_recognition as demo
+from predictors.models.general_recognition import demo
 from predictors.models.general_recognition.predictor import read_labels
 from tests.conftest import sample_image
 from tests.unit.models.conftest import load_predictor

@@ -37,9 +37,9 @@ from PIL import Image
 
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
-from predictors.models.demo import face_enhancement as face_enhancement_demo
-from predictors.models.demo import general_recognition as general_recognition_demo
-from predictors.models.demo import visual_entailment as visual_entailment_demo
+from predictors.models.face_enhancement import demo as face_enhancement_demo
+from predictors.models.general_recognition import demo as general_recognition_demo
+from predictors.models.visual_entailment import demo as visual_entailment_demo
 from predictors.precision import Bf16Support, read_bf16_support
 from tests.conftest import BF16_PATH, sample_image
 from tests.unit.models.conftest import load_runtime

@@ -20,8 +20,7 @@ from modelscope.pipelines.cv.image_portrait_enhancement_pipeline import ImagePor
 
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
-from predictors.models.demo import face_enhancement as demo
-from predictors.models.face_enhancement import layout
+from predictors.models.face_enhancement import demo, layout
 from predictors.models.face_enhancement.predictor import DEFAULT_SR_TILE_OVERLAP, FaceEnhancementPredictor
 from predictors.models.face_enhancement.sr_tiles import super_resolve
 from tests.conftest import sample_image

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from predictors.codecs import v1
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
-from predictors.models.demo import visual_entailment as demo
+from predictors.models.visual_entailment import demo
 from predictors.models.visual_entailment.predictor import CLASSES
 from predictors.runtime import ModelRuntime
 from predictors.server.kserve_model import KServeModel

@@ -10,8 +10,8 @@ import torch
 
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
-from predictors.models.demo import visual_entailment as demo
 from predictors.models.registry import read_predictor_file
+from predictors.models.visual_entailment import demo
 from predictors.models.visual_entailment.predictor import CLASSES
 from tests.conftest import sample_image
 from tests.unit.models.conftest import load_predictor
