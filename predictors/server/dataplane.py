@@ -103,9 +103,13 @@ class PredictorDataPlane(DataPlane):
             assert model_name is not None
             return self.decode_inference_request(body, headers, model_name), {}
         content_type = headers.get("content-type")
-        upload = forms.upload_of(body, content_type, request_query.get())
+        query = request_query.get()
+        upload = forms.upload_of(body, content_type, query)
         if upload is not None:
             return upload, {}
+        if query:  # it would be ignored: a JSON body carries its parameters itself
+            raise InvalidInput("a query string goes with an upload (multipart/form-data or an image body); a JSON "
+                               'body gives its parameters in "parameters"')
         try:
             return orjson.loads(body), {}
         except orjson.JSONDecodeError as error:

@@ -60,6 +60,7 @@ class InferenceService:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         self.dataplane.model_of(request.model_name, request.model_version)
+        await self.dataplane.get_model(request.model_name)  # UNAVAILABLE while it loads, as over REST
         _check_contents(request)
         headers = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
         response, _ = await self.dataplane.infer(request.model_name, InferRequest.from_grpc(request), headers)

@@ -97,16 +97,15 @@ _V1_ERRORS = (*_INFER_ERRORS, "UNSUPPORTED_MEDIA_TYPE", "NOT_ACCEPTABLE")
 _JOB_ERRORS = ("JOBS_DISABLED", "JOBS_UNAVAILABLE")
 
 
-def _generic_model_param(served: Sequence[str]) -> dict[str, Any]:
-    return {"name": "model_name", "in": "path", "required": True,
-            "description": "A model name this server does not serve: 404 MODEL_NOT_FOUND (each served model "
-                           "has paths of its own).",
-            "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$", "not": {"enum": list(served)}}}
+def _any_model() -> dict[str, Any]:
+    return {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "A model name: a served model answers as its own path in this document says; any "
+                           "other name is 404 MODEL_NOT_FOUND."}
 
 
 _VERSION_PARAM = {"name": "model_version", "in": "path", "required": True,
                   "description": "Any version: models here are unversioned, so every version is 404.",
-                  "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
+                  "schema": {"type": "string"}}
 
 
 def _timeout_header() -> dict[str, Any]:
@@ -169,11 +168,13 @@ def _form_schema(model: ServedModel, image_urls: bool) -> dict[str, Any]:
 
 
 def _query_parameters(model: ServedModel) -> list[dict[str, Any]]:
-    """A raw image body's parameters and text inputs travel in the query string."""
-    parameters = [{"name": name, "in": "query", "required": False, "schema": schema}
+    """An upload's parameters and text inputs may travel in the query string (a raw image body's only place for
+    them); with a JSON body any query string is 400 INVALID_INPUT."""
+    note = "Only with an upload (multipart/form-data or an image body); with a JSON body, 400 INVALID_INPUT."
+    parameters = [{"name": name, "in": "query", "required": False, "schema": schema, "description": note}
                   for name, schema in _parameters_schema(model, {})["properties"].items()]
-    parameters += [{"name": spec.name, "in": "query", "required": not spec.optional, "schema": _text_schema(spec)}
-                   for spec in model.inputs if spec.kind == "text"]
+    parameters += [{"name": spec.name, "in": "query", "required": False, "schema": _text_schema(spec),
+                    "description": note} for spec in model.inputs if spec.kind == "text"]
     return parameters
 
 
@@ -327,38 +328,53 @@ def _model_paths(model: ServedModel, settings: Settings, image_urls: bool) -> di
     }
 
 
-def _generic_paths(served: Sequence[str]) -> dict[str, Any]:
-    model = _generic_model_param(served)
-    unknown = _errors("MODEL_NOT_FOUND", "NOT_FOUND")
+def _generic_paths() -> dict[str, Any]:
+    """The templated model paths: a served model answers as its own paths say (their union here), any other name
+    is 404 MODEL_NOT_FOUND (NOT_FOUND for a name that makes no route, such as an empty one)."""
+    model = _any_model()
+    any_json = {"type": "object"}
     any_body: dict[str, Any] = {"content": {"*/*": {"schema": {}}}}
+    any_image = {f"image/{fmt}": {"schema": {"type": "string", "format": "binary"}} for fmt in OUTPUT_FORMATS}
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    face = ("FACE_NOT_FOUND",)
     return {
-        "/v2/models/{model_name}": {"get": _operation("Model metadata (unknown model)", unknown,
-                                                      parameters=[model])},
-        "/v2/models/{model_name}/ready": {"get": _operation("Model ready (unknown model)", unknown,
-                                                            parameters=[model])},
-        "/v1/models/{model_name}": {"get": _operation("Model ready, v1 (unknown model)", unknown,
-                                                      parameters=[model])},
+        "/v2/models/{model_name}": {"get": _operation(
+            "Model metadata (any model name)", {"200": _ok(_ref("ModelMetadata")),
+                                                **_errors("MODEL_NOT_FOUND", "NOT_FOUND")}, parameters=[model])},
+        "/v2/models/{model_name}/ready": {"get": _operation(
+            "Model ready (any model name)", {"200": _ok(_ref("ModelReady")),
+                                             **_errors("MODEL_NOT_FOUND", "MODEL_NOT_READY", "NOT_FOUND")},
+            parameters=[model])},
+        "/v1/models/{model_name}": {"get": _operation(
+            "Model ready, v1 (any model name)", {"200": _ok(_ref("ModelReady")),
+                                                 **_errors("MODEL_NOT_FOUND", "MODEL_NOT_READY", "NOT_FOUND")},
+            parameters=[model])},
         "/v2/models/{model_name}/infer": {"post": _operation(
-            "Inference (unknown model)", {**unknown, **_errors("PAYLOAD_TOO_LARGE")}, parameters=[model],
-            body=any_body)},
+            "Inference (any model name)", {"200": _ok(any_json, extra_media=binary),
+                                           **_errors(*_INFER_ERRORS, *face, "NOT_FOUND")},
+            parameters=[model], body=any_body)},
         "/v1/models/{model_name}:predict": {"post": _operation(
-            "Predict (unknown model)", {**unknown, **_errors("PAYLOAD_TOO_LARGE")}, parameters=[model],
-            body=any_body)},
+            "Predict (any model name)", {"200": _ok(any_json, extra_media=any_image),
+                                         **_errors(*_V1_ERRORS, *face, "NOT_FOUND")},
+            parameters=[model], body=any_body)},
+        "/v2/models/{model_name}/jobs": {"post": _operation(
+            "Submit a job, v2 body (any model name)", {"202": _ok(_ref("JobAccepted")),
+                                                       **_errors(*_INFER_ERRORS, *_JOB_ERRORS, "NOT_FOUND")},
+            parameters=[model], body=any_body, tags=["jobs"])},
+        "/v1/models/{model_name}:submit": {"post": _operation(
+            "Submit a job, v1 body (any model name)", {"202": _ok(_ref("JobAccepted")),
+                                                       **_errors(*_V1_ERRORS, *_JOB_ERRORS, "NOT_FOUND")},
+            parameters=[model], body=any_body, tags=["jobs"])},
         "/v2/models/{model_name}/versions/{model_version}": {"get": _operation(
             "Model metadata of a version: none is served", _errors("MODEL_NOT_FOUND", "NOT_FOUND"),
-            parameters=[_any_model(), _VERSION_PARAM])},
+            parameters=[model, _VERSION_PARAM])},
         "/v2/models/{model_name}/versions/{model_version}/ready": {"get": _operation(
             "Model ready of a version: none is served", _errors("MODEL_NOT_FOUND", "NOT_FOUND"),
-            parameters=[_any_model(), _VERSION_PARAM])},
+            parameters=[model, _VERSION_PARAM])},
         "/v2/models/{model_name}/versions/{model_version}/infer": {"post": _operation(
             "Inference of a version: none is served", _errors("MODEL_NOT_FOUND", "NOT_FOUND", "PAYLOAD_TOO_LARGE"),
-            parameters=[_any_model(), _VERSION_PARAM], body=any_body)},
+            parameters=[model, _VERSION_PARAM], body=any_body)},
     }
-
-
-def _any_model() -> dict[str, Any]:
-    return {"name": "model_name", "in": "path", "required": True,
-            "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}
 
 
 def _server_paths(jobs: bool) -> dict[str, Any]:
@@ -437,7 +453,7 @@ def openapi_document(settings: Settings, models: Sequence[ServedModel]) -> dict[
     paths.update(_server_paths(jobs=settings.jobs_redis_url is not None))
     for model in models:
         paths.update(_model_paths(model, settings, image_urls))
-    paths.update(_generic_paths([model.name for model in models]))
+    paths.update(_generic_paths())
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": SERVER_NAME, "version": server_version(),

@@ -8,6 +8,7 @@ repository, ``:explain``, Swagger or OpenAPI routes of its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import REGISTRY, CollectorRegistry, exposition
+from starlette.convertors import Convertor, register_url_convertor
 
 from predictors.codecs.v2 import V2Response
 from predictors.errors import ModelNotReady
@@ -55,6 +57,19 @@ def v2_answer(response: V2Response) -> Response:
     if json_length is None:
         return Response(body, media_type=JSON)
     return Response(body, media_type=OCTET_STREAM, headers={INFERENCE_HEADER_LENGTH: str(json_length)})
+
+
+class _V1ModelName(Convertor[str]):
+    """A model name in a v1 path, which ends at a ':' (`/v1/models/<name>:predict`): so that
+    ``POST /v1/models/<name>:explain`` is no route (404), not the readiness route with another method (405)."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
 
 
 class RestRoutes:
@@ -105,6 +120,7 @@ class RestRoutes:
 
     async def infer(self, model_name: str, request: Request, model_version: str | None = None) -> Response:
         self.dataplane.model_of(model_name, model_version)
+        await self.dataplane.get_model(model_name)  # 503 MODEL_NOT_READY before the body is looked at
         headers = _lower_headers(request)
         decoded, _ = self.dataplane.decode(await request.body(), headers, "v2", model_name)
         response, _ = await self.dataplane.infer(model_name, decoded, headers)
@@ -121,6 +137,7 @@ class RestRoutes:
         return await self.model_ready(model_name)
 
     async def predict(self, model_name: str, request: Request) -> Response:
+        await self.dataplane.get_model(model_name)
         headers = _lower_headers(request)
         decoded, _ = self.dataplane.decode(await request.body(), headers)
         response, response_headers = await self.dataplane.infer(model_name, decoded, headers)
@@ -147,8 +164,8 @@ def install_routes(app: FastAPI, routes: RestRoutes, jobs: JobService | None) ->
     add("/v2/models/{model_name}/versions/{model_version}/infer", routes.infer_versioned, methods=["POST"],
         summary="Inference of a version (none is served: 404)")
     add("/v1/models", routes.v1_models, methods=get, summary="Served models (v1)")
-    add("/v1/models/{model_name}", routes.v1_model_ready, methods=get, summary="Model ready (v1)")
-    add("/v1/models/{model_name}:predict", routes.predict, methods=["POST"], summary="Predict (v1)")
+    add("/v1/models/{model_name:v1_model}", routes.v1_model_ready, methods=get, summary="Model ready (v1)")
+    add("/v1/models/{model_name:v1_model}:predict", routes.predict, methods=["POST"], summary="Predict (v1)")
     install_job_routes(app, jobs)
     add(STATUS_PATH, routes.server_status, methods=get, summary="Server status (predictors status)")
     add("/metrics", routes.metrics, methods=get, summary="Prometheus metrics")
@@ -159,6 +176,7 @@ def build_app(routes: RestRoutes, *, jobs: JobService | None, max_body_bytes: in
               telemetry: EdgeTelemetry) -> FastAPI:
     """The REST application: our routes, our error handlers, the edge middleware."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
+    register_url_convertor("v1_model", _V1ModelName())  # Starlette's registry; the same convertor every time
     install_routes(app, routes, jobs)
     install_rest_handlers(app)
     limit_fastapi_telemetry(fastapi_telemetry_config(app))
@@ -167,9 +185,10 @@ def build_app(routes: RestRoutes, *, jobs: JobService | None, max_body_bytes: in
 
 
 def served_routes(app: FastAPI) -> list[Route]:
-    """Every (method, path) the application answers, in registration order."""
+    """Every (method, path) the application answers, in registration order (paths without their convertors)."""
     served = []
     for route in app.routes:
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # type: ignore[attr-defined]
         for method in sorted(getattr(route, "methods", None) or ()):
-            served.append(Route(method, route.path, getattr(route, "summary", "") or ""))  # type: ignore[attr-defined]
+            served.append(Route(method, path, getattr(route, "summary", "") or ""))
     return served
