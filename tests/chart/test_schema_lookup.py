@@ -54,3 +54,10 @@ def test_the_pinned_download_is_verified(empty_cache: tuple[Path, Path], tmp_pat
     (upstream / NAME).write_text("not the pinned file\n")
     with pytest.raises(RuntimeError, match="pinned sha256"):
         kserve_schema(NAME)
+
+
+def test_the_oip_specs_are_found_the_same_way() -> None:
+    """The conformance suite's documents come through the same lookup, each matching its pinned digest."""
+    for name, digest in pinned.OIP_SPECS.sha256.items():
+        path = pinned.oip_spec(name)
+        assert path.name == name and pinned._sha256(path.read_bytes()) == digest

@@ -60,10 +60,10 @@ def oip_errors(name: str, instance: Any) -> list[str]:
 
 def failures_of_every_operation(document: dict[str, Any], base_url: str, mode: schemathesis.GenerationMode,
                                 max_examples: int, checks: Sequence[Any],
-                                extra_check: Callable[[Any], None] | None = None) -> tuple[list[str], int]:
+                                extra_check: Callable[[Any], None] | None = None) -> tuple[list[str], int, int]:
     """Run schemathesis over every operation of `document` against `base_url`: up to `max_examples` generated
     requests (`mode`: valid or invalid data) per operation, each answer validated with `checks` (and
-    `extra_check(response)`). Returns (one message per failing operation, operations run).
+    `extra_check(response)`). Returns (one message per failing operation, operations run, requests sent).
 
     Derandomized and without an example database, so every run sends the same requests; no shrinking (a failure
     is reported with the request schemathesis generated, as a curl command). schemathesis's pytest integration is
@@ -72,6 +72,7 @@ def failures_of_every_operation(document: dict[str, Any], base_url: str, mode: s
     schema.config.update(base_url=base_url)
     failures: list[str] = []
     ran = 0
+    sent = [0]
     for result in schema.get_all_operations():
         operation = result.ok()
         try:
@@ -86,6 +87,7 @@ def failures_of_every_operation(document: dict[str, Any], base_url: str, mode: s
         @hypothesis.given(strategy)
         def run(case: Any) -> None:
             response = case.call(timeout=60)
+            sent[0] += 1
             case.validate_response(response, checks=list(checks))
             if extra_check is not None:
                 extra_check(response)
@@ -97,4 +99,4 @@ def failures_of_every_operation(document: dict[str, Any], base_url: str, mode: s
             continue  # nothing to negate in this operation (no parameters, no body)
         except Exception as error:  # noqa: BLE001 - collected: every failing operation is reported
             failures.append(f"{operation.label} ({mode.value}): {error}")
-    return failures, ran
+    return failures, ran, sent[0]
