@@ -25,6 +25,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -81,6 +82,9 @@ class ImageFetcher:
         self.timeout = settings.image_url_timeout_seconds if settings else 0.0
         self.max_redirects = settings.image_url_max_redirects if settings else 0
         self.resolver = resolver
+        # the system's trust store (and SSL_CERT_FILE / SSL_CERT_DIR), as an operator configures it for the pod;
+        # proxies from the environment are not used (they would connect to an address we did not check)
+        self._tls = ssl.create_default_context()
 
     @property
     def enabled(self) -> bool:
@@ -115,7 +119,7 @@ class ImageFetcher:
 
     async def _fetch(self, url: str) -> bytes:
         current = url
-        async with httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=True,
+        async with httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=self._tls,
                                      timeout=httpx.Timeout(self.timeout)) as client:
             for hop in range(self.max_redirects + 1):
                 target = self._checked(current, redirected=hop > 0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ def png_bytes(size: tuple[int, int] = (32, 24)) -> bytes:
 
 
 class ImageServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.image = png_bytes()
         self.hosts: list[str] = []
         self.paths: list[str] = []
@@ -51,6 +52,8 @@ class ImageServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -119,8 +122,9 @@ class ImageServer:
 
 
 @contextlib.contextmanager
-def image_server() -> Iterator[ImageServer]:
-    server = ImageServer()
+def image_server(tls: ssl.SSLContext | None = None) -> Iterator[ImageServer]:
+    """The server on a free loopback port (HTTPS with `tls`, a server-side context)."""
+    server = ImageServer(tls)
     server.thread.start()
     try:
         yield server
