@@ -59,6 +59,16 @@ def _serve_parser(subparsers: Any) -> None:
                        help="auto (default: uvloop where installed), asyncio or uvloop")
     serve.add_argument("--memory-allocator", choices=get_args(MemoryAllocator),
                        help="auto (default: jemalloc where installed), jemalloc or system")
+    serve.add_argument("--image-url-allow", metavar="HOSTS",
+                       help="images by URL: comma-separated hosts, *.domains or URL prefixes to fetch from "
+                            "(default: none, images by URL off)")
+    serve.add_argument("--image-url-allow-http", action=argparse.BooleanOptionalAction, default=None,
+                       help="also fetch http:// image URLs (default off: https only)")
+    serve.add_argument("--image-url-allow-networks", metavar="CIDRS",
+                       help="non-public networks image URLs may resolve to (default: none)")
+    serve.add_argument("--image-url-max-bytes", type=int, help="largest image fetched from a URL (20 MiB)")
+    serve.add_argument("--image-url-timeout-seconds", type=float, help="time to fetch one image URL (10)")
+    serve.add_argument("--image-url-max-redirects", type=int, help="redirects an image URL may take (3)")
     serve.add_argument("--jobs-redis-url", metavar="URL",
                        help="Redis for asynchronous jobs, redis:// or rediss:// (default: jobs off); a URL with "
                             "a password belongs in PREDICTORS_JOBS_REDIS_URL, not on a command line")

@@ -97,6 +97,21 @@ class RequestTimeout(PredictorError, code="TIMEOUT", http=504, grpc=StatusCode.D
     """The request's deadline (``timeout_ms`` or its header) passed before its answer was ready."""
 
 
+# Images by URL (README "Images by URL").
+class ImageURLRefused(PredictorError, code="IMAGE_URL_REFUSED", http=400, grpc=StatusCode.INVALID_ARGUMENT):
+    """An image URL the server will not fetch: images by URL are off, or the URL (or a redirect) is not https, has
+    user info, is not on the allowlist, resolves to a non-public address, or redirects too often."""
+
+
+class ImageURLTooLarge(PredictorError, code="IMAGE_URL_TOO_LARGE", http=413, grpc=StatusCode.INVALID_ARGUMENT):
+    """The image at a URL is larger than ``image_url_max_bytes``."""
+
+
+class ImageURLFailed(PredictorError, code="IMAGE_URL_FAILED", http=502, grpc=StatusCode.UNAVAILABLE):
+    """An allowed image URL could not be fetched: its host does not resolve, the connection or TLS fails, it
+    answers another status than 200, or it takes longer than ``image_url_timeout_seconds``."""
+
+
 class RouteNotFound(PredictorError, code="NOT_FOUND", http=404, grpc=StatusCode.UNIMPLEMENTED):
     """No such route (a wrong path, not an unknown model)."""
 

@@ -10,6 +10,7 @@ take theirs from there (`default`), so each default is written once.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from predictors.url_policy import AllowEntry
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 EventLoop = Literal["auto", "asyncio", "uvloop"]
@@ -105,6 +108,27 @@ class Settings(BaseSettings):
                     "auto: jemalloc where it is installed. Linux only; `serve` starts itself again with it preloaded.",
     )
 
+    # Images by URL (predictors/server/image_urls.py): off unless an allowlist is given.
+    image_url_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Images by URL: the hosts (images.example.com), subdomains (*.example.com) or URL prefixes "
+                        "(https://cdn.example.com/public/) the server may fetch images from (comma-separated); "
+                        "empty: images by URL are off.",
+    )
+    image_url_allow_http: bool = Field(
+        False, description="Also fetch plain http:// image URLs (https only by default)."
+    )
+    image_url_allow_networks: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Networks (CIDR, comma-separated) an image URL's host may resolve to although they are not "
+                        "public (an in-cluster image store); by default only public addresses are fetched from.",
+    )
+    image_url_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="Largest image fetched from a URL (413 IMAGE_URL_TOO_LARGE above)."
+    )
+    image_url_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Time for fetching one image URL, redirects and slow senders included."
+    )
+    image_url_max_redirects: int = Field(3, ge=0, le=20, description="Redirects an image URL may take.")
+
     # Asynchronous jobs (predictors/jobs): off unless a Redis URL is given.
     jobs_redis_url: str | None = Field(
         None, description="Redis for asynchronous jobs (redis:// or rediss://, may hold a password); unset: off."
@@ -123,7 +147,7 @@ class Settings(BaseSettings):
         None, description="This process' consumer name in Redis; default: $POD_NAME, else hostname-pid."
     )
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "image_url_allow", "image_url_allow_networks", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
         if isinstance(value, str):
@@ -149,6 +173,23 @@ class Settings(BaseSettings):
     @classmethod
     def _check_device(cls, value: str) -> str:
         return check_device(value)
+
+    @field_validator("image_url_allow")
+    @classmethod
+    def _check_image_url_allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            AllowEntry.parse(entry)  # raises ValueError naming the entry
+        return value
+
+    @field_validator("image_url_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as error:
+                raise ValueError(f"image_url_allow_networks: {error}") from None
+        return value
 
     @field_validator("jobs_redis_url", "jobs_consumer_name", mode="before")
     @classmethod

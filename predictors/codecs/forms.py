@@ -5,6 +5,7 @@ a v1 JSON body (`codecs.v1`), with the same limits, validation and error codes.
   model's text inputs (``hypothesis``, ``premise``) and the request's parameters (``top_k``, ``timeout_ms`` ...)
   are fields.
 - a raw image body (``Content-Type: image/jpeg|png|webp|bmp``) is the one image.
+- an image may instead be an ``image_url`` field (``<input>_url``): an image the server fetches (`ImageURL`).
 - either way the query string may carry text inputs and parameters too (for a raw body it is the only place).
 
 An input given once goes with every instance; given N times, its i-th value goes with the i-th instance: N
@@ -31,7 +32,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 
 from predictors.codecs.images import SUPPORTED_FORMATS
 from predictors.codecs.text import validate_text
-from predictors.codecs.types import COMMON_PARAMETERS, InputSpec, RawItem, WireRequest
+from predictors.codecs.types import COMMON_PARAMETERS, ImageURL, InputSpec, RawItem, WireRequest
 from predictors.errors import InvalidInput, PredictorError, UnsupportedMediaType
 
 if TYPE_CHECKING:  # defined for type checkers only
@@ -98,6 +99,7 @@ def decode_upload(upload: Upload, inputs: Sequence[InputSpec], parameters: type[
                   max_items: int) -> WireRequest:
     """The upload as the typed request a v1 JSON body with the same content would make (module docstring)."""
     specs = {spec.name: spec for spec in inputs}
+    url_fields = {f"{spec.name}_url": spec.name for spec in inputs if spec.kind == "image"}
     parameter_names = set(parameters.model_fields) | COMMON_PARAMETERS
     # bounds the parser's work before anything is counted: a body of 20 MiB of empty parts is refused early
     max_fields = max_items * len(specs) + len(parameter_names)
@@ -106,17 +108,23 @@ def decode_upload(upload: Upload, inputs: Sequence[InputSpec], parameters: type[
     else:
         fields = [(_raw_image_input(inputs), upload.body)]
     fields += _query_fields(upload.query, specs, max_fields)
-    values: dict[str, list[bytes]] = defaultdict(list)
+    values: dict[str, list[bytes | ImageURL]] = defaultdict(list)
     for name, value in fields:
         values[name].append(value)
-    unknown = set(values) - set(specs) - parameter_names
+    unknown = set(values) - set(specs) - parameter_names - set(url_fields)
     if unknown:
         raise InvalidInput(f"unknown form field(s) {_shown.repr(sorted(unknown))}; expected the inputs "
-                           f"{sorted(specs)} and the parameters {sorted(parameter_names)}")
+                           f"{sorted(specs)} (an image may be an {sorted(url_fields)} field instead) and the "
+                           f"parameters {sorted(parameter_names)}")
+    for url_field, image in url_fields.items():
+        if url_field in values:
+            if image in values:
+                raise InvalidInput(f"give either {image!r} or {url_field!r}, not both")
+            values[image] = [ImageURL(_text(_bytes(value), url_field)) for value in values.pop(url_field)]
     repeated = sorted(name for name in parameter_names if len(values.get(name, ())) > 1)
     if repeated:
         raise InvalidInput(f"parameter(s) {repeated} given more than once")
-    given = {name: _text(values[name][0], f"parameters.{name}") for name in parameter_names & values.keys()}
+    given = {name: _text(_bytes(values[name][0]), f"parameters.{name}") for name in parameter_names & values.keys()}
     items = _instances({name: value for name, value in values.items() if name in specs}, inputs, max_items)
     return WireRequest(items=items, parameters=_typed_parameters(given, parameters), protocol="v1")
 
@@ -129,7 +137,8 @@ def _raw_image_input(inputs: Sequence[InputSpec]) -> str:
     return images[0]
 
 
-def _instances(values: dict[str, list[bytes]], inputs: Sequence[InputSpec], max_items: int) -> list[RawItem]:
+def _instances(values: dict[str, list[bytes | ImageURL]], inputs: Sequence[InputSpec],
+               max_items: int) -> list[RawItem]:
     missing = [spec.name for spec in inputs if not spec.optional and spec.name not in values]
     if missing:
         raise InvalidInput(f"form field(s) {missing} missing; this model's inputs are {[s.name for s in inputs]}")
@@ -151,9 +160,18 @@ def _instances(values: dict[str, list[bytes]], inputs: Sequence[InputSpec], max_
             value = values[spec.name]
             data = value[index] if len(value) > 1 else value[0]
             field = f"{spec.name}[{index}]"
-            item[spec.name] = data if spec.kind == "image" else validate_text(_text(data, field), field, spec)
+            if spec.kind == "image":
+                item[spec.name] = data
+            else:
+                assert isinstance(data, bytes)
+                item[spec.name] = validate_text(_text(data, field), field, spec)
         items.append(item)
     return items
+
+
+def _bytes(value: bytes | ImageURL) -> bytes:
+    assert isinstance(value, bytes)  # only image fields hold URLs
+    return value
 
 
 def _text(data: bytes, field: str) -> str:

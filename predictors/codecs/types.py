@@ -45,8 +45,16 @@ class OutputSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": [-1, *self.shape]}
 
 
-#: Wire values of one item before decoding: image bytes, text strings.
-RawItem = dict[str, "bytes | str"]
+@dataclass(frozen=True)
+class ImageURL:
+    """An image the request names by URL instead of carrying it; the server fetches it before the model sees the
+    item (`server/image_urls.py`), so a predictor only ever gets bytes."""
+
+    url: str
+
+
+#: Wire values of one item before decoding: image bytes (or the URL to fetch them from), text strings.
+RawItem = dict[str, "bytes | str | ImageURL"]
 
 
 @dataclass
@@ -61,6 +69,10 @@ class WireRequest:
     binary_outputs: bool = False
     #: v1 only: answer with the image output itself, not JSON (``Accept: image/...``, `codecs.accept`)
     image_answer: bool = False
+    #: v2 and gRPC: the request's own ``id`` ("" when it has none), returned unchanged in the answer
+    request_id: str = ""
+    #: gRPC only: the request sent its tensors in raw_input_contents, so the answer uses raw_output_contents
+    raw_outputs: bool = False
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """KServe v1 protocol: ``{"instances": [...], "parameters": {...}}`` <-> ``{"predictions": [...]}``.
 
-An image is ``{"b64": "<base64>"}`` (the TensorFlow Serving convention KServe follows) or a bare base64
-string; a text input is a string.
+An image is ``{"b64": "<base64>"}`` (the TensorFlow Serving convention KServe follows), a bare base64 string, or
+``{"url": "https://..."}`` (an image the server fetches: `ImageURL`); a text input is a string.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from predictors.codecs.images import EncodedImage
 from predictors.codecs.text import validate_text
-from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
+from predictors.codecs.types import ImageURL, InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.errors import InvalidInput
 
 
@@ -63,16 +63,22 @@ def _decode_instance(instance: Any, index: int, inputs: Sequence[InputSpec]) -> 
                 continue
             raise InvalidInput(f"{field} is missing")
         if spec.kind == "image":
-            if isinstance(value, Mapping) and isinstance(value.get("b64"), str):
-                value = value["b64"]
-            if not isinstance(value, str):
-                raise InvalidInput(f'{field} must be {{"b64": "<base64>"}} or a base64 string')
-            item[spec.name] = decode_base64(value, field)
+            item[spec.name] = _image(value, field)
         else:
             if not isinstance(value, str):
                 raise InvalidInput(f"{field} must be a string")
             item[spec.name] = validate_text(value, field, spec)
     return item
+
+
+def _image(value: Any, field: str) -> bytes | ImageURL:
+    if isinstance(value, Mapping) and set(value) == {"url"} and isinstance(value["url"], str):
+        return ImageURL(value["url"])  # fetched by the server before the model sees it (images by URL)
+    if isinstance(value, Mapping) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        value = value["b64"]
+    if not isinstance(value, str):
+        raise InvalidInput(f'{field} must be {{"b64": "<base64>"}}, a base64 string or {{"url": "<image URL>"}}')
+    return decode_base64(value, field)
 
 
 def encode_response(results: Sequence[Mapping[str, Any]], outputs: Sequence[OutputSpec]) -> dict[str, Any]:

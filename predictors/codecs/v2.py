@@ -2,7 +2,8 @@
 
 Every input is a 1-D ``BYTES`` tensor of shape ``[N]``. Over JSON an image element is a base64
 string and a text element a plain string; over the binary extension and gRPC an element is raw bytes
-(encoded image, or UTF-8 text).
+(encoded image, or UTF-8 text). An image input ``image`` may instead be given as ``image_url``: URL strings of
+images the server fetches (`ImageURL`; README "Images by URL").
 """
 
 from __future__ import annotations
@@ -10,26 +11,20 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import numpy as np
 import orjson
-from kserve.protocol.infer_type import (
-    InferInput,
-    InferOutput,
-    InferRequest,
-    InferResponse,
-    RequestedOutput,
-    deserialize_bytes_tensor,
-    to_http_parameters,
-)
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import InferParameter, ModelInferResponse
+from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput, deserialize_bytes_tensor
 
 from predictors.codecs.images import EncodedImage
 from predictors.codecs.text import validate_text
-from predictors.codecs.types import InputSpec, OutputSpec, RawItem, WireRequest
+from predictors.codecs.types import ImageURL, InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.codecs.v1 import decode_base64
 from predictors.errors import InvalidInput
-from predictors.server.kserve_compat import raw_data, set_raw_data
+from predictors.server.kserve_compat import parameter_values, raw_data, set_raw_data
 
 #: request parameters that belong to the protocol, not to the model
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output"})
@@ -112,14 +107,21 @@ def decode_request(
     request: InferRequest, inputs: Sequence[InputSpec], outputs: Sequence[OutputSpec], max_items: int
 ) -> WireRequest:
     specs = {spec.name: spec for spec in inputs}
-    columns: dict[str, list[bytes | str]] = {}
+    #: images by URL: an input `<image input>_url` of URL strings stands for the image input
+    url_inputs = {f"{spec.name}_url": spec for spec in inputs if spec.kind == "image"}
+    columns: dict[str, list[bytes | str | ImageURL]] = {}
     for tensor in request.inputs:
         spec = specs.get(tensor.name)
+        by_url = spec is None and tensor.name in url_inputs
+        if by_url:
+            spec = url_inputs[tensor.name]
         if spec is None:
-            raise InvalidInput(f"unknown input '{tensor.name}'; this model takes {sorted(specs)}")
-        if tensor.name in columns:
-            raise InvalidInput(f"input '{tensor.name}' is given twice")
-        columns[tensor.name] = _elements(tensor, spec, max_items)
+            raise InvalidInput(f"unknown input '{tensor.name}'; this model takes {sorted(specs)} (an image input "
+                               f"may be given as {sorted(url_inputs)} instead)")
+        if spec.name in columns:
+            raise InvalidInput(f"input '{spec.name}' is given twice (as itself or as '{spec.name}_url')")
+        elements = _elements(tensor, spec, max_items, by_url)
+        columns[spec.name] = elements
     for spec in inputs:
         if spec.name not in columns and not spec.optional:
             raise InvalidInput(f"missing input '{spec.name}' (BYTES, shape [N])")
@@ -129,27 +131,41 @@ def decode_request(
     count = next(iter(counts.values()))
     items: list[RawItem] = [{name: values[i] for name, values in columns.items()} for i in range(count)]
 
-    parameters = to_http_parameters(request.parameters) if request.parameters else {}
+    parameters = parameter_values(request.parameters, "parameters")
+    binary_outputs = _flag(parameters, "binary_data_output", "parameters")
     known_outputs = {spec.name for spec in outputs}
     requested: dict[str, bool] | None = None
     if request.request_outputs:
         requested = {}
-        for output in request.request_outputs:
+        for index, output in enumerate(request.request_outputs):
             if output.name not in known_outputs:
                 raise InvalidInput(f"unknown output '{output.name}'; this model has {sorted(known_outputs)}")
             if output.name in requested:
                 raise InvalidInput(f"output '{output.name}' is requested twice")
-            requested[output.name] = bool(output.binary_data)
+            output_parameters = parameter_values(output.parameters, f"outputs[{index}].parameters")
+            # `binary_data` on an output overrides `binary_data_output` (the binary tensor data extension)
+            flag = _flag(output_parameters, "binary_data", f"outputs[{index}].parameters")
+            requested[output.name] = binary_outputs if "binary_data" not in output_parameters else flag
     return WireRequest(
         items=items,
         parameters={k: v for k, v in parameters.items() if k not in PROTOCOL_PARAMETERS},
         protocol="grpc" if request.from_grpc else "v2",
         requested_outputs=requested,
-        binary_outputs=bool(request.use_binary_outputs),
+        binary_outputs=binary_outputs,
+        request_id=request.id or "",
+        raw_outputs=bool(request.from_grpc and any(raw_data(tensor) is not None for tensor in request.inputs)),
     )
 
 
-def _elements(tensor: InferInput, spec: InputSpec, max_items: int) -> list[bytes | str]:
+def _flag(parameters: Mapping[str, Any], name: str, where: str) -> bool:
+    """A boolean parameter of the binary tensor data extension (absent: false)."""
+    value = parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}.{name} must be a boolean, got {value!r}")
+    return value
+
+
+def _elements(tensor: InferInput, spec: InputSpec, max_items: int, by_url: bool) -> list[bytes | str | ImageURL]:
     if tensor.datatype != "BYTES":
         raise InvalidInput(f"input '{tensor.name}' must have datatype BYTES, got {tensor.datatype}")
     shape = list(tensor.shape)
@@ -168,7 +184,20 @@ def _elements(tensor: InferInput, spec: InputSpec, max_items: int) -> list[bytes
         values = list(data) if isinstance(data, (list, tuple, np.ndarray)) else []
     if len(values) != shape[0]:
         raise InvalidInput(f"input '{tensor.name}' has shape {shape} but {len(values)} element(s)")
+    if by_url:
+        return [ImageURL(_url(value, f"{tensor.name}[{index}]")) for index, value in enumerate(values)]
     return [_element(value, tensor.name, index, spec) for index, value in enumerate(values)]
+
+
+def _url(value: Any, field: str) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{field} is not valid UTF-8") from None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a URL string")
+    return value
 
 
 def _element(value: Any, name: str, index: int, spec: InputSpec) -> bytes | str:
@@ -189,43 +218,137 @@ def _element(value: Any, name: str, index: int, spec: InputSpec) -> bytes | str:
     raise InvalidInput(f"{field} must be a string")
 
 
+@dataclass
+class OutputTensor:
+    """One output of an answer: its values (numpy, the item dimension first) and how it travels."""
+
+    name: str
+    datatype: str
+    array: np.ndarray
+    #: REST: after the JSON header as binary-extension bytes (else JSON `data`); gRPC: in raw_output_contents
+    binary: bool
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass
+class V2Response:
+    """A v2 answer, encoded for REST (`rest_body`: JSON, or JSON header + binary extension) or gRPC (`to_grpc`).
+
+    Only what the protocol defines is sent: ``id`` only when the request had one (its value, unchanged), no
+    ``model_version`` (models here are unversioned), no response ``parameters`` (none are defined).
+    """
+
+    model_name: str
+    request_id: str
+    outputs: list[OutputTensor] = field(default_factory=list)
+    #: gRPC: answer in raw_output_contents (the request used raw_input_contents) rather than typed contents
+    raw_outputs: bool = False
+
+    def rest_document(self, binary_sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """The JSON object of the REST answer (without the binary tensors that follow it)."""
+        tensors = []
+        for output in self.outputs:
+            tensor: dict[str, Any] = {"name": output.name, "datatype": output.datatype,
+                                      "shape": list(output.array.shape)}
+            parameters = dict(output.parameters or {})
+            if output.binary:
+                parameters["binary_data_size"] = (binary_sizes or {})[output.name]
+            else:
+                tensor["data"] = _json_data(output.array)
+            if parameters:
+                tensor["parameters"] = parameters
+            tensors.append(tensor)
+        document: dict[str, Any] = {"model_name": self.model_name}
+        if self.request_id:
+            document["id"] = self.request_id
+        document["outputs"] = tensors
+        return document
+
+    def rest_body(self) -> tuple[bytes, int | None]:
+        """The REST body and, when binary tensors follow the JSON, the JSON's length
+        (``Inference-Header-Content-Length``)."""
+        raw = {output.name: _raw_bytes(output.array, output.datatype) for output in self.outputs if output.binary}
+        header = orjson.dumps(self.rest_document({name: len(data) for name, data in raw.items()}))
+        if not raw:
+            return header, None
+        return header + b"".join(raw.values()), len(header)
+
+    def to_rest(self) -> tuple[dict[str, Any] | bytes, int | None]:
+        """`rest_body` with the JSON answer parsed (the binary form stays bytes)."""
+        body, json_length = self.rest_body()
+        return (body, json_length) if json_length is not None else (orjson.loads(body), None)
+
+    def to_grpc(self) -> ModelInferResponse:
+        tensors = []
+        raw_contents = []
+        for output in self.outputs:
+            tensor = ModelInferResponse.InferOutputTensor(
+                name=output.name, datatype=output.datatype, shape=list(output.array.shape),
+                parameters=grpc_parameters(output.parameters or {}))
+            if self.raw_outputs:
+                raw_contents.append(_raw_bytes(output.array, output.datatype))
+            else:
+                values = output.array.reshape(-1).tolist()
+                if output.datatype == "BYTES":
+                    values = [_utf8(value) for value in values]
+                getattr(tensor.contents, _GRPC_CONTENTS[output.datatype]).extend(values)
+            tensors.append(tensor)
+        return ModelInferResponse(model_name=self.model_name, id=self.request_id, outputs=tensors,
+                                  raw_output_contents=raw_contents)
+
+
+#: the typed `InferTensorContents` field of each datatype the models answer with
+_GRPC_CONTENTS = {"BYTES": "bytes_contents", "FP32": "fp32_contents", "INT32": "int_contents",
+                  "INT64": "int64_contents", "BOOL": "bool_contents"}
+_NUMPY_TYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+                                          "BOOL": np.dtype("?")}
+
+
+def _json_data(array: np.ndarray) -> list[Any]:
+    """Tensor data in JSON: flattened, row-major (`inference_rest.md`, "Tensor Data")."""
+    return array.reshape(-1).tolist()
+
+
+def _raw_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """The binary form of a tensor: little-endian, row-major; BYTES elements each after their 4-byte length."""
+    if datatype == "BYTES":
+        elements = [_utf8(element) for element in array.reshape(-1)]
+        return b"".join(struct.pack("<I", len(element)) + element for element in elements)
+    return np.ascontiguousarray(array, dtype=_NUMPY_TYPES[datatype]).tobytes()
+
+
+def _utf8(element: bytes | str) -> bytes:
+    return element.encode("utf-8") if isinstance(element, str) else element
+
+
+def grpc_parameters(parameters: Mapping[str, Any]) -> dict[str, InferParameter]:
+    """Parameters as gRPC `InferParameter`s (strings only are sent: the models' output parameters are text)."""
+    converted = {}
+    for key, value in parameters.items():
+        if not isinstance(value, str):
+            raise TypeError(f"output parameter {key!r} must be a string, got {type(value).__name__}")
+        converted[key] = InferParameter(string_param=value)
+    return converted
+
+
 def encode_response(
     wire: WireRequest,
     results: Sequence[Mapping[str, Any]],
     outputs: Sequence[OutputSpec],
     model_name: str,
-    request_id: str | None,
-) -> InferResponse:
-    infer_outputs = []
+) -> V2Response:
+    tensors = []
     for spec in outputs:
-        binary = wire.binary_outputs if wire.requested_outputs is None else wire.requested_outputs.get(spec.name)
         if wire.requested_outputs is not None and spec.name not in wire.requested_outputs:
             continue
-        # gRPC carries raw bytes; REST JSON needs text, so binary payloads are base64-encoded there.
+        binary = wire.binary_outputs if wire.requested_outputs is None else wire.requested_outputs[spec.name]
+        # gRPC and the binary extension carry raw bytes; JSON needs text, so binary payloads are base64 there.
         text_only = wire.protocol == "v2" and not binary
         array = _column([result[spec.name] for result in results], spec, text_only)
         # A fixed-size vector's element order travels with the tensor (v2 metadata has no room for it).
         parameters = {"element_names": ",".join(spec.element_names)} if spec.element_names else None
-        output = InferOutput(spec.name, list(array.shape), spec.datatype, parameters=parameters)
-        # Raw form for every protocol: KServe's gRPC encoder cannot take numpy data directly, and
-        # its REST encoder converts raw data to JSON when the caller did not ask for binary.
-        output.set_data_from_numpy(array, binary_data=True)
-        infer_outputs.append(output)
-    requested = (
-        [RequestedOutput(name, {"binary_data": binary}) for name, binary in wire.requested_outputs.items()]
-        if wire.requested_outputs is not None
-        else None
-    )
-    return InferResponse(
-        response_id=request_id or "",
-        model_name=model_name,
-        infer_outputs=infer_outputs,
-        use_binary_outputs=wire.binary_outputs,
-        requested_outputs=requested,
-    )
-
-
-_NUMPY_TYPES = {"FP32": np.float32, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
+        tensors.append(OutputTensor(spec.name, spec.datatype, array, binary and wire.protocol == "v2", parameters))
+    return V2Response(model_name, wire.request_id, tensors, raw_outputs=wire.raw_outputs)
 
 
 def _column(values: list[Any], spec: OutputSpec, text_only: bool) -> np.ndarray:

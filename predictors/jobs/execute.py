@@ -1,10 +1,10 @@
 """`JobExecutor`: a stored request through the synchronous route's own path, so that a job's result is the
 answer the synchronous route gives for the same body.
 
-The REST endpoints of KServe do three things per request: the data plane decodes the body (v1 JSON, v2
-JSON or binary extension; ``server/dataplane.py``), runs the model (``kserve.Model.__call__``: our
-`KServeModel`'s preprocess -> predict -> postprocess hooks, i.e. codec -> `ModelRuntime.infer` -> codec)
-and encodes the answer. A job does the same calls with the same headers. Its answer is stored as JSON:
+The REST inference routes (``server/rest.py``) do three things per request: the data plane decodes the body (v1
+JSON or upload, v2 JSON or binary extension; ``server/dataplane.py``), runs the model (``kserve.Model.__call__``:
+our `KServeModel`'s preprocess -> predict -> postprocess hooks, i.e. codec -> `ModelRuntime.infer` -> codec) and
+the route writes the answer. A job does the same calls with the same headers. Its answer is stored as JSON:
 a v2 request that asked for binary outputs gets them as JSON (base64 for binary content) instead.
 """
 
@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi.encoders import jsonable_encoder
 from kserve.constants.constants import PredictorProtocol
 from kserve.protocol.infer_type import InferRequest
-from kserve.protocol.rest.v2_datamodels import InferenceResponse
 
 from predictors.codecs.types import model_parameters, request_deadline
+from predictors.codecs.v2 import V2Response
 from predictors.jobs.store import StoredRequest
 from predictors.server.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
 from predictors.server.kserve_model import KServeModel
@@ -48,11 +47,9 @@ class JobExecutor:
         if isinstance(decoded, InferRequest):
             _answer_in_json(decoded)
         response, _ = await self.dataplane.infer(model_name, decoded, headers)
-        response, _ = self.dataplane.encode(model_name, response, headers, {})
-        if request.protocol == "v1":
-            return orjson.dumps(response, option=_V1_JSON_OPTIONS)
-        # what the v2 route returns, serialised the way FastAPI serialises it
-        return orjson.dumps(jsonable_encoder(InferenceResponse.model_validate(response)))
+        if isinstance(response, V2Response):  # what the v2 route returns (JSON: binary outputs were dropped)
+            return response.rest_body()[0]
+        return orjson.dumps(response, option=_V1_JSON_OPTIONS)
 
     def _decode(self, model_name: str, request: StoredRequest) -> tuple[Any, dict[str, str]]:
         headers = request_headers(request)

@@ -29,35 +29,34 @@ import kserve
 import torch
 from fastapi import FastAPI
 from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.rest.server import RESTServer
 
 from predictors import allocator
 from predictors.device import LowerPriority
 from predictors.jobs.lifecycle import Jobs
-from predictors.jobs.routes import install_job_routes
-from predictors.jobs.service import JobService
 from predictors.models.base import ModelFileError
 from predictors.models.registry import ModelEntry, predictor_class
 from predictors.runtime import ModelRuntime
 from predictors.server.dataplane import PredictorDataPlane
-from predictors.server.errors import install_rest_handlers
 from predictors.server.event_loop import loop_factory
 from predictors.server.grpc_interceptor import GrpcEdgeInterceptor
+from predictors.server.grpc_service import InferenceService, generic_handler
+from predictors.server.image_urls import ImageFetcher
 from predictors.server.kserve_compat import (
-    EdgeOnlyRESTServer,
     RefreshingUvicorn,
-    fastapi_telemetry_config,
     install_uvicorn,
     metric_value,
     request_rest_exit,
     serve_grpc,
 )
 from predictors.server.kserve_model import KServeModel
-from predictors.server.middleware import RequestContextMiddleware
+from predictors.server.openapi import ServedModel, openapi_document
+from predictors.server.rest import RestRoutes, build_app
 from predictors.settings import Settings
-from predictors.status import STATUS_PATH, server_status
+from predictors.status import server_status
 from predictors.telemetry.edge import EdgeTelemetry
 from predictors.telemetry.metrics import Metrics
-from predictors.telemetry.tracing import configure_tracing, limit_fastapi_telemetry
+from predictors.telemetry.tracing import configure_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -89,36 +88,16 @@ class _DrainingUvicorn(RefreshingUvicorn):
         super().handle_exit(sig, frame)
 
 
-class _RestServer(EdgeOnlyRESTServer):
-    def __init__(self, *args: Any, settings: Settings, on_exit: Callable[[], None], telemetry: EdgeTelemetry,
-                 status: Callable[[], dict[str, Any]], jobs: JobService | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._settings = settings
-        self._telemetry = telemetry
-        self._status = status
-        self._jobs = jobs
+class _RestServer(RESTServer):
+    """KServe's REST server (uvicorn, TLS certificate refresh) serving our application (`server/rest.py`), made
+    before it is: KServe's own `create_application` would add its module-level app's routes and handlers."""
+
+    def __init__(self, app: FastAPI, *args: Any, on_exit: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)  # type: ignore[arg-type]  # uvicorn takes the app itself too
         install_uvicorn(self, _DrainingUvicorn(self.config, on_exit))
 
     def create_application(self) -> None:
-        super().create_application()
-        app: FastAPI = self.config.app if isinstance(self.config.app, FastAPI) else _kserve_app()
-        install_rest_handlers(app)
-        limit_fastapi_telemetry(fastapi_telemetry_config(app))
-        status = self._status
-
-        async def predictors_status() -> dict[str, Any]:
-            return status()
-
-        app.add_api_route(STATUS_PATH, predictors_status, methods=["GET"], include_in_schema=False)
-        install_job_routes(app, self._jobs)
-        app.add_middleware(RequestContextMiddleware, max_body_bytes=self._settings.max_body_bytes,
-                           telemetry=self._telemetry)
-
-
-def _kserve_app() -> FastAPI:
-    from kserve.model_server import app
-
-    return app
+        """Nothing to do: the application was made and configured in `__init__`."""
 
 
 class _GrpcServer(GRPCServer):
@@ -130,7 +109,7 @@ class _GrpcServer(GRPCServer):
         # (with our error code, as REST does); grpc's own bound, twice that, only stops absurd messages
         # before they are even parsed.
         await serve_grpc(
-            self, max_workers=max_workers,
+            self, max_workers=max_workers, handler=generic_handler(InferenceService(self._data_plane)),
             interceptors=(GrpcEdgeInterceptor(self.telemetry, self.max_body_bytes),),
             options=[
                 ("grpc.max_send_message_length", MAX_GRPC_SEND_BYTES),
@@ -172,6 +151,7 @@ class PredictorServer(kserve.ModelServer):
         self.metrics = metrics or Metrics()
         self.dataplane = PredictorDataPlane(model_registry=self.registered_models)
         self.workers_pool = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix="prep")
+        self.image_urls = ImageFetcher(settings)
         self.background_pool = job_workers_pool(settings)
         self.models: list[KServeModel] = []
         self.load_failed = False
@@ -190,7 +170,7 @@ class PredictorServer(kserve.ModelServer):
             runtime = ModelRuntime(predictor, self.metrics, self.workers_pool, forward_priority(self.settings),
                                    self.background_pool)
             runtime.on_device_lost = self._device_lost
-            model = KServeModel(runtime)
+            model = KServeModel(runtime, self.image_urls)
             self.register_model(model)
             self.models.append(model)
         self._served = frozenset(model.name for model in self.models)
@@ -223,11 +203,14 @@ class PredictorServer(kserve.ModelServer):
 
     async def _serve_all(self) -> int:
         self._loop = asyncio.get_running_loop()
-        self._rest_server = _RestServer(
-            "kserve.model_server:app", self.dataplane, self.model_repository_extension, self.http_port,
-            grace_period=self.grace_period, settings=self.settings, on_exit=self._begin_drain,
-            telemetry=self.telemetry, status=self._status, jobs=self.jobs.service if self.jobs else None,
-        )
+        served = [ServedModel(model.name, model.runtime.predictor.inputs, model.runtime.predictor.outputs,
+                              model.runtime.predictor.Parameters) for model in self.models]
+        document = openapi_document(self.settings, served)
+        routes = RestRoutes(self.dataplane, self._status, lambda: document, self.metrics.registry)
+        app = build_app(routes, jobs=self.jobs.service if self.jobs else None,
+                        max_body_bytes=self.settings.max_body_bytes, telemetry=self.telemetry)
+        self._rest_server = _RestServer(app, self.dataplane, self.model_repository_extension, self.http_port,
+                                        grace_period=self.grace_period, on_exit=self._begin_drain)
         rest = asyncio.create_task(self._listen("REST", self.http_port, self._rest_server.start()), name="rest")
         grpc_task = None
         if self.enable_grpc:

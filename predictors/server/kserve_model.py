@@ -3,7 +3,8 @@
 KServe calls the three hooks in turn; each is one step:
 
 - ``preprocess``: the codec decodes the wire payload (v1 JSON or upload, v2 JSON/binary, gRPC) into a
-  `WireRequest`, and a v1 ``Accept`` that asks for the image itself is settled (`codecs.accept`);
+  `WireRequest`, a v1 ``Accept`` that asks for the image itself is settled (`codecs.accept`), and images given
+  by URL are fetched (`image_urls`);
 - ``predict``: the request's deadline and parameters, then ``runtime.infer`` -> an `AnsweredRequest`
   (the codec layer's object that carries the decoded request to the encoder);
 - ``postprocess``: the codec encodes the results for the request's protocol (or the image answer's bytes and
@@ -17,21 +18,23 @@ from __future__ import annotations
 from typing import Any
 
 import kserve
-from kserve.protocol.infer_type import InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest
 
 from predictors.codecs import accept, forms, v1, v2
 from predictors.codecs.types import AnsweredRequest, WireRequest, model_parameters, request_deadline
 from predictors.runtime import ModelRuntime
-from predictors.telemetry.context import current_request_id
+from predictors.server.image_urls import ImageFetcher
 
 
 class KServeModel(kserve.Model):
     runtime: ModelRuntime[Any, Any]
 
-    def __init__(self, runtime: ModelRuntime[Any, Any]) -> None:
+    def __init__(self, runtime: ModelRuntime[Any, Any], image_urls: ImageFetcher | None = None) -> None:
         # response headers: an image answer sets its Content-Type and X- headers
         super().__init__(runtime.name, return_response_headers=True)
         self.runtime = runtime
+        #: fetches the images a request gives by URL (the default refuses them: images by URL are off)
+        self.image_urls = image_urls or ImageFetcher()
 
     # KServe reads and sets `ready` (its data plane, `stop`); the runtime owns it. The base class's
     # constructor sets it to False before the runtime is attached: that default is the runtime's own.
@@ -63,12 +66,14 @@ class KServeModel(kserve.Model):
                          headers: dict[str, str] | None = None) -> WireRequest:
         predictor, limit = self.runtime.predictor, self.runtime.config.max_items_per_request
         if isinstance(payload, InferRequest):
-            return v2.decode_request(payload, predictor.inputs, predictor.outputs, limit)
-        if isinstance(payload, forms.Upload):
-            wire = forms.decode_upload(payload, predictor.inputs, predictor.Parameters, limit)
+            wire = v2.decode_request(payload, predictor.inputs, predictor.outputs, limit)
         else:
-            wire = v1.decode_request(payload, predictor.inputs, limit)
-        accept.negotiate(wire, (headers or {}).get("accept"), predictor.outputs)
+            if isinstance(payload, forms.Upload):
+                wire = forms.decode_upload(payload, predictor.inputs, predictor.Parameters, limit)
+            else:
+                wire = v1.decode_request(payload, predictor.inputs, limit)
+            accept.negotiate(wire, (headers or {}).get("accept"), predictor.outputs)
+        await self.image_urls.resolve(wire)
         return wire
 
     async def predict(self, payload: WireRequest, headers: dict[str, str] | None = None,
@@ -78,7 +83,7 @@ class KServeModel(kserve.Model):
         return AnsweredRequest(payload, results)
 
     async def postprocess(self, result: AnsweredRequest, headers: dict[str, str] | None = None,
-                          response_headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse | bytes:
+                          response_headers: dict[str, str] | None = None) -> dict[str, Any] | v2.V2Response | bytes:
         outputs = self.runtime.predictor.outputs
         if result.wire.image_answer:
             body, image_headers = accept.encode_image_answer(result.results[0], outputs)
@@ -87,4 +92,4 @@ class KServeModel(kserve.Model):
             return body
         if result.wire.protocol == "v1":
             return v1.encode_response(result.results, outputs)
-        return v2.encode_response(result.wire, result.results, outputs, self.name, current_request_id.get())
+        return v2.encode_response(result.wire, result.results, outputs, self.name)

@@ -83,10 +83,6 @@ class RequestContextMiddleware:
             if record.kind == "infer" and not self.telemetry.serves(record.model):
                 # Before the framework parses the body: an unknown model is a 404 whatever the body holds.
                 raise ModelNotFound(f"model '{record.model}' is not served here")
-            if record.kind == "infer" and record.version:
-                # KServe answers versioned routes with NotImplementedError (a 500); no version is served here.
-                raise ModelNotFound(f"model '{record.model}' has no version '{record.version}': this server "
-                                    f"serves unversioned models (POST /v2/models/{record.model}/infer)")
             request_query.set(scope.get("query_string", b"").decode("latin-1"))
             replay = _BodyReplay(body)
             if record.kind != "infer":

@@ -59,7 +59,7 @@ current_request: ContextVar[RequestRecord | None] = ContextVar("current_request"
 
 # ---- REST routes ---------------------------------------------------------------------------------
 
-_V1_INFER = re.compile(r"^/v1/models/(?P<model>[^/:]+):(?:predict|explain)$")
+_V1_INFER = re.compile(r"^/v1/models/(?P<model>[^/:]+):predict$")
 _V2_INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 #: asynchronous job submission: access-logged with the model's name, not inference requests themselves
 _JOB_SUBMIT = re.compile(r"^/(?:v1/models/(?P<v1>[^/:]+):submit|v2/models/(?P<v2>[^/]+)/jobs)$")
@@ -67,7 +67,7 @@ _V1_MODEL = re.compile(r"^/v1/models/(?P<model>[^/:]+)$")
 _V2_READY = re.compile(r"^/v2/models/[^/]+(?:/versions/[^/]+)?/ready$")
 _V2_MODEL = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?$")
 #: probes, scrapes and the status page: not traced, not logged, not counted
-PROBE_PATHS = frozenset({"/", "/metrics", "/v2/health/live", "/v2/health/ready", "/v2/predictors/status"})
+PROBE_PATHS = frozenset({"/metrics", "/v2/health/live", "/v2/health/ready", "/v2/predictors/status"})
 
 
 def classify_rest(path: str) -> tuple[RouteKind, str, str, str]:

@@ -9,10 +9,7 @@ would read.
 from __future__ import annotations
 
 import copy
-import hashlib
-import os
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,51 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
+# The KServe CRD schemas: pinned by commit and content, looked up like every published document the tests use.
+from tests.support.pinned import KSERVE_COMMIT, kserve_schema  # noqa: F401 - re-exported for the chart tests
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "vision-predictors"
 MANIFESTS = REPO / "manifests"
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
-
-
-#: The KServe CRD schemas the manifests are validated against: KServe's `config/crd/full/` at this commit
-#: (master of 2026-08-21, after v0.20.0; the same files as ../shared/schemas/kserve), pinned by content.
-KSERVE_COMMIT = "aaac4e294dae2c7b1aa1886447793f3aa1c30912"
-KSERVE_SCHEMA_SHA256 = {
-    "serving.kserve.io_inferenceservices.yaml": "57c3bf13f77de94678bf2ae3748056ec071ad2b9e88d6a28f44fb4710758fcff",
-}
-KSERVE_SCHEMA_URL = "https://raw.githubusercontent.com/kserve/kserve/{commit}/config/crd/full/{name}"
-
-
-def kserve_schema(name: str) -> Path:
-    """A KServe CRD schema file, never copied into the repository. Looked up in $VISION_SHARED_DIR, the
-    ../shared beside the checkout (or beside a worktree one level deeper), then a per-user cache; else the
-    pinned upstream file is downloaded into that cache. Every copy must match the pinned digest."""
-    candidates = [Path(p) / "schemas" / "kserve" / name for p in [os.environ.get("VISION_SHARED_DIR", "")] if p]
-    candidates += [base / "shared" / "schemas" / "kserve" / name for base in (REPO.parent, REPO.parent.parent)]
-    cached = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vision-predictors" / \
-        f"kserve-{KSERVE_COMMIT[:12]}" / name
-    for path in [*candidates, cached]:
-        if path.is_file() and _sha256(path.read_bytes()) == KSERVE_SCHEMA_SHA256[name]:
-            return path
-    url = os.environ.get("VISION_KSERVE_SCHEMA_URL", KSERVE_SCHEMA_URL).format(commit=KSERVE_COMMIT, name=name)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - a pinned https URL
-            data = response.read()
-    except OSError as error:
-        raise RuntimeError(
-            f"KServe CRD schema {name} not found in {[str(c.parent) for c in candidates]} or {cached.parent}, "
-            f"and downloading {url} failed ({error}): set VISION_SHARED_DIR to a directory holding "
-            "schemas/kserve/ or put the file in the cache"
-        ) from None
-    if _sha256(data) != KSERVE_SCHEMA_SHA256[name]:
-        raise RuntimeError(f"{url} does not match its pinned sha256; refusing it")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_bytes(data)
-    return cached
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 RELEASE = "vp"

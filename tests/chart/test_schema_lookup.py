@@ -1,4 +1,5 @@
-"""Where the KServe CRD schema comes from on a machine without ../shared: a cache, else the pinned download."""
+"""Where the KServe CRD schema comes from on a machine without ../shared: a cache, else the pinned download (the
+lookup every published document of the tests shares, `tests/support/pinned.py`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import tests.chart.conftest as conftest
+import tests.support.pinned as pinned
 from tests.chart.conftest import KSERVE_COMMIT, kserve_schema
 
 NAME = "serving.kserve.io_inferenceservices.yaml"
@@ -17,7 +18,7 @@ NAME = "serving.kserve.io_inferenceservices.yaml"
 def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """(a verified copy found the usual way, the cache directory) with no shared copy visible any more."""
     found = kserve_schema(NAME)
-    monkeypatch.setattr(conftest, "REPO", tmp_path / "a" / "checkout")
+    monkeypatch.setattr(pinned, "REPO", tmp_path / "a" / "checkout")
     monkeypatch.setenv("VISION_SHARED_DIR", str(tmp_path / "nowhere"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return found, tmp_path / "cache" / "vision-predictors" / f"kserve-{KSERVE_COMMIT[:12]}"
@@ -53,3 +54,10 @@ def test_the_pinned_download_is_verified(empty_cache: tuple[Path, Path], tmp_pat
     (upstream / NAME).write_text("not the pinned file\n")
     with pytest.raises(RuntimeError, match="pinned sha256"):
         kserve_schema(NAME)
+
+
+def test_the_oip_specs_are_found_the_same_way() -> None:
+    """The conformance suite's documents come through the same lookup, each matching its pinned digest."""
+    for name, digest in pinned.OIP_SPECS.sha256.items():
+        path = pinned.oip_spec(name)
+        assert path.name == name and pinned._sha256(path.read_bytes()) == digest

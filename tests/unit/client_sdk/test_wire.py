@@ -47,7 +47,7 @@ ENTAILMENT_OUTPUTS = (OutputSpec("label", "BYTES"),
 
 def server_answer(outputs: tuple[OutputSpec, ...], results: list[dict], binary: bool) -> tuple[bytes, str | None]:
     wire = WireRequest(items=[{}] * len(results), protocol="v2", binary_outputs=binary)
-    body, json_length = v2.encode_response(wire, results, outputs, "m", "rid").to_rest()
+    body, json_length = v2.encode_response(wire, results, outputs, "m").to_rest()
     if json_length is None:
         return json.dumps(body).encode(), None
     return body, str(json_length)

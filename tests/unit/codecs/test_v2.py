@@ -96,43 +96,89 @@ def test_unknown_requested_output() -> None:
 def test_encode_json_response_base64s_binary_payloads() -> None:
     wire = WireRequest(items=[{}], protocol="v2")
     outputs = (OutputSpec("image", "BYTES"), OutputSpec("faces", "INT32"))
-    response = v2.encode_response(wire, [{"image": EncodedImage(b"\x00\xff", "png"), "faces": 1}], outputs, "m", "id")
+    wire.request_id = "caller-42"
+    response = v2.encode_response(wire, [{"image": EncodedImage(b"\x00\xff", "png"), "faces": 1}], outputs, "m")
     body, json_length = response.to_rest()
     assert json_length is None
     tensors = {o["name"]: o for o in body["outputs"]}
     assert base64.b64decode(tensors["image"]["data"][0]) == b"\x00\xff"
     assert tensors["faces"] == {"name": "faces", "shape": [1], "datatype": "INT32", "data": [1]}
-    assert body["id"] == "id"
+    assert body["id"] == "caller-42"
+
+
+def test_a_response_without_a_request_id_has_no_id_and_nothing_is_null() -> None:
+    """The spec's schema has strings, arrays and objects: an absent value is an omitted field, never null."""
+    response = v2.encode_response(WireRequest(items=[{}], protocol="v2"), [{"labels": ["a"], "scores": [0.5]}],
+                                  OUTPUTS, "m")
+    body, _ = response.to_rest()
+    assert set(body) == {"model_name", "outputs"}
+    assert all(value is not None for output in body["outputs"] for value in output.values())
+    assert response.to_grpc().id == ""
 
 
 def test_encode_binary_response_when_asked() -> None:
     wire = WireRequest(items=[{}, {}], protocol="v2", requested_outputs={"scores": True})
     response = v2.encode_response(wire, [{"labels": ["a"], "scores": [0.5]}, {"labels": ["b"], "scores": [0.25]}],
-                                  OUTPUTS, "m", "id")
+                                  OUTPUTS, "m")
     body, json_length = response.to_rest()
     header = json.loads(body[:json_length])
-    assert [o["name"] for o in header["outputs"]] == ["scores"]
+    assert header["outputs"] == [{"name": "scores", "datatype": "FP32", "shape": [2, 1],
+                                  "parameters": {"binary_data_size": 8}}]
     assert np.frombuffer(body[json_length:], dtype=np.float32).tolist() == [0.5, 0.25]
 
 
-def test_encode_grpc_response_is_raw() -> None:
-    wire = WireRequest(items=[{}], protocol="grpc")
-    response = v2.encode_response(wire, [{"labels": ["猫", "狗"], "scores": [0.75, 0.25]}], OUTPUTS, "m", "r")
+def test_encode_grpc_response_is_raw_when_the_request_was() -> None:
+    wire = WireRequest(items=[{}], protocol="grpc", raw_outputs=True, request_id="r")
+    response = v2.encode_response(wire, [{"labels": ["猫", "狗"], "scores": [0.75, 0.25]}], OUTPUTS, "m")
     message = response.to_grpc()
-    assert [o.name for o in message.outputs] == ["labels", "scores"]
+    assert [o.name for o in message.outputs] == ["labels", "scores"] and message.id == "r"
     assert list(message.outputs[0].shape) == [1, 2]
+    assert not message.outputs[0].HasField("contents")
     assert np.frombuffer(message.raw_output_contents[1], dtype=np.float32).tolist() == [0.75, 0.25]
+
+
+def test_encode_grpc_response_is_typed_when_the_request_was() -> None:
+    wire = WireRequest(items=[{}], protocol="grpc")
+    message = v2.encode_response(wire, [{"labels": ["猫", "狗"], "scores": [0.75, 0.25]}], OUTPUTS, "m").to_grpc()
+    assert list(message.raw_output_contents) == []
+    assert list(message.outputs[0].contents.bytes_contents) == ["猫".encode(), "狗".encode()]
+    assert list(message.outputs[1].contents.fp32_contents) == [0.75, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "outputs", "binary"),
+    [
+        ({"binary_data_output": True}, None, {"labels": True, "scores": True}),
+        # an output without its own `binary_data` follows binary_data_output (the extension's text)
+        ({"binary_data_output": True}, [{"name": "scores"}], {"scores": True}),
+        ({"binary_data_output": True}, [{"name": "scores", "parameters": {"binary_data": False}}], {"scores": False}),
+        (None, [{"name": "labels", "parameters": {"binary_data": True}}, {"name": "scores"}],
+         {"labels": True, "scores": False}),
+    ],
+)
+def test_binary_data_output_and_binary_data(parameters, outputs, binary) -> None:
+    body, length = binary_body(parameters=parameters, outputs=outputs)
+    wire = v2.decode_request(v2.parse_binary_request(body, length, "m"), INPUTS, OUTPUTS, max_items=64)
+    response = v2.encode_response(wire, [{"labels": ["a"], "scores": [0.5]}] * 2, OUTPUTS, "m")
+    assert {output.name: output.binary for output in response.outputs} == binary
+
+
+@pytest.mark.parametrize("parameters", [{"binary_data_output": "yes"}, {"binary_data_output": 1}])
+def test_binary_data_output_must_be_a_boolean(parameters) -> None:
+    body, length = binary_body(parameters=parameters)
+    with pytest.raises(InvalidInput, match="binary_data_output must be a boolean"):
+        v2.decode_request(v2.parse_binary_request(body, length, "m"), INPUTS, OUTPUTS, max_items=64)
 
 
 def test_vector_outputs_state_their_element_order() -> None:
     names = ("entailment", "contradiction", "neutral")
     outputs = (OutputSpec("label", "BYTES"), OutputSpec("scores", "FP32", (3,), names))
     results = [{"label": "neutral", "scores": [0.2, 0.3, 0.5]}]
-    body, _ = v2.encode_response(WireRequest(items=[{}], protocol="v2"), results, outputs, "m", "r").to_rest()
+    body, _ = v2.encode_response(WireRequest(items=[{}], protocol="v2"), results, outputs, "m").to_rest()
     scores = {o["name"]: o for o in body["outputs"]}["scores"]
     assert scores["parameters"] == {"element_names": "entailment,contradiction,neutral"}
     assert scores["data"] == pytest.approx([0.2, 0.3, 0.5])
-    message = v2.encode_response(WireRequest(items=[{}], protocol="grpc"), results, outputs, "m", "r").to_grpc()
+    message = v2.encode_response(WireRequest(items=[{}], protocol="grpc"), results, outputs, "m").to_grpc()
     assert message.outputs[1].parameters["element_names"].string_param == "entailment,contradiction,neutral"
 
 

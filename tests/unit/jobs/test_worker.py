@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kserve.model_repository import ModelRepository
 from prometheus_client import CollectorRegistry
 
 from bench.redis_server import RedisServer
-from predictors.errors import ServiceBusy
+from predictors.errors import ImageURLRefused, ServiceBusy
 from predictors.jobs.execute import JobExecutor
 from predictors.jobs.service import JobService
 from predictors.jobs.store import Claim, JobStore, connect
@@ -24,9 +26,11 @@ from predictors.jobs.worker import OWN_ROOM_WAIT_SECONDS, JobWorker
 from predictors.models.base import ModelConfig
 from predictors.runtime import ModelRuntime
 from predictors.server.dataplane import PredictorDataPlane
+from predictors.server.image_urls import ImageFetcher
 from predictors.server.kserve_model import KServeModel
 from predictors.settings import BatchingConfig, Settings
 from predictors.telemetry.metrics import Metrics
+from tests.support.image_server import image_server
 from tests.unit.test_runtime import Widths, png
 
 MODEL = "widths"
@@ -43,20 +47,30 @@ def runtime() -> Iterator[ModelRuntime[int, int]]:
     pool.shutdown()
 
 
+@contextlib.asynccontextmanager
+async def serving(redis_server: RedisServer, runtime: ModelRuntime[int, int], store: JobStore,
+                  **settings: Any) -> AsyncIterator[tuple[JobService, JobWorker]]:
+    """The job service and worker over the real data plane and KServe adapter (`settings` added to the test's)."""
+    config = Settings(jobs_redis_url=redis_server.url, jobs_consumer_name="unit", jobs_visibility_timeout_seconds=3,
+                      shutdown_grace_seconds=5, **settings)
+    repository = ModelRepository()
+    repository.update(KServeModel(runtime, ImageFetcher(config)))
+    dataplane = PredictorDataPlane(model_registry=repository)
+    service = JobService(config, store, dataplane, runtime.metrics)
+    worker = JobWorker(config, JobStore(connect(redis_server.url, socket_timeout=6)), JobExecutor(dataplane),
+                       {MODEL: runtime}, runtime.metrics)
+    try:
+        yield service, worker
+    finally:
+        await worker.drain()
+        await worker.store.aclose()
+
+
 @pytest.fixture()
 async def served(redis_server: RedisServer, runtime: ModelRuntime[int, int],
                  store: JobStore) -> AsyncIterator[tuple[JobService, JobWorker]]:
-    settings = Settings(jobs_redis_url=redis_server.url, jobs_consumer_name="unit", jobs_visibility_timeout_seconds=3,
-                        shutdown_grace_seconds=5)
-    repository = ModelRepository()
-    repository.update(KServeModel(runtime))
-    dataplane = PredictorDataPlane(model_registry=repository)
-    service = JobService(settings, store, dataplane, runtime.metrics)
-    worker = JobWorker(settings, JobStore(connect(redis_server.url, socket_timeout=6)), JobExecutor(dataplane),
-                       {MODEL: runtime}, runtime.metrics)
-    yield service, worker
-    await worker.drain()
-    await worker.store.aclose()
+    async with serving(redis_server, runtime, store) as pair:
+        yield pair
 
 
 def v1(width: int) -> bytes:
@@ -80,6 +94,24 @@ async def test_a_job_runs_through_the_synchronous_path(served: tuple[JobService,
     done = await finished(service, accepted["id"])
     assert done["result"] == {"predictions": [{"width": 5, "flagged": True}]}
     assert done["attempts"] == 1
+
+
+async def test_a_job_fetches_its_image_urls_when_submitted_and_again_when_it_runs(
+        redis_server: RedisServer, runtime: ModelRuntime[int, int], store: JobStore) -> None:
+    with image_server() as images:
+        allowed = {"image_url_allow": (f"{images.base}/",), "image_url_allow_http": True,
+                   "image_url_allow_networks": ("127.0.0.1/32",)}
+        async with serving(redis_server, runtime, store, **allowed) as (service, worker):
+            body = json.dumps({"instances": [{"image": {"url": f"{images.base}/image.png"}}]}).encode()
+            accepted = json.loads((await service.submit(MODEL, "v1", body, {"content-type": "application/json"})).body)
+            assert images.paths == ["/image.png"]  # fetched and checked at submission
+            worker.start()
+            done = await finished(service, accepted["id"])
+            assert done["result"] == {"predictions": [{"width": 32, "flagged": True}]}
+            assert images.paths == ["/image.png", "/image.png"]  # and again when it ran
+            refused = json.dumps({"instances": [{"image": {"url": "http://169.254.169.254/latest/"}}]}).encode()
+            with pytest.raises(ImageURLRefused):  # a 4xx at once: never queued
+                await service.submit(MODEL, "v1", refused, {"content-type": "application/json"})
 
 
 async def test_a_refused_job_waits_without_using_a_run(served: tuple[JobService, JobWorker],
