@@ -163,7 +163,7 @@ async def _path_once(model: Any, body: bytes, head_length: int) -> None:
 def path(directory: Path, count: int, image_size: int) -> dict[str, Any]:
     async def measure() -> dict[str, Any]:
         workers = ThreadPoolExecutor(4)
-        from predictors.server.kserve_model import KServeModel
+        from predictors.dataplane.kserve_model import KServeModel
 
         model = KServeModel(_load(directory, workers))
         body, head_length = v2_binary_body(sample_jpeg(0, (image_size, image_size)))

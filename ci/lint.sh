@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lint jobs of the pipeline's `lint` stage (thin jobs call this). Usage: ci/lint.sh [python|yaml|dockerfile|shell|all]...
-#   python      ruff (predictors, clients, tests, ci), mypy (predictors, the client SDK) - project venv
+#   python      ruff (predictors, clients, tests, ci), mypy (predictors, the client SDK), import-linter - project venv
 #   yaml        yamllint (.yamllint.yaml)                               - .tools/lint-venv
 #   dockerfile  hadolint (.hadolint.yaml) and checkov on the Dockerfile - .tools/lint-venv, .tools/checkov-venv
 #   shell       shellcheck on ci/*.sh and .ci/run                       - Debian package
@@ -29,6 +29,8 @@ lint_python() {
     .venv/bin/ruff check predictors clients tests ci
     log "mypy"
     .venv/bin/mypy predictors clients/python/predictors_client
+    log "import-linter (the package's layers)"
+    .venv/bin/lint-imports
 }
 
 lint_yaml() {

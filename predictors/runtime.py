@@ -14,7 +14,7 @@ It owns what every model shares, around the four steps of the `Predictor` contra
 - precision (`forward_in_precision`), stage times, spans and the model's metrics.
 
 Transports drive it with ``await runtime.infer(items, parameters, deadline)``: the KServe adapter
-(`server/kserve_model.py`), the benchmark's in-process path and the tests.
+(`dataplane/kserve_model.py`), the benchmark's in-process path and the tests.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
                     "auto: jemalloc where it is installed. Linux only; `serve` starts itself again with it preloaded.",
     )
 
-    # Images by URL (predictors/server/image_urls.py): off unless an allowlist is given.
+    # Images by URL (predictors/dataplane/image_urls.py): off unless an allowlist is given.
     image_url_allow: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Images by URL: the hosts (images.example.com), subdomains (*.example.com) or URL prefixes "
                         "(https://cdn.example.com/public/) the server may fetch images from (comma-separated); "

@@ -1,4 +1,4 @@
-"""The image-URL allowlist and the address policy (`server/image_urls.py` fetches under them; `settings` checks the
+"""The image-URL allowlist and the address policy (`dataplane/image_urls.py` fetches under them; `settings` checks the
 allowlist's entries at start-up). Nothing here does I/O."""
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class OutputSpec:
 @dataclass(frozen=True)
 class ImageURL:
     """An image the request names by URL instead of carrying it; the server fetches it before the model sees the
-    item (`server/image_urls.py`), so a predictor only ever gets bytes."""
+    item (`dataplane/image_urls.py`), so a predictor only ever gets bytes."""
 
     url: str
 

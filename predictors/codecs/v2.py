@@ -24,7 +24,7 @@ from predictors.codecs.text import validate_text
 from predictors.codecs.types import ImageURL, InputSpec, OutputSpec, RawItem, WireRequest
 from predictors.codecs.v1 import decode_base64
 from predictors.errors import InvalidInput
-from predictors.server.kserve_compat import parameter_values, raw_data, set_raw_data
+from predictors.kserve_compat import parameter_values, raw_data, set_raw_data
 
 #: request parameters that belong to the protocol, not to the model
 PROTOCOL_PARAMETERS = frozenset({"binary_data_output"})

@@ -2,7 +2,7 @@
 answer the synchronous route gives for the same body.
 
 The REST inference routes (``server/rest.py``) do three things per request: the data plane decodes the body (v1
-JSON or upload, v2 JSON or binary extension; ``server/dataplane.py``), runs the model (``kserve.Model.__call__``:
+JSON or upload, v2 JSON or binary extension; ``dataplane/dataplane.py``), runs the model (``kserve.Model.__call__``:
 our `KServeModel`'s preprocess -> predict -> postprocess hooks, i.e. codec -> `ModelRuntime.infer` -> codec) and
 the route writes the answer. A job does the same calls with the same headers. Its answer is stored as JSON:
 a v2 request that asked for binary outputs gets them as JSON (base64 for binary content) instead.
@@ -18,10 +18,10 @@ from kserve.protocol.infer_type import InferRequest
 
 from predictors.codecs.types import model_parameters, request_deadline
 from predictors.codecs.v2 import V2Response
+from predictors.dataplane.context import request_query
+from predictors.dataplane.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
+from predictors.dataplane.kserve_model import KServeModel
 from predictors.jobs.store import StoredRequest
-from predictors.server.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
-from predictors.server.kserve_model import KServeModel
-from predictors.server.middleware import request_query
 from predictors.telemetry.context import REQUEST_ID_HEADER
 
 #: what the v1 route's ORJSONResponse renders with

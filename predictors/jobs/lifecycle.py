@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.jobs.ended import LISTEN_BLOCK_SECONDS, JobEndings
 from predictors.jobs.execute import JobExecutor
 from predictors.jobs.service import JobService
 from predictors.jobs.store import JobStore, connect
 from predictors.jobs.worker import BLOCK_MS, JobWorker
 from predictors.runtime import ModelRuntime
-from predictors.server.dataplane import PredictorDataPlane
 from predictors.settings import Settings
 from predictors.telemetry.metrics import Metrics
 

@@ -23,12 +23,12 @@ from typing import Literal
 import orjson
 from redis.exceptions import RedisError
 
+from predictors.dataplane.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
+from predictors.dataplane.kserve_model import KServeModel
 from predictors.errors import InvalidInput, JobNotFound, JobsUnavailable
 from predictors.jobs.ended import REREAD_SECONDS, JobEndings
 from predictors.jobs.execute import JobExecutor
 from predictors.jobs.store import FINAL_STATUSES, TRACE_FIELDS, JobStore, JobView, StoredRequest
-from predictors.server.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
-from predictors.server.kserve_model import KServeModel
 from predictors.settings import Settings
 from predictors.telemetry.context import current_request_id
 from predictors.telemetry.metrics import Metrics

@@ -33,12 +33,12 @@ from typing import Any, TypeVar
 from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
+from predictors.dataplane.errors import report_error
 from predictors.errors import ModelNotReady, PredictorError, ServiceBusy
 from predictors.jobs.coalesce import Coalescing
 from predictors.jobs.execute import JobExecutor
 from predictors.jobs.store import Claim, Entry, JobStore, Outcome
 from predictors.runtime import ModelRuntime
-from predictors.server.errors import report_error
 from predictors.settings import Settings
 from predictors.telemetry import tracing
 from predictors.telemetry.context import current_request_id

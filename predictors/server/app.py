@@ -32,24 +32,24 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.rest.server import RESTServer
 
 from predictors import allocator
+from predictors.dataplane.dataplane import PredictorDataPlane
+from predictors.dataplane.image_urls import ImageFetcher
+from predictors.dataplane.kserve_model import KServeModel
 from predictors.device import LowerPriority
 from predictors.jobs.lifecycle import Jobs
-from predictors.models.base import ModelFileError
-from predictors.models.registry import ModelEntry, predictor_class
-from predictors.runtime import ModelRuntime
-from predictors.server.dataplane import PredictorDataPlane
-from predictors.server.event_loop import loop_factory
-from predictors.server.grpc_interceptor import GrpcEdgeInterceptor
-from predictors.server.grpc_service import InferenceService, generic_handler
-from predictors.server.image_urls import ImageFetcher
-from predictors.server.kserve_compat import (
+from predictors.kserve_compat import (
     RefreshingUvicorn,
     install_uvicorn,
     metric_value,
     request_rest_exit,
     serve_grpc,
 )
-from predictors.server.kserve_model import KServeModel
+from predictors.models.base import ModelFileError
+from predictors.models.registry import ModelEntry, predictor_class
+from predictors.runtime import ModelRuntime
+from predictors.server.event_loop import loop_factory
+from predictors.server.grpc_interceptor import GrpcEdgeInterceptor
+from predictors.server.grpc_service import InferenceService, generic_handler
 from predictors.server.openapi import ServedModel, openapi_document
 from predictors.server.rest import RestRoutes, build_app
 from predictors.settings import Settings

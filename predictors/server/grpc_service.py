@@ -16,8 +16,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import InferRequest
 
 from predictors.codecs.v2 import V2Response
+from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.errors import InvalidInput
-from predictors.server.dataplane import PredictorDataPlane
 
 SERVICE = "inference.GRPCInferenceService"
 #: every RPC served: name -> (request message, response message)

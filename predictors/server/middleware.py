@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from contextvars import ContextVar
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from predictors.dataplane.context import request_query
 from predictors.errors import CLIENT_CLOSED_STATUS, ModelNotFound, PayloadTooLarge
 from predictors.server.edge import TRACE_CARRIER_KEYS, client_closed, request_scope, response_metadata
 from predictors.server.errors import code_for_status, error_response
@@ -22,11 +22,6 @@ from predictors.telemetry.requests import RequestRecord, classify_rest
 logger = logging.getLogger(__name__)
 
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
-
-#: the query string of the REST request being served: KServe's v1 handler gives the data plane only the body and
-#: the headers, and a raw image upload carries its parameters in the query string (`codecs.forms`)
-request_query: ContextVar[str] = ContextVar("request_query", default="")
-
 
 class RequestContextMiddleware:
     """Accepts or makes the request id, echoes it, enforces the body limit, and turns crashes into 500s.

@@ -20,7 +20,7 @@ from predictors import errors
 from predictors.codecs.forms import RAW_IMAGE_TYPES
 from predictors.codecs.images import OUTPUT_FORMATS
 from predictors.codecs.types import TIMEOUT_HEADER, InputSpec, OutputSpec
-from predictors.server.dataplane import EXTENSIONS, INFERENCE_HEADER_LENGTH, SERVER_NAME, server_version
+from predictors.dataplane.dataplane import EXTENSIONS, INFERENCE_HEADER_LENGTH, SERVER_NAME, server_version
 from predictors.settings import Settings
 from predictors.status import STATUS_PATH
 

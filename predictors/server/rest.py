@@ -19,12 +19,12 @@ from prometheus_client import REGISTRY, CollectorRegistry, exposition
 from starlette.convertors import Convertor, register_url_convertor
 
 from predictors.codecs.v2 import V2Response
+from predictors.dataplane.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
 from predictors.errors import ModelNotReady
 from predictors.jobs.routes import install_job_routes
 from predictors.jobs.service import JobService
-from predictors.server.dataplane import INFERENCE_HEADER_LENGTH, PredictorDataPlane
+from predictors.kserve_compat import fastapi_telemetry_config
 from predictors.server.errors import install_rest_handlers
-from predictors.server.kserve_compat import fastapi_telemetry_config
 from predictors.server.middleware import RequestContextMiddleware
 from predictors.status import STATUS_PATH
 from predictors.telemetry.edge import EdgeTelemetry

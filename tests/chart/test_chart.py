@@ -394,7 +394,7 @@ def test_server_accepts_rendered_args_and_env(
     """Feed each container's args and env to the server's own CLI parser and Settings."""
     try:
         from predictors.cli import build_parser, settings_from_args
-    except ImportError:  # pragma: no cover - TODO: predictors/cli.py (build_parser, settings_from_args)
+    except ImportError:  # pragma: no cover - TODO: predictors/cli/__init__.py (build_parser, settings_from_args)
         pytest.fail("predictors.cli is not importable; the chart must be checked against the real server")
     for pod in server_pods(helm4.render(scenario(values))):
         c = server_container(pod["spec"])

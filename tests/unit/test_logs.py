@@ -1,6 +1,6 @@
 import logging
 
-from predictors.logs import TextFormatter
+from predictors.telemetry.logs import TextFormatter
 
 
 def _format(message: str, *args: object, exc_info: bool = False) -> str:

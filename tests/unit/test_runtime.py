@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry
 
 from predictors.codecs.types import OutputSpec
 from predictors.errors import ModelNotReady, ServiceBusy
+from predictors.kserve_compat import metric_value
 from predictors.models.base import ModelConfig, Predictor
 from predictors.runtime import ModelRuntime
-from predictors.server.kserve_compat import metric_value
 from predictors.settings import BatchingConfig
 from predictors.telemetry.metrics import Metrics
 from predictors.telemetry.requests import RequestRecord, current_request

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from predictors.codecs.types import InputSpec, OutputSpec, WireRequest
+from predictors.dataplane.errors import as_predictor_error
 from predictors.errors import InternalError
-from predictors.server.errors import as_predictor_error
 from tests.integration.test_documented_codes import documented_codes
 
 DOCUMENTED = documented_codes()

@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry
 
 from bench.procs import free_port
 from bench.redis_server import RedisServer
+from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.errors import InvalidInput, JobNotFound, JobsUnavailable
 from predictors.jobs import service as service_module
 from predictors.jobs.ended import REREAD_SECONDS, JobEndings
 from predictors.jobs.service import JobService, wait_seconds
 from predictors.jobs.store import Claim, JobStore, Outcome, connect
-from predictors.server.dataplane import PredictorDataPlane
 from predictors.settings import Settings
 from predictors.telemetry.metrics import Metrics
 from tests.unit.jobs.test_store import EXHAUSTED, MODEL, TTL, status, submit, take

@@ -18,6 +18,9 @@ from kserve.model_repository import ModelRepository
 from prometheus_client import CollectorRegistry
 
 from bench.redis_server import RedisServer
+from predictors.dataplane.dataplane import PredictorDataPlane
+from predictors.dataplane.image_urls import ImageFetcher
+from predictors.dataplane.kserve_model import KServeModel
 from predictors.errors import ImageURLRefused, ServiceBusy
 from predictors.jobs.execute import JobExecutor
 from predictors.jobs.service import JobService
@@ -25,9 +28,6 @@ from predictors.jobs.store import Claim, JobStore, connect
 from predictors.jobs.worker import OWN_ROOM_WAIT_SECONDS, JobWorker
 from predictors.models.base import ModelConfig
 from predictors.runtime import ModelRuntime
-from predictors.server.dataplane import PredictorDataPlane
-from predictors.server.image_urls import ImageFetcher
-from predictors.server.kserve_model import KServeModel
 from predictors.settings import BatchingConfig, Settings
 from predictors.telemetry.metrics import Metrics
 from tests.support.image_server import image_server

@@ -23,11 +23,11 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from predictors.codecs.types import OutputSpec
+from predictors.dataplane.kserve_model import KServeModel
 from predictors.errors import RequestTimeout
+from predictors.kserve_compat import metric_value
 from predictors.models.base import ModelConfig, Predictor
 from predictors.runtime import ModelRuntime
-from predictors.server.kserve_compat import metric_value
-from predictors.server.kserve_model import KServeModel
 from predictors.settings import BatchingConfig
 from predictors.telemetry.metrics import Metrics
 

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from predictors.device import CPU
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage, InvalidInput
+from predictors.kserve_compat import metric_value
 from predictors.models.base import ModelConfig
 from predictors.models.face_enhancement import demo
 from predictors.models.face_enhancement.predictor import (
@@ -33,7 +34,6 @@ from predictors.models.face_enhancement.predictor import (
     ssim_score,
 )
 from predictors.runtime import ModelRuntime
-from predictors.server.kserve_compat import metric_value
 from predictors.telemetry.metrics import Metrics
 from tests.conftest import sample_image
 

@@ -12,10 +12,10 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from predictors.device import CPU, DeviceLost, copy_to_device, warmup_batch_sizes
+from predictors.kserve_compat import metric_value
 from predictors.models.base import ModelConfig, ModelFileError
 from predictors.models.registry import predictor_class
 from predictors.runtime import ModelRuntime
-from predictors.server.kserve_compat import metric_value
 from predictors.telemetry.metrics import Metrics
 from tests.conftest import sample_image
 from tests.unit.models.conftest import load_predictor, load_runtime

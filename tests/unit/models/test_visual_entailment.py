@@ -14,12 +14,12 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from predictors.codecs import v1
+from predictors.dataplane.kserve_model import KServeModel
 from predictors.device import CPU
 from predictors.models.base import ModelConfig
 from predictors.models.visual_entailment import demo
 from predictors.models.visual_entailment.predictor import CLASSES
 from predictors.runtime import ModelRuntime
-from predictors.server.kserve_model import KServeModel
 from predictors.telemetry.metrics import Metrics
 from tests.conftest import sample_image
 from tests.unit.models.conftest import load_predictor

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
+from predictors.kserve_compat import metric_value
 from predictors.server.edge import client_closed, request_scope, response_metadata
-from predictors.server.kserve_compat import metric_value
 from predictors.telemetry.context import current_request_id
 from predictors.telemetry.edge import EdgeTelemetry
 from predictors.telemetry.metrics import Metrics

@@ -16,8 +16,8 @@ import pytest
 
 from predictors.codecs.images import check_image
 from predictors.codecs.types import ImageURL, WireRequest
+from predictors.dataplane.image_urls import ImageFetcher
 from predictors.errors import ImageURLFailed, ImageURLRefused, ImageURLTooLarge, InvalidImage
-from predictors.server.image_urls import ImageFetcher
 from predictors.settings import ImageLimits, Settings
 from predictors.url_policy import AllowEntry, is_public_address
 from tests.support.image_server import ImageServer, image_server

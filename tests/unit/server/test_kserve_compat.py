@@ -1,4 +1,4 @@
-"""The private internals `predictors.server.kserve_compat` relies on are still there, and still behave.
+"""The private internals `predictors.kserve_compat` relies on are still there, and still behave.
 
 When one of these fails after upgrading KServe, FastAPI or prometheus-client, the message names the wrapper
 in `kserve_compat.py` to update; nothing else in the package touches these internals.
@@ -26,9 +26,9 @@ from kserve.protocol.rest.server import RESTServer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bench.procs import free_port
+from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.errors import InvalidInput
 from predictors.server import kserve_compat
-from predictors.server.dataplane import PredictorDataPlane
 from predictors.server.grpc_service import InferenceService, generic_handler
 
 #: sha256 of `inspect.getsource(GRPCServer.start)` in kserve 0.21.0, the version `serve_grpc` copies.
@@ -45,7 +45,7 @@ def test_rest_server_runs_a_replaceable_refreshing_uvicorn() -> None:
     rest = RESTServer("kserve.model_server:app", dataplane, extension, free_port())
     assert isinstance(getattr(rest, "_server", None), kserve_compat.RefreshingUvicorn), (
         "KServe's RESTServer no longer keeps a _RefreshingServer in `_server`: update install_uvicorn, "
-        "request_rest_exit and RefreshingUvicorn in predictors/server/kserve_compat.py")
+        "request_rest_exit and RefreshingUvicorn in predictors/kserve_compat.py")
     assert issubclass(kserve_compat.RefreshingUvicorn, uvicorn.Server)
     ours = kserve_compat.RefreshingUvicorn(rest.config)
     kserve_compat.install_uvicorn(rest, ours)
@@ -60,7 +60,7 @@ def test_grpc_start_is_the_version_serve_grpc_copies() -> None:
     digest = hashlib.sha256(inspect.getsource(GRPCServer.start).encode()).hexdigest()
     assert digest == GRPC_START_SHA256, (
         "KServe's GRPCServer.start changed: port the change into serve_grpc in "
-        f"predictors/server/kserve_compat.py, then set GRPC_START_SHA256 here to {digest}")
+        f"predictors/kserve_compat.py, then set GRPC_START_SHA256 here to {digest}")
 
 
 def test_serve_grpc_serves_the_given_handler_and_stops_with_grpc_server_stop() -> None:
@@ -125,7 +125,7 @@ def test_kserves_infer_parameter_still_lacks_the_double_and_uint64_kinds() -> No
     fields = set(grpc_predict_v2_pb2.InferParameter.DESCRIPTOR.fields_by_name)
     assert fields == {"bool_param", "int64_param", "string_param"}, (
         f"KServe's InferParameter now has {sorted(fields)}: drop the unknown-field reading from parameter_values "
-        "in predictors/server/kserve_compat.py")
+        "in predictors/kserve_compat.py")
 
 
 @pytest.mark.parametrize(("encoded", "value"), [

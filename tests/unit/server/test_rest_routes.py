@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kserve.model_repository import ModelRepository
 
-from predictors.server.dataplane import PredictorDataPlane
+from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.server.grpc_service import RPCS
 from predictors.server.rest import RestRoutes, build_app, served_routes
 from predictors.telemetry.edge import EdgeTelemetry

@@ -12,8 +12,8 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from predictors.client import add_arguments as add_infer_arguments
-from predictors.client import main as infer
+from predictors.cli.infer import add_arguments as add_infer_arguments
+from predictors.cli.infer import main as infer
 from predictors.models.catalog import HUB_MODELS
 from predictors.settings import EventLoop, MemoryAllocator, Settings
 
@@ -158,7 +158,7 @@ def _serve(args: argparse.Namespace, relaunch: bool) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, sys.orig_argv, environment)
-    from predictors.logs import configure_logging
+    from predictors.telemetry.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format, settings.access_log)
     from predictors.models.registry import ModelSetupError, discover

@@ -22,8 +22,8 @@ from kserve.protocol.infer_type import InferRequest
 
 from predictors.codecs import forms
 from predictors.codecs.v2 import parse_binary_request
+from predictors.dataplane.context import request_query
 from predictors.errors import InvalidInput, ModelNotFound, ModelNotReady
-from predictors.server.middleware import request_query
 
 INFERENCE_HEADER_LENGTH = "inference-header-content-length"
 #: the server metadata's `name` (`GET /v2`, gRPC ServerMetadata)

@@ -22,8 +22,8 @@ from kserve.protocol.infer_type import InferRequest
 
 from predictors.codecs import accept, forms, v1, v2
 from predictors.codecs.types import AnsweredRequest, WireRequest, model_parameters, request_deadline
+from predictors.dataplane.image_urls import ImageFetcher
 from predictors.runtime import ModelRuntime
-from predictors.server.image_urls import ImageFetcher
 
 
 class KServeModel(kserve.Model):
