@@ -26,7 +26,7 @@ lint_tools() {
 lint_python() {
     ci/setup-python.sh --test >&2
     log "ruff"
-    .venv/bin/ruff check predictors clients tests ci
+    .venv/bin/ruff check predictors clients tests ci devtools bench
     log "mypy"
     .venv/bin/mypy predictors clients/python/predictors_client
     log "import-linter (the package's layers)"

@@ -42,11 +42,15 @@ class Settings(BaseSettings):
     )
     http_port: int = Field(8080, ge=0, le=65535, description="REST (v1 and v2) port.")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC v2 port.")
-    enable_grpc: bool = Field(True, description="Serve the gRPC v2 API.")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    enable_grpc: bool = Field(
+        True, description="Serve the gRPC v2 API (the chart turns it off under Knative, which exposes one port)."
+    )
+    device: str = Field("auto", description="auto (CUDA if available), cpu, cuda or cuda:N.")
     precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", description="Forward-pass precision: fp32, fp16 (CUDA only) or bf16 (autocast; fp32 where the "
-        "device has no native bf16)."
+        "fp32", description="Forward-pass precision: fp32, fp16 or bf16 (autocast). fp16 only on CUDA: a model on "
+        "a CPU refuses to start. bf16 only where the device has it natively (a CPU with AVX512_BF16 or AMX_BF16, a GPU "
+        "from Ampere on); elsewhere the model is served in fp32 with one warning and says so in its status and "
+        "metrics (docs/gpu.md)."
     )
 
     max_batch_size: int = Field(8, ge=1, le=1024, description="Items per forward pass; 1 disables batching.")
@@ -85,7 +89,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image (width x height).")
     max_items_per_request: int = Field(64, ge=1, description="Most images/instances in one request.")
 
-    log_level: LogLevel = "INFO"
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: Literal["text", "json"] = Field(
         "text", description="text: human-readable lines; json: one JSON object per line (for log shippers)."
     )
@@ -97,15 +101,16 @@ class Settings(BaseSettings):
     )
     event_loop: EventLoop = Field(
         "auto",
-        description="The event loop serving REST, gRPC and the jobs: uvloop (its bookkeeping costs about a quarter "
-                    "less CPU per request), asyncio (the standard library's), or auto: uvloop where it is installed "
-                    "(as KServe's --event-loop).",
+        description="The event loop serving REST, gRPC and the jobs: uvloop (its bookkeeping in C), asyncio (the "
+                    "standard library's), or auto: uvloop where it is installed (as KServe's --event-loop).",
     )
     memory_allocator: MemoryAllocator = Field(
         "auto",
         description="The process's C allocator: jemalloc (keeps the forward passes' freed memory for reuse instead "
-                    "of faulting it in again: more and steadier CPU throughput), system (the C library's malloc), or "
-                    "auto: jemalloc where it is installed. Linux only; `serve` starts itself again with it preloaded.",
+                    "of faulting it in again), system (the C library's malloc), or auto: jemalloc where it is "
+                    "installed (the image has it; Debian/Ubuntu: libjemalloc2). Linux only: `serve` starts itself "
+                    "again, same process id, with it preloaded and MALLOC_CONF set unless you set your own; the "
+                    "start-up log names it (docs/performance.md).",
     )
 
     # Images by URL (predictors/dataplane/image_urls.py): off unless an allowlist is given.

@@ -91,21 +91,20 @@ def test_infer_without_the_client_sdk_says_how_to_install_it(tmp_path: Path) -> 
     assert "pip install clients/python" in result.stderr and "Traceback" not in result.stderr
 
 
-def _readme_configuration_rows() -> list[tuple[str, str]]:
-    """(flag cell, env cell) of each row of the README's Configuration table."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+def _documented_configuration_rows() -> list[tuple[str, str]]:
+    """(flag cell, env cell) of each row of docs/configuration.md's settings table."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    rows = [line.split("|")[1:3] for line in page.splitlines() if line.startswith("| `")]
     return [(flag.strip(), env.strip()) for flag, env in rows]
 
 
 def test_every_setting_is_a_flag_and_a_documented_row() -> None:
-    """The README's Configuration table, the `serve` flags and `Settings` name the same settings: a row
-    whose flag the CLI does not take (as `--cpu-forward-nice` once was) fails here."""
+    """docs/configuration.md's table, the `serve` flags and `Settings` name the same settings: a row whose flag
+    the CLI does not take (as `--cpu-forward-nice` once was) fails here."""
     from predictors.cli import build_parser
     from predictors.settings import Settings
 
-    rows = _readme_configuration_rows()
+    rows = _documented_configuration_rows()
     documented_envs = {env for _, cell in rows for env in re.findall(r"PREDICTORS_[A-Z_]+", cell)}
     assert documented_envs == {f"PREDICTORS_{name.upper()}" for name in Settings.model_fields}
     serve = next(action for action in build_parser()._subparsers._group_actions  # noqa: SLF001
