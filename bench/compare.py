@@ -1,4 +1,4 @@
-"""Before/after of each face-enhancement optimisation, in one process, interleaved (issue 15, item 3).
+"""Before/after of each face-enhancement optimisation, in one process, interleaved.
 
     .venv/bin/python -m bench.stages --compare --rounds 5
 

@@ -1,4 +1,4 @@
-"""Asynchronous jobs against synchronous inference, on a real server and a real Redis (issue 13).
+"""Asynchronous jobs against synchronous inference, on a real server and a real Redis.
 
     .venv/bin/python -m bench jobs                  # general recognition (ResNeSt-101), ~4.5 min on a quiet CPU
     .venv/bin/python -m bench jobs --quick          # the same, shorter (~2 min with the start-up)

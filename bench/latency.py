@@ -1,4 +1,4 @@
-"""Latency targets against static batching knobs, on a real server (issue 15, item 4).
+"""Latency targets against static batching knobs, on a real server.
 
     .venv/bin/python -m bench latency             # general recognition (ResNeSt-101), ~15 min on a quiet CPU
     .venv/bin/python -m bench latency --quick     # image classification (MobileNetV3-Small demo), ~3 min
@@ -27,7 +27,7 @@ waits T/4 first, as a client backing off would):
 
 Server 2 serves the target contenders once T is known.
 
-Targets (issue 15): p99 <= T whenever the offered load is below capacity -- the open-loop row, and each
+Targets: p99 <= T whenever the offered load is below capacity -- the open-loop row, and each
 closed-loop row or step phase whose c requests in flight the best static setting at that c serves within
 T on average (c / its req/s <= T, Little's law; above that no scheduler keeps the p99 under T without
 refusing work); throughput >= 0.95 x the best static setting's in each closed-loop scenario. The target

@@ -1,4 +1,4 @@
-"""A series of `python -m bench jobs` runs of one commit, judged together (issue 13).
+"""A series of `python -m bench jobs` runs of one commit, judged together.
 
     .venv/bin/python -m bench series                 # the full-profile runs of the newest run's commit
     .venv/bin/python -m bench series --commit e4bccfd

@@ -1,4 +1,4 @@
-"""Per-stage profile of face enhancement and visual entailment (issue 15, item 3): where an item's time goes.
+"""Per-stage profile of face enhancement and visual entailment: where an item's time goes.
 
 One small item per model, in process, through the model's own steps (``prepare`` -> ``forward`` ->
 ``finish``), under ``torch.profiler`` with a ``record_function`` range per stage. The stages are marked

@@ -25,7 +25,7 @@ from .test_chart import by_kind, env_of, release_policy, server_container, serve
 from .test_kserve_code import cluster_for
 
 JOBS = scenario("jobs-values.yaml")
-# The server's contract (issue 13): one stream per model, one consumer group on each.
+# The server's contract: one stream per model, one consumer group on each.
 STREAM = "predictors:jobs:{model}"
 GROUP = "predictors"
 

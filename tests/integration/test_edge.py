@@ -1,5 +1,5 @@
 """The edge against clients nobody planned for: content types, body limits on both transports, clients that
-hang up, framework errors, typed parameters and request ids (issue 11, defects 1-7)."""
+hang up, framework errors, typed parameters and request ids."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The hostile corpus (issue 11) against the real server serving every demo model.
+"""The hostile corpus against the real server serving every demo model.
 
 The server serves all four demo models, so ModelScope's OFA module has flipped Pillow's process-wide
 ``LOAD_TRUNCATED_IMAGES`` before any of these requests arrive. Every case states its documented answer

@@ -1,4 +1,4 @@
-"""Faster, numerically identical replacements for operations of ModelScope's GPEN generator (issue 15, item 3).
+"""Faster, numerically identical replacements for operations of ModelScope's GPEN generator.
 
 ModelScope's GPEN blurs, up- and downsamples with ``upfirdn2d_native`` on every device (its compiled
 kernel is never built): it folds batch and channels into the batch dimension and runs a one-channel

@@ -1,4 +1,4 @@
-"""Face enhancement speed-ups keep upstream's numbers (issue 15, item 3).
+"""Face enhancement speed-ups keep upstream's numbers.
 
 - GPEN's blurs as depthwise convolutions (`predictors.models.face_enhancement.gpen_ops`): the same numbers as upstream's
   ``upfirdn2d_native``, bit for bit on the CPU (the depthwise convolution adds the same 16 products per

@@ -1,5 +1,5 @@
 """Tiled background super-resolution (`predictors.models.face_enhancement.sr_tiles`) against upstream's whole-picture
-`sr_process`, on the published RealESRNet x2 architecture with demo weights (issue 15, item 3).
+`sr_process`, on the published RealESRNet x2 architecture with demo weights.
 
 One tile is upstream's computation exactly; several tiles with the default overlap stay within 1 grey
 level (measured on these weights: 76 grey levels apart with no overlap, 2 with 8 px, 1 from 16 px), and
