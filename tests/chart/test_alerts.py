@@ -141,3 +141,27 @@ def test_alert_codes_are_the_servers(helm4: Helm) -> None:
     text = yaml.safe_dump(rendered_rule(helm4)["spec"])
     code_sets = {frozenset(match.split("|")) for match in re.findall(r'code=~"([^"]+)"', text)}
     assert code_sets == {frozenset(SERVER_ERROR_CODES), frozenset(UNAVAILABLE_CODES)}
+
+
+def test_scraped_series_carry_track_model_and_release(helm4: Helm) -> None:
+    """The monitor copies the pod labels the alerts, the dashboard and canary-analysis select on, and a
+    Standard-mode canary's pods carry track canary (KServe merges the canary's labels over stable's: the
+    canary's value of the same key wins), stable's stable; Knative pods carry no track, their revision instead."""
+    from tests.chart.conftest import scenario
+
+    docs = helm4.render(scenario("canary-standard-values.yaml"), sets=("metrics.serviceMonitor.enabled=true",))
+    (monitor,) = by_kind(docs, "PodMonitor")
+    copied = set(monitor["spec"]["podTargetLabels"])
+    assert {"vision-predictors.io/track", "vision-predictors.io/model", "app.kubernetes.io/instance",
+            "vision-predictors.io/unit", "serving.knative.dev/revision"} <= copied
+    isvc = next(d for d in by_kind(docs, "InferenceService") if "canary" in d["spec"])
+    stable, canary = isvc["spec"]["predictor"]["labels"], isvc["spec"]["canary"][0]["predictor"]["labels"]
+    assert (stable["vision-predictors.io/track"], canary["vision-predictors.io/track"]) == ("stable", "canary")
+    for labels in (stable, canary):
+        assert labels["vision-predictors.io/model"] == "general-recognition"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+    merged = {**stable, **canary}  # what the canary pods get
+    assert merged["vision-predictors.io/track"] == "canary"
+    knative = helm4.render(scenario("canary-knative-values.yaml"), sets=("metrics.serviceMonitor.enabled=true",))
+    for knative_isvc in by_kind(knative, "InferenceService"):
+        assert "vision-predictors.io/track" not in knative_isvc["spec"]["predictor"]["labels"]
