@@ -19,6 +19,8 @@ from tests.chart.test_chart import by_kind
 from tests.support.prometheus import promtool
 
 ALERT_TESTS = Path(__file__).parent / "alerts" / "alerts.test.yaml"
+#: the day-long cases, evaluated every 5 minutes (a file has one evaluation interval)
+SLOW_ALERT_TESTS = Path(__file__).parent / "alerts" / "slow-burn.test.yaml"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 ONE_MODEL = ("models.general-recognition.predictor=general-recognition",
              "models.general-recognition.weights.storageUri=pvc://weights/general-recognition")
@@ -44,7 +46,8 @@ def rules_file(helm4: Helm, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The rule groups as a Prometheus rule file (what the Operator hands Prometheus), beside the tests."""
     directory = tmp_path_factory.mktemp("rules")
     (directory / "rules.yaml").write_text(yaml.safe_dump(rendered_rule(helm4)["spec"]))
-    shutil.copy(ALERT_TESTS, directory / ALERT_TESTS.name)
+    for tests in (ALERT_TESTS, SLOW_ALERT_TESTS):
+        shutil.copy(tests, directory / tests.name)
     return directory / "rules.yaml"
 
 
@@ -59,12 +62,13 @@ def test_rules_pass_promtool_check(rules_file: Path, promtool_path: str) -> None
 
 
 def test_every_alert_fires_and_stays_silent_in_promtool_unit_tests(rules_file: Path, promtool_path: str) -> None:
-    result = subprocess.run([promtool_path, "test", "rules", ALERT_TESTS.name], cwd=rules_file.parent,
-                            capture_output=True, text=True)
+    result = subprocess.run([promtool_path, "test", "rules", ALERT_TESTS.name, SLOW_ALERT_TESTS.name],
+                            cwd=rules_file.parent, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     fires: set[str] = set()
     silent: set[str] = set()
-    for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]:
+    cases = [case for tests in (ALERT_TESTS, SLOW_ALERT_TESTS) for case in yaml.safe_load(tests.read_text())["tests"]]
+    for case in cases:
         for check in case.get("alert_rule_test", []):
             (fires if check.get("exp_alerts") else silent).add(check["alertname"])
     alerts = set(alerts_of({"spec": yaml.safe_load(rules_file.read_text())}))
@@ -73,16 +77,16 @@ def test_every_alert_fires_and_stays_silent_in_promtool_unit_tests(rules_file: P
     assert alerts - silent == set(), "alerts never tested silent"
 
 
-def test_promtool_unit_tests_have_teeth(rules_file: Path, promtool_path: str) -> None:
-    """The same tests against rules with a raised threshold fail: the expectations are checked."""
+def test_promtool_unit_tests_have_teeth(rules_file: Path, promtool_path: str, tmp_path: Path) -> None:
+    """The backlog-age case against rules with a raised threshold fails: the expectations are checked."""
     broken = rules_file.read_text().replace("> 900", "> 2000")
     assert broken != rules_file.read_text()
-    (rules_file.parent / "rules.yaml").write_text(broken)
-    try:
-        result = subprocess.run([promtool_path, "test", "rules", ALERT_TESTS.name], cwd=rules_file.parent,
-                                capture_output=True, text=True)
-    finally:
-        (rules_file.parent / "rules.yaml").write_text(rules_file.read_text().replace("> 2000", "> 900"))
+    (tmp_path / "rules.yaml").write_text(broken)
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    tests["tests"] = [case for case in tests["tests"] if case["name"] == "an old backlog, and a fresh one"]
+    (tmp_path / "backlog.test.yaml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run([promtool_path, "test", "rules", "backlog.test.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True)
     assert result.returncode != 0 and "VisionPredictorsJobsBacklogOld" in result.stdout + result.stderr
 
 
