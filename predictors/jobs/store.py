@@ -224,7 +224,8 @@ class JobStore:
         if not first:
             return 0.0
         entry_id = first[0][0]
-        queued_ms = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-", 1)[0])
+        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        queued_ms = int(text.split("-", 1)[0])
         return max(0.0, time.time() - queued_ms / 1000)
 
     # ---- consumers -------------------------------------------------------------------------------
