@@ -7,6 +7,7 @@ or a usage error). Imports neither KServe nor torch: the command runs anywhere h
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from datetime import datetime
@@ -67,6 +68,8 @@ def main(args: argparse.Namespace) -> int:
     from predictors.canary.prometheus import Prometheus, PrometheusError
     from predictors.canary.report import Report
 
+    # the report says what was asked; httpx's line per query would bury it
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     started = time.perf_counter()
     overrides: dict[str, Any] = {name: getattr(args, f"threshold_{name}") for name in Thresholds.model_fields}
     try:

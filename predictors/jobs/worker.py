@@ -134,6 +134,8 @@ class JobWorker:
 
     def start(self) -> None:
         logger.info("jobs: consuming the streams of %s as consumer %r", sorted(self.runtimes), self.consumer)
+        for name in self.runtimes:
+            self.metrics.jobs_expected(name)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._consume(name), name=f"jobs-{name}") for name in self.runtimes]
         self._tasks.append(loop.create_task(self._heartbeat(), name="jobs-heartbeat"))

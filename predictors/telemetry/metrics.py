@@ -152,6 +152,14 @@ class Metrics:
             if wanted:
                 metric.labels(model)
 
+    def jobs_expected(self, model: str) -> None:
+        """Create a model's job series at 0 when its job worker starts (as `answers_expected`: ``increase()``
+        then counts the first jobs too)."""
+        for status in ("queued", "succeeded", "failed", "cancelled"):
+            self.jobs.labels(model, status)
+        self.job_duration.labels(model)
+        self.jobs_reclaimed.labels(model)
+
     def model_precision(self, model: str, requested: str, effective: str) -> None:
         self.precision_info.labels(model, effective, requested).set(1)
 
