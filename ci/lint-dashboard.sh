@@ -2,7 +2,7 @@
 # Lint Grafana dashboard JSON files: build ci/dashboard-lint (pinned in its go.mod/go.sum: the Grafana Foundation
 # SDK's strict schema decoding and validation, plus grafana/dashboard-linter's rules that apply here) into
 # <repo>/.tools once, then run it. Usage: ci/lint-dashboard.sh [FILE...] (default: the chart's dashboard).
-# Needs Go (the build machines have it) and the Go module proxy on the first run.
+# Go >= 1.21 comes from ci/install-go.sh (the build machines have it); the first build needs the Go module proxy.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,8 +17,9 @@ flock 9
 # Rebuilt when its source or pins change.
 digest=$(cat "$source_dir/go.mod" "$source_dir/go.sum" "$source_dir"/*.go | sha256sum | cut -d' ' -f1)
 if [ ! -x "$binary" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
-    printf 'building %s\n' "$binary" >&2
-    (cd "$source_dir" && GOFLAGS=-mod=readonly go build -trimpath -o "$binary" .)
+    go=$("$repo_root/ci/install-go.sh")
+    printf 'building %s with %s\n' "$binary" "$("$go" version)" >&2
+    (cd "$source_dir" && GOFLAGS=-mod=readonly "$go" build -trimpath -o "$binary" .)
     printf '%s\n' "$digest" > "$stamp"
 fi
 exec 9>&-
