@@ -18,6 +18,7 @@ import io
 import json
 import math
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -301,8 +302,11 @@ def run_gate(gitlab_ci_local: str, round_: Round, model: str, *variables: str) -
     for setting in settings:
         args += ["--variable", setting]
     args += ["canary:analysis", "canary:promote", "canary:rollback"]
-    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "FORCE_COLOR": "0", "NO_COLOR": "1"})
+    try:
+        return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "FORCE_COLOR": "0", "NO_COLOR": "1"})
+    finally:
+        shutil.rmtree(REPO / "canary-analysis", ignore_errors=True)  # the job's artefacts, copied back
 
 
 @pytest.mark.parametrize(("model", "action"), [("image-classification", "promote"), ("failing", "rollback")])
