@@ -285,7 +285,7 @@ def gitlab_ci_local() -> str:
     return dict(line.split("=", 1) for line in result.stdout.split() if "=" in line)["GITLAB_CI_LOCAL"]
 
 
-def run_gate(gitlab_ci_local: str, round_: Round, model: str, *variables: str) -> subprocess.CompletedProcess[str]:
+def run_gate(gitlab_ci_local: str, round_: Round, model: str, *variables: str) -> tuple[str, dict[str, Any]]:
     """The gate jobs of .gitlab-ci.yml as GitLab runs them on the default branch (shell executor; deploys as
     DRY_RUN: the helm commands are printed), against the real Prometheus."""
     import os
@@ -302,18 +302,22 @@ def run_gate(gitlab_ci_local: str, round_: Round, model: str, *variables: str) -
     for setting in settings:
         args += ["--variable", setting]
     args += ["canary:analysis", "canary:promote", "canary:rollback"]
+    artefacts = REPO / "canary-analysis"
     try:
-        return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "FORCE_COLOR": "0", "NO_COLOR": "1"})
+        result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                                env={**os.environ, "FORCE_COLOR": "0", "NO_COLOR": "1"})
+        report = json.loads((artefacts / "report.json").read_text()) if (artefacts / "report.json").exists() else {}
+        assert not report or (artefacts / "report.md").read_text().startswith("## Canary analysis")
+        return result.stdout + result.stderr, report
     finally:
-        shutil.rmtree(REPO / "canary-analysis", ignore_errors=True)  # the job's artefacts, copied back
+        shutil.rmtree(artefacts, ignore_errors=True)  # the job's artefacts, copied back by gitlab-ci-local
 
 
 @pytest.mark.parametrize(("model", "action"), [("image-classification", "promote"), ("failing", "rollback")])
 def test_pipeline_gate_promotes_or_rolls_back_on_the_analysis(gitlab_ci_local: str, round_: Round, model: str,
                                                                action: str) -> None:
-    result = run_gate(gitlab_ci_local, round_, model, f"NAMESPACE={NAMESPACE}")
-    output = result.stdout + result.stderr
+    output, report = run_gate(gitlab_ci_local, round_, model, f"NAMESPACE={NAMESPACE}")
+    assert report["verdict"] == ("promote" if action == "promote" else "rollback"), output  # the job's artefact
     if action == "promote":
         assert re.search(r"PASS\s+canary:analysis", output) and re.search(r"PASS\s+canary:promote", output), output
         assert f"models.{model}.canary.enabled=false" in output and "canary.trafficPercent=0" in output
@@ -327,9 +331,9 @@ def test_pipeline_gate_promotes_or_rolls_back_on_the_analysis(gitlab_ci_local: s
 
 def test_pipeline_gate_waits_then_rolls_back_at_its_deadline(gitlab_ci_local: str, round_: Round) -> None:
     started = time.monotonic()
-    result = run_gate(gitlab_ci_local, round_, "quiet", f"NAMESPACE={NAMESPACE}",
-                      "CANARY_ANALYSIS_DEADLINE_SECONDS=5")
-    output = result.stdout + result.stderr
+    output, report = run_gate(gitlab_ci_local, round_, "quiet", f"NAMESPACE={NAMESPACE}",
+                              "CANARY_ANALYSIS_DEADLINE_SECONDS=5")
+    assert report["verdict"] == "undecided"  # the last attempt's report
     assert output.count("canary analysis, attempt") >= 2, output
     assert "undecided at the deadline" in output
     assert re.search(r"FAIL\s+canary:analysis", output) and re.search(r"PASS\s+canary:rollback", output), output
