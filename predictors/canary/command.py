@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, flag in Thresholds.flag_names().items():
         info = Thresholds.model_fields[name]
         kind = str if info.annotation is str else int if info.annotation is int else float
-        parser.add_argument(flag, dest=f"threshold_{name}", type=kind, metavar=kind.__name__.upper(),
+        metavar = "DURATION" if name == "window" else kind.__name__.upper()
+        parser.add_argument(flag, dest=f"threshold_{name}", type=kind, metavar=metavar,
                             help=f"{info.description} (default {info.default})")
     parser.add_argument("--at", help="evaluate at this instant (unix seconds or ISO 8601; default now)")
     parser.add_argument("--json", dest="json_path", type=Path, metavar="PATH", help="write the report as JSON")
