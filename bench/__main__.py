@@ -16,6 +16,10 @@ if sys.argv[1:2] == ["series"]:
     from bench.series import main as series
 
     sys.exit(series(sys.argv[2:]))
+if sys.argv[1:2] == ["canary"]:
+    from bench.canary import main as canary
+
+    sys.exit(canary(sys.argv[2:]))
 if sys.argv[1:2] == ["jobs"]:
     from bench.jobs import main as jobs
 

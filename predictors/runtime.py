@@ -157,8 +157,12 @@ class ModelRuntime(Generic[Prepared, Raw]):
             self.load_error = f"{type(error).__name__}: {error}"
             raise
         elapsed = time.perf_counter() - started
-        self.metrics.model_loaded(self.name, str(self.device), elapsed)
+        self.metrics.model_loaded(self.name, str(self.device), elapsed, config.batching.max_queue)
         self.metrics.model_precision(self.name, self.precision.requested, self.precision.effective)
+        outputs = predictor.answer_outputs
+        self.metrics.answers_expected(self.name, top_score=outputs.top_score is not None,
+                                      quality=outputs.quality is not None, faces=outputs.faces is not None,
+                                      review=outputs.review is not None)
         logger.info("model %s ready on %s in %.2f s (weights %.2f s, warm-up %.2f s)", self.name, self.device,
                     elapsed, weights_s, elapsed - weights_s)
         # The loading code's cyclic garbage goes now, before any request waits on this model: a full
@@ -256,7 +260,7 @@ class ModelRuntime(Generic[Prepared, Raw]):
                   for item, raw_item in zip(prepared, settled, strict=True))
             )
         self._learn_after_forward(batcher, queued, raw)
-        self._count_reviews(results)
+        self._record_answers(results)
         return list(results)
 
     @staticmethod
@@ -320,13 +324,23 @@ class ModelRuntime(Generic[Prepared, Raw]):
                 decoded[spec.name] = value
         return decoded
 
-    def _count_reviews(self, results: Sequence[Mapping[str, Any]]) -> None:
-        output = self.predictor.review_output
-        if output is None:
-            return
-        flagged = sum(1 for result in results if result.get(output) is True)
-        if flagged:
-            self.metrics.review_flags.labels(self.name).inc(flagged)
+    def _record_answers(self, results: Sequence[Mapping[str, Any]]) -> None:
+        """The answer signals of a request's results (`Predictor.answer_outputs`), read from the typed
+        results: what a canary's answers are compared with stable's on."""
+        outputs, metrics, name = self.predictor.answer_outputs, self.metrics, self.name
+        metrics.results.labels(name).inc(len(results))
+        for result in results:
+            if outputs.top_score is not None and (scores := result.get(outputs.top_score)) is not None \
+                    and len(scores):
+                metrics.answer_top_score.labels(name).observe(float(max(scores)))
+            if outputs.quality is not None and (quality := result.get(outputs.quality)) is not None:
+                metrics.answer_quality.labels(name).observe(float(quality))
+            if outputs.faces is not None and (faces := result.get(outputs.faces)) is not None:
+                metrics.answer_faces.labels(name).observe(int(faces))
+        if outputs.review is not None:
+            flagged = sum(1 for result in results if result.get(outputs.review) is True)
+            if flagged:
+                metrics.review_flags.labels(name).inc(flagged)
 
     # ---- the batcher and the device thread -----------------------------------------------------
 

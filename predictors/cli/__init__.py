@@ -1,4 +1,4 @@
-"""`predictors serve | infer | status | make-demo-models | download`."""
+"""`predictors serve | infer | status | canary-analysis | make-demo-models | download`."""
 
 from __future__ import annotations
 
@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default="http://127.0.0.1:8080", help="the server's REST address")
     status.add_argument("--timeout", type=float, default=5.0)
     status.add_argument("--json", action="store_true", help="print the raw status document")
+
+    from predictors.canary.command import DESCRIPTION
+    from predictors.canary.command import add_arguments as add_canary_arguments
+
+    add_canary_arguments(subparsers.add_parser(
+        "canary-analysis", help="compare each model's canary with stable in Prometheus: promote, roll back or wait",
+        description=DESCRIPTION))
     return parser
 
 
@@ -134,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from predictors.status import main as print_status
 
         return print_status(args.url, args.timeout, args.json)
+    if args.command == "canary-analysis":
+        from predictors.canary.command import main as canary_analysis
+
+        return canary_analysis(args)
     return 2
 
 

@@ -53,6 +53,22 @@ class ImageURL:
     url: str
 
 
+@dataclass(frozen=True)
+class AnswerOutputs:
+    """Which outputs of a model's result say something about its answers, cheaply: the runtime records them
+    per result (``predictors_answer_*`` metrics) so that a canary's answers can be compared with stable's.
+    Each is an output name of the model, or None."""
+
+    #: an FP32 vector of probabilities; its largest element is the answer's top-1 score
+    top_score: str | None = None
+    #: an FP32 scalar rating the result (higher is better)
+    quality: str | None = None
+    #: an INT32 count of faces found in the image
+    faces: str | None = None
+    #: a BOOL output that flags a result for a human to look at
+    review: str | None = None
+
+
 #: Wire values of one item before decoding: image bytes (or the URL to fetch them from), text strings.
 RawItem = dict[str, "bytes | str | ImageURL"]
 

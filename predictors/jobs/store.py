@@ -16,6 +16,7 @@ later one is discarded. No server code (KServe, torch) is imported here.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -215,6 +216,17 @@ class JobStore:
     async def backlog(self, model: str) -> int:
         """Unfinished runs of the model's jobs (queued, running, or cancelled and not yet skipped)."""
         return int(await self.redis.xlen(stream_key(model)))
+
+    async def oldest_age_seconds(self, model: str) -> float:
+        """How long ago the oldest unfinished run of the model's jobs was queued (its stream entry's id is the
+        time Redis added it, in ms); 0 when there is none."""
+        first = await self.redis.xrange(stream_key(model), count=1)
+        if not first:
+            return 0.0
+        entry_id = first[0][0]
+        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        queued_ms = int(text.split("-", 1)[0])
+        return max(0.0, time.time() - queued_ms / 1000)
 
     # ---- consumers -------------------------------------------------------------------------------
 

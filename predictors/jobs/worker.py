@@ -75,15 +75,18 @@ def consumer_name(configured: str | None) -> str:
 
 
 class _Outage:
-    """Logs an unreachable Redis once per outage (and its end), shared by every loop of the process."""
+    """Logs an unreachable Redis once per outage (and its end), shared by every loop of the process; tells
+    `available` whether Redis answered the last call (a metric)."""
 
-    def __init__(self) -> None:
+    def __init__(self, available: Callable[[bool], None] = lambda up: None) -> None:
         self.since: float | None = None
+        self._available = available
 
     def failed(self, doing: str, error: BaseException) -> float:
         """Note a failure; the pause before the next try, a quarter of the outage so far (bounded): a short
         outage is noticed to end soon, a long one costs few tries."""
         now = time.monotonic()
+        self._available(False)
         if self.since is None:
             self.since = now
             logger.warning("jobs: Redis is unavailable (%s: %s: %s); retrying in the background", doing,
@@ -91,6 +94,7 @@ class _Outage:
         return min(BACKOFF_MAX, max(BACKOFF_FIRST, (now - self.since) / 4))
 
     def ok(self) -> None:
+        self._available(True)
         if self.since is not None:
             logger.info("jobs: Redis is available again after %.1f s", time.monotonic() - self.since)
             self.since = None
@@ -108,7 +112,7 @@ class JobWorker:
     def __post_init__(self) -> None:
         self.consumer = consumer_name(self.settings.jobs_consumer_name)
         self.visibility_ms = int(self.settings.jobs_visibility_timeout_seconds * 1000)
-        self.outage = _Outage()
+        self.outage = _Outage(self._redis_available)
         self._stopping = False
         self._deadline: float | None = None
         self._running: dict[str, dict[str, asyncio.Task[None]]] = {name: {} for name in self.runtimes}
@@ -122,10 +126,16 @@ class JobWorker:
             FINISH_WINDOW_SECONDS)
         self._tasks: list[asyncio.Task[None]] = []
 
+    def _redis_available(self, up: bool) -> None:
+        for model in self.runtimes:
+            self.metrics.jobs_redis_available.labels(model).set(1 if up else 0)
+
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         logger.info("jobs: consuming the streams of %s as consumer %r", sorted(self.runtimes), self.consumer)
+        for name in self.runtimes:
+            self.metrics.jobs_expected(name)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._consume(name), name=f"jobs-{name}") for name in self.runtimes]
         self._tasks.append(loop.create_task(self._heartbeat(), name="jobs-heartbeat"))
@@ -179,6 +189,7 @@ class JobWorker:
                     grouped = True
                 if time.monotonic() >= next_backlog:  # also while the batcher is full: then most of all
                     self.metrics.jobs_backlog.labels(model).set(await self.store.backlog(model))
+                    self.metrics.jobs_oldest_age.labels(model).set(await self.store.oldest_age_seconds(model))
                     next_backlog = time.monotonic() + BACKLOG_REFRESH_SECONDS
                     self.outage.ok()
                 takes = runtime.ready and time.monotonic() >= self._paused_until[model]

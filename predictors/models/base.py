@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from predictors.codecs.types import InputSpec, OutputSpec
+from predictors.codecs.types import AnswerOutputs, InputSpec, OutputSpec
 from predictors.errors import InvalidInput, ModelNotReady
 from predictors.settings import ModelConfig, ModelOptions
 
@@ -85,9 +85,10 @@ class Predictor(Generic[Prepared, Raw]):
     Parameters: ClassVar[type[BaseModel]] = NoParameters
     #: the model's predictor.json ``options`` (validated at start-up; unknown keys are an error)
     Options: ClassVar[type[ModelOptions]] = ModelOptions
-    #: a BOOL output that flags a result for a human to look at; the runtime counts the flagged results
-    #: of requests (not of the warm-up) in ``predictors_results_needing_review_total``
-    review_output: ClassVar[str | None] = None
+    #: the outputs whose values the runtime records for every result of a request (not of the warm-up):
+    #: top-1 score, quality score, faces found, flagged for review (``predictors_answer_*``,
+    #: ``predictors_results_needing_review_total``)
+    answer_outputs: ClassVar[AnswerOutputs] = AnswerOutputs()
 
     def __init__(self, name: str, model_dir: Path, config: ModelConfig) -> None:
         self.name = name

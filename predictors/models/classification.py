@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from predictors.codecs.types import OutputSpec
+from predictors.codecs.types import AnswerOutputs, OutputSpec
 from predictors.device import DeviceReplicas, stack_to_device
 from predictors.models.base import Predictor
 
@@ -37,6 +37,7 @@ class ClassifierPredictor(Predictor[torch.Tensor, TopK]):
         OutputSpec("labels", "BYTES", (-1,)),
         OutputSpec("scores", "FP32", (-1,)),
     )
+    answer_outputs = AnswerOutputs(top_score="scores")
     Parameters = ClassificationParameters
 
     replicas: DeviceReplicas

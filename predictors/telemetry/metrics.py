@@ -26,6 +26,11 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: a job waits in its queue: seconds to a day
 JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+#: a probability (top-1 score) or a quality score in [0, 1]: finer near both ends, where confident and doubtful
+#: answers sit
+SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+#: faces found in one image
+FACE_BUCKETS = (0, 1, 2, 3, 5, 10, 20)
 #: how far back `predictors status` looks for "recent" latency
 RECENT_WINDOW_SECONDS = 300.0
 
@@ -73,6 +78,9 @@ class Metrics:
             "(at most max_batch_size and what waited) whose predicted end kept the oldest waiting item within "
             "the target; without, what waited up to max_batch_size.", ["model"])
         self.queue_depth = gauge("predictors_queue_depth_items", "Items waiting for a forward pass.", ["model"])
+        self.queue_capacity = gauge(
+            "predictors_queue_capacity_items",
+            "Items the model's queue holds before requests are refused with 503 SERVICE_BUSY (max_queue).", ["model"])
         self.items = counter("predictors_items_processed_total", "Items that went through a forward pass.", ["model"])
         self.rejected = counter(
             "predictors_rejected_requests_total",
@@ -94,6 +102,14 @@ class Metrics:
         self.jobs_backlog = gauge(
             "predictors_jobs_backlog_items",
             "Unfinished asynchronous jobs of the model in Redis (queued or running), as last read here.", ["model"])
+        self.jobs_oldest_age = gauge(
+            "predictors_jobs_oldest_age_seconds",
+            "Age of the model's oldest unfinished asynchronous job in Redis (queued or running), as last read "
+            "here; 0 when there is none.", ["model"])
+        self.jobs_redis_available = gauge(
+            "predictors_jobs_redis_available",
+            "1 when this process' last call to the jobs' Redis succeeded, 0 while Redis is unavailable; per model "
+            "whose jobs the process runs (absent with jobs off).", ["model"])
         self.job_duration = Histogram(
             "predictors_job_duration_seconds", "Asynchronous jobs from submission to their outcome (succeeded or "
             "failed).", ["model"], buckets=JOB_BUCKETS, registry=registry)
@@ -103,15 +119,46 @@ class Metrics:
         self.review_flags = counter(
             "predictors_results_needing_review_total",
             "Results whose quality signal fell below the model's review threshold.", ["model"])
+        # What the answers look like (one observation per result of a request): a canary's answers are compared
+        # with stable's on these (`predictors canary-analysis`, docs/release-safety.md).
+        self.results = counter(
+            "predictors_results_total", "Results answered (one per item of a successful request).", ["model"])
+        self.answer_top_score = Histogram(
+            "predictors_answer_top_score", "The top-1 score (largest probability) of each answer (classifiers, "
+            "entailment).", ["model"], buckets=SCORE_BUCKETS, registry=registry)
+        self.answer_quality = Histogram(
+            "predictors_answer_quality_score", "The quality score of each result (face enhancement: 1 = the "
+            "input's structure kept).", ["model"], buckets=SCORE_BUCKETS, registry=registry)
+        self.answer_faces = Histogram(
+            "predictors_answer_faces", "Faces found per image (face enhancement).", ["model"],
+            buckets=FACE_BUCKETS, registry=registry)
 
     # ---- helpers used by the model and the edge ------------------------------------------------
 
-    def model_loaded(self, model: str, device: str, seconds: float) -> None:
+    def model_loaded(self, model: str, device: str, seconds: float, max_queue: int) -> None:
         self.load_seconds.labels(model).set(seconds)
+        self.queue_capacity.labels(model).set(max_queue)
         self.device_info.labels(model, device).set(1)
         self.model_ready.labels(model).set(1)
         if device.startswith("cuda"):
             self._gpu.devices.add(device)
+
+    def answers_expected(self, model: str, top_score: bool, quality: bool, faces: bool, review: bool) -> None:
+        """Create a model's answer series at 0 when it loads: Prometheus' ``increase()`` sees a series only from
+        its first sample, so a series born at the first result would never count that result."""
+        self.results.labels(model)
+        for wanted, metric in ((top_score, self.answer_top_score), (quality, self.answer_quality),
+                               (faces, self.answer_faces), (review, self.review_flags)):
+            if wanted:
+                metric.labels(model)
+
+    def jobs_expected(self, model: str) -> None:
+        """Create a model's job series at 0 when its job worker starts (as `answers_expected`: ``increase()``
+        then counts the first jobs too)."""
+        for status in ("queued", "succeeded", "failed", "cancelled"):
+            self.jobs.labels(model, status)
+        self.job_duration.labels(model)
+        self.jobs_reclaimed.labels(model)
 
     def model_precision(self, model: str, requested: str, effective: str) -> None:
         self.precision_info.labels(model, effective, requested).set(1)

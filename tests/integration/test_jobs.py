@@ -21,7 +21,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +216,16 @@ def metric(server: ServerProcess, name: str, **labels: str) -> float:
     selector = ",".join(f'{key}="{value}"' for key, value in labels.items())
     match = re.search(rf"^{re.escape(name)}\{{{re.escape(selector)}\}} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def poll(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether `condition` holds within `seconds` (asked every 0.1 s)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def stream(model: str) -> str:
@@ -470,6 +480,9 @@ def test_redis_outage_loses_no_job_and_spares_synchronous_inference(
         main: ServerProcess, redis_server: RedisServer) -> None:
     slow = faulty_image(faults.FORWARD_SLOW)
     ids = [submitted(main, FAULTY, slow) for _ in range(2 * IN_FLIGHT + 2)]  # two processes run some, two wait
+    # the oldest unfinished job's age (the backlog-age alert's signal) grows while they wait
+    assert poll(lambda: metric(main, "predictors_jobs_oldest_age_seconds", model=FAULTY) >= 1.0, 10)
+    assert metric(main, "predictors_jobs_redis_available", model=FAULTY) == 1
     redis_server.stop()
     try:
         started = time.monotonic()
@@ -483,10 +496,14 @@ def test_redis_outage_loses_no_job_and_spares_synchronous_inference(
         sync = httpx.post(f"{main.url}/v2/models/{IC}/infer", content=v2_body({"image": JPEG}, {}), timeout=60)
         assert sync.status_code == 200, sync.text
         assert httpx.get(f"{main.url}/v2/health/ready", timeout=30).status_code == 200
+        # the worker's Redis gauge (the Redis-unavailable alert's signal) says so
+        assert poll(lambda: metric(main, "predictors_jobs_redis_available", model=FAULTY) == 0, 15)
     finally:
         redis_server.start()  # same port and directory: the append-only file brings the jobs back
     outcomes = wait_all(main, ids)
     assert [outcome["status"] for outcome in outcomes.values()] == ["succeeded"] * len(ids)
+    assert poll(lambda: metric(main, "predictors_jobs_redis_available", model=FAULTY) == 1, 15)
+    assert poll(lambda: metric(main, "predictors_jobs_oldest_age_seconds", model=FAULTY) == 0, 15)
     logged = [line for line in main.json_log() if "Redis is unavailable" in str(line.get("message"))]
     assert 1 <= len(logged) <= 2  # once per outage (the routes' 503s are not the worker's to log)
 

@@ -13,7 +13,7 @@ import yaml
 
 from tests.pipeline.conftest import REPO, run_gcl
 
-STAGES = ["lint", "test", "build", "scan", "smoke", "deploy", "canary", "promote", "rollback"]
+STAGES = ["lint", "test", "build", "scan", "smoke", "deploy", "canary", "analysis", "promote", "rollback"]
 DEFAULT_BRANCH = [
     "--variable",
     "CI_COMMIT_BRANCH=main",
@@ -39,7 +39,7 @@ def listed_jobs(output: str) -> dict[str, dict[str, str]]:
     jobs = {}
     for line in output.splitlines():
         match = re.match(
-            r"^(\S+)\s+(lint|test|build|scan|smoke|deploy|canary|promote|rollback)\s+(\S+)\s+(\S+)\s+(\[.*\])",
+            r"^(\S+)\s+(lint|test|build|scan|smoke|deploy|canary|analysis|promote|rollback)\s+(\S+)\s+(\S+)\s+(\[.*\])",
             line,
         )
         if match:
@@ -81,6 +81,9 @@ def test_list_default_branch_is_schema_valid_and_complete(gitlab_ci_local: str) 
         "smoke",
         "staging",
         "canary",
+        "canary:analysis",
+        "canary:promote",
+        "canary:rollback",
         "promote",
         "rollback",
     }, result.stdout
@@ -89,6 +92,10 @@ def test_list_default_branch_is_schema_valid_and_complete(gitlab_ci_local: str) 
     )
     assert {name for name, j in jobs.items() if j["when"] == "manual"} == {"canary", "promote", "rollback"}
     assert jobs["staging"]["when"] == "on_success"
+    # the canary analysis decides: passing promotes, failing (or undecided at its deadline) rolls back
+    assert jobs["canary:analysis"]["when"] == "on_success"
+    assert jobs["canary:promote"]["when"] == "on_success"
+    assert jobs["canary:rollback"]["when"] == "on_failure"
 
 
 def test_list_merge_request_has_review_environment_and_no_production(gitlab_ci_local: str) -> None:
@@ -96,7 +103,8 @@ def test_list_merge_request_has_review_environment_and_no_production(gitlab_ci_l
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = listed_jobs(result.stdout)
     assert {"review", "stop_review", "smoke", "build:demo"} <= set(jobs)
-    assert not {"staging", "canary", "promote", "rollback"} & set(jobs), result.stdout
+    assert not {"staging", "canary", "canary:analysis", "canary:promote", "canary:rollback", "promote",
+                "rollback"} & set(jobs), result.stdout
     assert jobs["stop_review"]["when"] == "manual"
 
 
@@ -157,6 +165,18 @@ def test_preview_needs_resolve_and_structure(preview: dict) -> None:
     assert jobs["staging"]["resource_group"] == "staging"
     assert jobs["review"]["resource_group"] == jobs["stop_review"]["resource_group"]
     assert jobs["canary"]["variables"]["CANARY_PERCENT"] == "10"
+    # the gate: analysis in the commit's CPU image (it has the predictors command) after the canary, then the
+    # automatic promote / rollback (the runs through gitlab-ci-local against a real Prometheus are in
+    # tests/integration/test_canary_analysis.py)
+    analysis = jobs["canary:analysis"]
+    assert analysis["image"]["name"] == "$IMAGE_CPU" and analysis["image"]["entrypoint"] == [""]
+    assert analysis["script"] == ["ci/canary-analysis.sh"] and analysis["stage"] == "analysis"
+    assert {n if isinstance(n, str) else n["job"] for n in analysis["needs"]} == {"canary", "build:cpu"}
+    assert analysis["artifacts"]["when"] == "always" and analysis["artifacts"]["paths"] == ["canary-analysis/"]
+    for name, action in (("canary:promote", "promote"), ("canary:rollback", "rollback")):
+        assert jobs[name]["script"] == [f"ci/deploy.sh {action}"]
+        assert "canary:analysis" in {n if isinstance(n, str) else n["job"] for n in jobs[name]["needs"]}
+        assert jobs[name]["resource_group"] == "production"
     # test: exactly the suite (make test via .ci/run)
     assert jobs["test"]["script"] == [".ci/run"]
 

@@ -7,11 +7,16 @@ tier must not import.
 
 `FaultyClassifier` is the real generic classifier (the demo directory's MobileNetV3 weights), failing
 only for images whose width is one of the markers in `tests.support.faults`. Options:
-``load_seconds`` (a slow ``load_weights``), ``slow_forward_seconds`` (for `FORWARD_SLOW` images).
+``load_seconds`` (a slow ``load_weights``), ``slow_forward_seconds`` (for `FORWARD_SLOW` images), and faults of
+a whole version rather than of marked images (a bad canary): ``failing_share`` (that share of the items, evenly
+spread, fail in finish: 500 INTERNAL_ERROR) and ``forward_delay_seconds`` (every forward pass takes that much
+longer).
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +44,8 @@ class MarkedItem:
 class FaultyOptions(ModelOptions):
     load_seconds: float = 0
     slow_forward_seconds: float = 3
+    failing_share: float = 0
+    forward_delay_seconds: float = 0
 
 
 class FaultyClassifier(ImageClassificationPredictor):
@@ -49,6 +56,8 @@ class FaultyClassifier(ImageClassificationPredictor):
     def load_weights(self, device: torch.device) -> None:
         time.sleep(self.options.load_seconds)
         super().load_weights(device)
+        self._finished = itertools.count()
+        self._finished_lock = threading.Lock()
 
     def prepare(self, item: Mapping[str, Any], params: Any) -> Any:
         width = item["image"].width
@@ -62,6 +71,7 @@ class FaultyClassifier(ImageClassificationPredictor):
             raise InjectedFault(f"injected fault in forward (a batch of {len(batch)})")
         if faults.FORWARD_SLOW in widths:
             time.sleep(self.options.slow_forward_seconds)
+        time.sleep(self.options.forward_delay_seconds)
         return super().forward([item.tensor for item in batch], device)
 
     def finish(self, prepared: Any, raw: TopK, params: Any) -> dict[str, Any]:
@@ -69,4 +79,10 @@ class FaultyClassifier(ImageClassificationPredictor):
             raise InjectedFault("injected fault in finish")
         if prepared.width == faults.FINISH_REFUSES:
             raise InvalidImage("this picture is refused on purpose")
+        if self.options.failing_share:
+            with self._finished_lock:
+                index = next(self._finished)
+            # the item fails when it crosses the next multiple of 1/share: that share of items, evenly spread
+            if int((index + 1) * self.options.failing_share) > int(index * self.options.failing_share):
+                raise InjectedFault("injected failure of a share of the items")
         return super().finish(prepared.tensor, raw, params)

@@ -82,15 +82,21 @@ def run_server(
 ) -> Iterator[ServerProcess]:
     """Start `predictors serve ARGS` on `ports` (REST, gRPC; default: free ones); wait until `wait_for` models
     are ready."""
+    server = start_server(args, log_path, env, ports)
+    try:
+        server.wait_ready(wait_for, timeout)
+        yield server
+    finally:
+        server.stop()
+
+
+def start_server(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
+                 ports: tuple[int, int] | None = None) -> ServerProcess:
+    """`predictors serve ARGS` started on `ports` (default: free ones), not waited for; stop it with `stop`."""
     http_port, grpc_port = ports or (free_port(), free_port())
     command = [sys.executable, "-m", "predictors", "serve", "--http-port", str(http_port),
                "--grpc-port", str(grpc_port), *args]
     full_env = {**os.environ, **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    server = ServerProcess(process, http_port, grpc_port, log_path)
-    try:
-        server.wait_ready(wait_for, timeout)
-        yield server
-    finally:
-        server.stop()
+    return ServerProcess(process, http_port, grpc_port, log_path)

@@ -26,9 +26,9 @@ from kserve.protocol.rest.server import RESTServer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bench.procs import free_port
+from predictors import kserve_compat
 from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.errors import InvalidInput
-from predictors.server import kserve_compat
 from predictors.server.grpc_service import InferenceService, generic_handler
 
 #: sha256 of `inspect.getsource(GRPCServer.start)` in kserve 0.21.0, the version `serve_grpc` copies.

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from predictors.codecs.types import OutputSpec
+from predictors.codecs.types import AnswerOutputs, OutputSpec
 from predictors.errors import ModelNotReady, ServiceBusy
 from predictors.kserve_compat import metric_value
 from predictors.models.base import ModelConfig, Predictor
@@ -37,8 +37,9 @@ LATENCY_MS = 5000
 
 class Widths(Predictor[int, int]):
     predictor_name = "widths"
-    outputs = (OutputSpec("width", "INT64"), OutputSpec("flagged", "BOOL"))
-    review_output = "flagged"
+    outputs = (OutputSpec("width", "INT64"), OutputSpec("flagged", "BOOL"), OutputSpec("scores", "FP32", (2,)),
+               OutputSpec("quality", "FP32"), OutputSpec("faces", "INT32"))
+    answer_outputs = AnswerOutputs(top_score="scores", quality="quality", faces="faces", review="flagged")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -65,7 +66,9 @@ class Widths(Predictor[int, int]):
         return list(batch)
 
     def finish(self, prepared: int, raw: int, params: Any) -> dict[str, Any]:
-        return {"width": raw, "flagged": True}  # every result, the warm-up's too, asks for a review
+        # every result, the warm-up's too, asks for a review; the answer signals follow the width
+        return {"width": raw, "flagged": True, "scores": [1 - raw / 10, raw / 10], "quality": raw / 10,
+                "faces": raw}
 
     def warmup_item(self) -> dict[str, Any]:
         return {"image": Image.new("RGB", (3, 3))}
@@ -116,6 +119,26 @@ def test_review_flags_of_requests_are_counted_not_the_warm_ups(runtime: ModelRun
     assert metric_value(flags) == 0
     asyncio.run(runtime.infer([{"image": png(5)}, {"image": png(6)}], {}, None))
     assert metric_value(flags) == 2
+
+
+def test_answer_signals_are_recorded_from_the_results_of_requests(runtime: ModelRuntime[int, int]) -> None:
+    """One observation per result of a request (the warm-up's width-3 item is not one): the top-1 score is the
+    largest of the scores, quality and faces as answered."""
+    registry = runtime.metrics.registry
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name, {"model": "widths"})
+
+    # created at 0 when the model loaded (the warm-up is not counted)
+    assert sample("predictors_results_total") == 0 and sample("predictors_answer_top_score_count") == 0
+    asyncio.run(runtime.infer([{"image": png(2)}, {"image": png(6)}], {}, None))
+    assert sample("predictors_results_total") == 2
+    assert sample("predictors_answer_top_score_count") == 2
+    assert sample("predictors_answer_top_score_sum") == pytest.approx(0.8 + 0.6)
+    assert registry.get_sample_value("predictors_answer_top_score_bucket", {"model": "widths", "le": "0.7"}) == 1
+    assert sample("predictors_answer_quality_score_sum") == pytest.approx(0.2 + 0.6)
+    assert sample("predictors_answer_faces_sum") == 8
+    assert registry.get_sample_value("predictors_answer_faces_bucket", {"model": "widths", "le": "2.0"}) == 1
 
 
 def test_the_device_capability_is_bound_by_the_runtime() -> None:

@@ -34,7 +34,7 @@ Options (predictor.json ``options``, `FaceEnhancementOptions`; an unknown one st
   512 px in fp32 on top of the weights; size it with the largest input's super-resolution).
 - ``max_faces_per_image`` (20): faces beyond the 20 most confident ones are left as they are
   (upstream has no limit; a random or broken detector could otherwise queue hundreds of 512 px passes).
-- ``review_threshold`` (0.5): ``needs_review`` below it; counted in
+- ``review_threshold`` (0.5): ``needs_review`` below it; counted (by the runtime) in
   ``predictors_results_needing_review_total``.
 - ``warmup_face`` (true on CUDA, false on CPU): run one GPEN pass in the warm-up (CUDA kernels are then
   ready before the first request; on CPU it would only add ~6 s to start-up).
@@ -63,7 +63,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from predictors.codecs.images import encode_image
-from predictors.codecs.types import OutputSpec
+from predictors.codecs.types import AnswerOutputs, OutputSpec
 from predictors.device import DeviceReplicas, to_device
 from predictors.errors import FaceNotFound, ImageTooLarge, InvalidImage
 from predictors.models.base import Predictor, reading
@@ -228,7 +228,7 @@ class FaceEnhancementPredictor(Predictor[PreparedImage, RawResult]):
     Parameters = FaceEnhancementParameters
     Options = FaceEnhancementOptions
     options: FaceEnhancementOptions
-    review_output = "needs_review"  # counted by the runtime in predictors_results_needing_review_total
+    answer_outputs = AnswerOutputs(quality="quality_score", faces="faces", review="needs_review")
 
     # ---- loading -------------------------------------------------------------------------------
 

@@ -15,13 +15,17 @@ from predictors.models.image_classification.layout import CONFIG_FILE, EXPORTED_
 LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def write(directory: Path, seed: int = 0) -> Path:
+def write(directory: Path, seed: int = 0, first_class_bias: float = 0.0) -> Path:
+    """The demo directory; another `seed`, or a `first_class_bias` added to the last layer's first class (the
+    random network's scores are all ~0.1: a bias of 3 makes the top-1 score ~0.7), make other weights of the same
+    architecture, e.g. a canary whose answers differ."""
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng():  # seed the initialisation without touching the caller's RNG
         torch.manual_seed(seed)
         network = torchvision.models.mobilenet_v3_small(num_classes=len(LABELS)).eval()
         # torchvision initialises the last layer near zero (all ten scores ~0.1); spread them out.
         network.classifier[-1].weight.data.mul_(300.0)
+        network.classifier[-1].bias.data[0] += first_class_bias
     batch = torch.export.Dim("batch", min=1, max=1024)
     exported = torch.export.export(network, (torch.zeros(2, 3, 224, 224),), dynamic_shapes=({0: batch},))
     torch.export.save(exported, str(directory / EXPORTED_FILE))

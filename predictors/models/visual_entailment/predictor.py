@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from predictors.codecs.types import InputSpec, OutputSpec
+from predictors.codecs.types import AnswerOutputs, InputSpec, OutputSpec
 from predictors.device import DeviceReplicas, stack_to_device
 from predictors.models.base import ModelFileError, Predictor, reading
 from predictors.settings import ModelOptions
@@ -96,6 +96,7 @@ class VisualEntailmentPredictor(Predictor[EntailmentInput, AnswerScores]):
         OutputSpec("label", "BYTES"),
         OutputSpec("scores", "FP32", (len(CLASSES),), element_names=CLASSES),
     )
+    answer_outputs = AnswerOutputs(top_score="scores")
 
     # ---- loading -------------------------------------------------------------------------------
 

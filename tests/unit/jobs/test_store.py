@@ -64,6 +64,19 @@ async def test_submit_queues_one_entry_and_a_hash_with_the_request(store: JobSto
     assert 0 < await store.redis.ttl(job_key(job_id)) <= TTL
 
 
+async def test_the_oldest_unfinished_job_age_comes_from_its_stream_entry(store: JobStore) -> None:
+    assert await store.oldest_age_seconds(MODEL) == 0.0  # no stream yet
+    first = await submit(store)
+    await asyncio.sleep(0.3)
+    await submit(store)
+    age = await store.oldest_age_seconds(MODEL)
+    assert 0.25 <= age < 30  # the first job's, not the second's
+    claim = await take(store)
+    assert claim.entry.job_id == first
+    await store.finish(claim, "pod-a", result=b"{}", ttl_seconds=TTL)
+    assert await store.oldest_age_seconds(MODEL) < age  # now the second's
+
+
 async def test_a_run_from_start_to_result(store: JobStore) -> None:
     job_id = await submit(store)
     claim = await take(store)

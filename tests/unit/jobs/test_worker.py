@@ -92,7 +92,8 @@ async def test_a_job_runs_through_the_synchronous_path(served: tuple[JobService,
     accepted = json.loads((await service.submit(MODEL, "v1", v1(5), {"content-type": "application/json"})).body)
     worker.start()
     done = await finished(service, accepted["id"])
-    assert done["result"] == {"predictions": [{"width": 5, "flagged": True}]}
+    assert done["result"] == {"predictions": [{"width": 5, "flagged": True, "scores": [0.5, 0.5], "quality": 0.5,
+                                               "faces": 5}]}
     assert done["attempts"] == 1
 
 
