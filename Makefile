@@ -16,6 +16,7 @@ setup-test:
 	ci/setup-python.sh --test
 	ci/install-helm.sh >/dev/null
 	ci/install-system-packages.sh >/dev/null
+	ci/setup-sdks.sh
 
 demo-models: setup
 	$(VENV)/bin/predictors make-demo-models $(DEMO_MODELS)
