@@ -2,7 +2,7 @@
 
 This module starts what the vectors call (clients/conformance/README.md, "Servers"): the real server with
 every model kind on demo weights plus the suite's odd models, jobs on a redis-server of its own, a 1 MiB body
-limit, a queue of 8 and a job backlog of 1; a server whose model never finishes loading and whose Redis is
+limit, a queue of 8 and a job backlog of 1; a server with a model that never finishes loading and a Redis that is
 down; a server without jobs; a page server (HTML 501); a socket that never answers; a port nothing listens
 on. It resolves the vectors' references against the main server's v1 route, then runs the vectors with each
 SDK's own runner: pytest here for Python, `npm test` (node --test) for TypeScript, `mvn test` (Surefire) for
@@ -12,6 +12,7 @@ that ran fewer tests than there are vectors, or skipped one, fails.
 
 from __future__ import annotations
 
+import copy
 import http.server
 import json
 import os
@@ -98,7 +99,9 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         "picky-classifier": write_picky_classifier(root / "picky"),
         "slow-classifier": faulty_model(demo, root / "slow", slow_forward_seconds=SLOW_FORWARD_SECONDS),
     }
-    loading_models = {"loading-classifier": faulty_model(demo, root / "loading", load_seconds=3600)}
+    # models load one after the other, in this order: the one that never finishes last
+    loading_models = {"image-classification": demo / "image-classification",
+                      "loading-classifier": faulty_model(demo, root / "loading", load_seconds=3600)}
     cache = root / "modelscope-cache"
     cache.mkdir()
     no_log = root / "no-server.log"
@@ -115,7 +118,8 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
                        env={"MODELSCOPE_CACHE": str(cache)}, wait_for=["image-classification"]) as nojobs, \
             run_server(serve_args(loading_models), root / "loading.log",
                        env={"MODELSCOPE_CACHE": str(cache),
-                            "PREDICTORS_JOBS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}) as loading:
+                            "PREDICTORS_JOBS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+                       wait_for=["image-classification"]) as loading:
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)  # connections wait in the backlog: accepted by the kernel, never answered
         deadline = time.monotonic() + 300
@@ -149,6 +153,23 @@ def python_run() -> str:
 def test_python_sdk(suite: Suite, python_run: str, name: str) -> None:
     vector = next(v for v in suite.document["vectors"] if v["name"] == name)
     conformance.run_vector(suite.document, vector, suite.servers, python_run)
+
+
+def mutants(suite: Suite) -> Path:
+    """Four vectors made wrong on purpose (a label, an error code, the attempts, the time): every runner must fail
+    each of them, so that its checks are known to bite."""
+    vectors = {vector["name"]: copy.deepcopy(vector) for vector in suite.document["vectors"]}
+    wrong = [vectors["recognize.path"], vectors["error.invalid-input"], vectors["error.invalid-image"],
+             vectors["deadline.the-client-stops-waiting"]]
+    wrong[0]["steps"][0]["expect"]["result"]["labels"][0] = "not-what-the-server-says"
+    wrong[1]["steps"][0]["expect"]["error"].update({"class": "INVALID_IMAGE", "code": "INVALID_IMAGE"})
+    wrong[2]["steps"][0]["access_log"] = {"$len": 2}
+    wrong[3]["steps"][0]["elapsed_ms"] = {"$lt": 500}
+    for vector in wrong:
+        vector["name"] = f"mutant.{vector['name']}"
+    path = suite.vectors_path.with_name("vectors.mutants.json")
+    path.write_text(json.dumps({**suite.document, "vectors": wrong}, indent=1))
+    return path
 
 
 def counts(output: str) -> dict[str, int]:
@@ -213,3 +234,21 @@ def test_the_readme_example_is_a_vector() -> None:
     example = json.loads(re.search(r"```json\n(.*?)```", readme, re.S)[1])  # type: ignore[index]
     vector = next(v for v in VECTORS if v["name"] == example["name"])
     assert {**example, "about": vector["about"]} == vector
+
+
+def test_every_runner_fails_wrong_vectors(suite: Suite) -> None:
+    path = mutants(suite)
+    document = json.loads(path.read_text())
+    for vector in document["vectors"]:
+        with pytest.raises(AssertionError):
+            conformance.run_vector(document, vector, suite.servers, f"python-mutants-{uuid.uuid4().hex[:8]}")
+    typescript = subprocess.run(["npm", "test", "--silent"], cwd=TYPESCRIPT, capture_output=True, text=True,
+                                env={**os.environ, **suite.env("typescript-mutants"), "CONFORMANCE_VECTORS": str(path)},
+                                timeout=600)
+    summary = counts(typescript.stdout)
+    assert typescript.returncode != 0 and summary["tests"] == summary["fail"] == 4, typescript.stdout[-5000:]
+    java = subprocess.run(["mvn", "-B", "-q", "test"], cwd=JAVA, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **suite.env("java-mutants"), "CONFORMANCE_VECTORS": str(path)})
+    (report,) = (JAVA / "target" / "surefire-reports").glob("TEST-*ConformanceTest.xml")
+    totals = ElementTree.parse(report).getroot().attrib
+    assert java.returncode != 0 and totals["tests"] == totals["failures"] == "4", totals

@@ -332,7 +332,8 @@ export class Client {
     let answer: Answer;
     try {
       const response = await this.fetch(this.url + call.path,
-        { method: call.method, body: call.body, headers, signal });
+        // (a Uint8Array is a valid body; the DOM typings want one on an ArrayBuffer, not a SharedArrayBuffer)
+        { method: call.method, body: call.body as BodyInit | null, headers, signal });
       const body = new Uint8Array(await response.arrayBuffer());
       answer = { status: response.status, headers: response.headers, body,
         requestId: response.headers.get(REQUEST_ID_HEADER) ?? call.requestId };
@@ -361,12 +362,19 @@ export class Client {
   }
 }
 
+/** The server's error body: `{"error", "code", "request_id"}`. */
+interface ErrorBody {
+  code?: unknown;
+  error?: unknown;
+  request_id?: unknown;
+}
+
 function errorFromAnswer(answer: Answer, requestId: string): PredictorError {
   const retryAfter = parseRetryAfter(answer.headers.get("retry-after"));
   const text = new TextDecoder().decode(answer.body);
-  let body: { code?: unknown; error?: unknown; request_id?: unknown } | null = null;
+  let body: ErrorBody | null;
   try {
-    body = JSON.parse(text) as typeof body;
+    body = JSON.parse(text) as ErrorBody | null;
   } catch {
     body = null;
   }
