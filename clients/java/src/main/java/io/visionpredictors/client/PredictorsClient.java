@@ -1,25 +1,15 @@
 package io.visionpredictors.client;
 
-import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
-import java.net.URI;
 import java.net.URLEncoder;
 import java.net.http.HttpClient;
-import java.net.http.HttpHeaders;
-import java.net.http.HttpRequest;
-import java.net.http.HttpResponse;
-import java.net.http.HttpTimeoutException;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.time.ZonedDateTime;
-import java.time.format.DateTimeFormatter;
-import java.time.format.DateTimeParseException;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
 import java.util.UUID;
@@ -28,7 +18,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
-import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
@@ -49,36 +38,24 @@ import java.util.function.Function;
  * {@link CancellationException}.
  */
 public final class PredictorsClient {
-    static final String REQUEST_ID_HEADER = "X-Request-ID";
-    static final String TIMEOUT_HEADER = "X-Request-Timeout-Ms";
     static final String IDEMPOTENCY_HEADER = "Idempotency-Key";
-    /** An attempt waits this much longer than the deadline, so the server's own 504 arrives instead of a cut-off. */
-    private static final long ANSWER_GRACE_NANOS = TimeUnit.MILLISECONDS.toNanos(250);
-    /** The longest hold one long poll asks for (the server holds at most 30 s). */
-    private static final long LONG_POLL_NANOS = TimeUnit.SECONDS.toNanos(20);
-    /** A long poll's HTTP timeout exceeds its hold by this, so its answer after the hold is never cut off. */
-    private static final long LONG_POLL_GRACE_NANOS = TimeUnit.SECONDS.toNanos(5);
-    private static final TypeReference<Map<String, Object>> JSON_OBJECT = new TypeReference<>() { };
 
-    private final String url;
     private final Duration timeout;
     private final Protocol protocol;
-    private final RetryPolicy retryPolicy;
     private final Map<String, String> headers;
-    private final HttpClient http;
     private final ObjectMapper json = new ObjectMapper();
     private final Wire wire = new Wire(json);
+    private final Transport transport;
 
     private PredictorsClient(Builder builder) {
-        this.url = builder.url.replaceAll("/+$", "");
         this.timeout = builder.timeout;
         this.protocol = builder.protocol;
-        this.retryPolicy = builder.retryPolicy;
         this.headers = Map.copyOf(builder.headers);
-        this.http = builder.http != null ? builder.http : HttpClient.newBuilder()
+        HttpClient http = builder.http != null ? builder.http : HttpClient.newBuilder()
                 .version(HttpClient.Version.HTTP_1_1)
                 .connectTimeout(Duration.ofSeconds(10))
                 .build();
+        this.transport = new Transport(builder.url.replaceAll("/+$", ""), builder.retryPolicy, http, json);
     }
 
     /** A client with the defaults: 60 s per call, 3 retries, the binary protocol. */
@@ -236,9 +213,9 @@ public final class PredictorsClient {
                                                      CallOptions options) {
         return supply(() -> {
             Wire.Encoded encoded = wire.encode(columns(inputs), parameters, protocol);
-            return run(call("POST", modelPath(model) + "/infer", encoded, Map.of(),
-                    answer -> wire.decode(answer.body, answer.headers.firstValue(Wire.HEADER_LENGTH).orElse(null),
-                            answer.requestId), options, null));
+            return transport.run(call("POST", modelPath(model) + "/infer", encoded, Map.of(),
+                    answer -> wire.decode(answer.body(), answer.headers().firstValue(Wire.HEADER_LENGTH).orElse(null),
+                            answer.requestId()), options, null));
         });
     }
 
@@ -248,7 +225,7 @@ public final class PredictorsClient {
     }
 
     public CompletableFuture<Map<String, Object>> metadataAsync(String model, CallOptions options) {
-        return supply(() -> run(call("GET", modelPath(model), null, Map.of(), this::jsonObject, options, null)));
+        return supply(() -> transport.run(call("GET", modelPath(model), null, Map.of(), this::jsonObject, options, null)));
     }
 
     // ---- asynchronous jobs (the server needs --jobs-redis-url) -------------------------------------
@@ -276,7 +253,7 @@ public final class PredictorsClient {
         return supply(() -> {
             Wire.Encoded encoded = wire.encode(columns(inputs), parameters, protocol);
             String key = idempotencyKey != null ? idempotencyKey : UUID.randomUUID().toString();
-            return run(call("POST", modelPath(model) + "/jobs", encoded, Map.of(IDEMPOTENCY_HEADER, key), this::job,
+            return transport.run(call("POST", modelPath(model) + "/jobs", encoded, Map.of(IDEMPOTENCY_HEADER, key), this::job,
                     options, null));
         });
     }
@@ -291,7 +268,7 @@ public final class PredictorsClient {
     }
 
     public CompletableFuture<Job> getJobAsync(String jobId, CallOptions options) {
-        return supply(() -> run(call("GET", jobPath(jobId), null, Map.of(), this::job, options, null)));
+        return supply(() -> transport.run(call("GET", jobPath(jobId), null, Map.of(), this::job, options, null)));
     }
 
     /** Cancel a queued or running job (a running one finishes; its result is discarded). */
@@ -304,7 +281,7 @@ public final class PredictorsClient {
     }
 
     public CompletableFuture<Job> cancelAsync(String jobId, CallOptions options) {
-        return supply(() -> run(call("DELETE", jobPath(jobId), null, Map.of(), this::job, options, null)));
+        return supply(() -> transport.run(call("DELETE", jobPath(jobId), null, Map.of(), this::job, options, null)));
     }
 
     /**
@@ -321,7 +298,7 @@ public final class PredictorsClient {
         LongPolls polls = new LongPolls(jobId, timeout != null ? timeout : this.timeout, polling);
         CompletableFuture<Job> result = new CompletableFuture<>();
         AtomicReference<Future<?>> inFlight = new AtomicReference<>();
-        result.whenComplete((job, error) -> cancelIfCancelled(result, inFlight));
+        result.whenComplete((job, error) -> Transport.cancelIfCancelled(result, inFlight));
         poll(polls, null, result, inFlight);
         return result;
     }
@@ -337,20 +314,13 @@ public final class PredictorsClient {
 
     // ---- building and sending calls ----------------------------------------------------------------
 
-    private record Answer(int status, HttpHeaders headers, byte[] body, String requestId) {
-    }
-
-    private record Call<T>(String method, String path, byte[] body, Map<String, String> headers,
-                           Function<Answer, T> decode, String requestId, long budgetNanos) {
-    }
-
     private CompletableFuture<List<Labels>> labels(List<Image> images, int topK, String model, CallOptions options) {
         return supply(() -> inferAsync(model, Map.of("image", bytesOf(images)), Map.of("top_k", topK), options)
                 .thenApply(Labels::from));
     }
 
-    private <T> Call<T> call(String method, String path, Wire.Encoded encoded, Map<String, String> extra,
-                             Function<Answer, T> decode, CallOptions options, Long budgetNanos) {
+    private <T> Transport.Call<T> call(String method, String path, Wire.Encoded encoded, Map<String, String> extra,
+                                       Function<Transport.Answer, T> decode, CallOptions options, Long budgetNanos) {
         Map<String, String> all = new LinkedHashMap<>(headers);
         if (encoded != null) {
             all.putAll(encoded.headers());
@@ -361,142 +331,23 @@ public final class PredictorsClient {
                 : (options.timeout() != null ? options.timeout() : timeout).toNanos();
         String requestId = options.requestId() != null ? options.requestId()
                 : UUID.randomUUID().toString().replace("-", "");
-        return new Call<>(method, path, encoded == null ? null : encoded.body(), Collections.unmodifiableMap(all),
+        return new Transport.Call<>(method, path, encoded == null ? null : encoded.body(), Collections.unmodifiableMap(all),
                 decode, requestId, budget);
     }
 
-    private <T> CompletableFuture<T> run(Call<T> call) {
-        CompletableFuture<T> result = new CompletableFuture<>();
-        AtomicReference<Future<?>> inFlight = new AtomicReference<>();
-        result.whenComplete((value, error) -> cancelIfCancelled(result, inFlight));
-        attempt(call, System.nanoTime() + call.budgetNanos, 0, null, result, inFlight);
-        return result;
-    }
-
-    private <T> void attempt(Call<T> call, long deadline, int attempt, PredictorException last,
-                             CompletableFuture<T> result, AtomicReference<Future<?>> inFlight) {
-        if (result.isDone()) {
-            return;
-        }
-        long remaining = deadline - System.nanoTime();
-        if (remaining <= 0) {
-            // a retry's wait that overran the deadline (by a timer's slack): the last attempt's error stands
-            result.completeExceptionally(last != null ? last : new RequestTimeoutException("the call's deadline of "
-                    + millis(call.budgetNanos) + " ms passed", "TIMEOUT", null, call.requestId, null, null));
-            return;
-        }
-        HttpRequest.Builder request = HttpRequest.newBuilder(URI.create(url + call.path))
-                .timeout(Duration.ofNanos(remaining + ANSWER_GRACE_NANOS))
-                .method(call.method, call.body == null ? HttpRequest.BodyPublishers.noBody()
-                        : HttpRequest.BodyPublishers.ofByteArray(call.body));
-        call.headers.forEach(request::header);
-        request.header(REQUEST_ID_HEADER, call.requestId);
-        request.header(TIMEOUT_HEADER, String.valueOf(Math.max(1, TimeUnit.NANOSECONDS.toMillis(remaining))));
-        CompletableFuture<HttpResponse<byte[]>> sent = http.sendAsync(request.build(),
-                HttpResponse.BodyHandlers.ofByteArray());
-        inFlight.set(sent);
-        if (result.isDone()) {
-            sent.cancel(true);
-            return;
-        }
-        sent.whenComplete((response, error) -> {
-            PredictorException failure;
-            if (error != null) {
-                failure = noAnswer(call, unwrap(error));
-            } else {
-                String requestId = response.headers().firstValue(REQUEST_ID_HEADER).orElse(call.requestId);
-                Answer answer = new Answer(response.statusCode(), response.headers(), response.body(), requestId);
-                if (answer.status == 200 || answer.status == 202) {
-                    try {
-                        result.complete(call.decode.apply(answer));
-                        return;
-                    } catch (PredictorException decodeFailure) {
-                        failure = decodeFailure;
-                    } catch (RuntimeException bug) {
-                        result.completeExceptionally(bug);
-                        return;
-                    }
-                } else {
-                    failure = errorOf(answer, call.requestId);
-                }
-            }
-            long delay = retryPolicy.delayNanos(attempt, failure, deadline - System.nanoTime());
-            if (delay < 0) {
-                result.completeExceptionally(failure);
-                return;
-            }
-            PredictorException retried = failure;
-            CompletableFuture.delayedExecutor(delay, TimeUnit.NANOSECONDS)
-                    .execute(() -> attempt(call, deadline, attempt + 1, retried, result, inFlight));
-        });
-    }
-
-    private static void cancelIfCancelled(CompletableFuture<?> result, AtomicReference<Future<?>> inFlight) {
-        Future<?> current = inFlight.get();
-        if (result.isCancelled() && current != null) {
-            current.cancel(true);
-        }
-    }
-
-    private PredictorException noAnswer(Call<?> call, Throwable error) {
-        if (error instanceof HttpTimeoutException) {
-            return new RequestTimeoutException("no answer within the call's deadline of " + millis(call.budgetNanos)
-                    + " ms (" + error + ")", "TIMEOUT", null, call.requestId, null, error);
-        }
-        return new ConnectionFailedException(call.method + " " + url + call.path + ": " + error, "CONNECTION_FAILED",
-                null, call.requestId, null, error);
-    }
-
-    private PredictorException errorOf(Answer answer, String requestId) {
-        Duration retryAfter = parseRetryAfter(answer.headers.firstValue("Retry-After").orElse(null));
-        Map<String, Object> body;
+    private Map<String, Object> jsonObject(Transport.Answer answer) {
         try {
-            body = json.readValue(answer.body, JSON_OBJECT);
-        } catch (IOException | RuntimeException error) {
-            body = null;
-        }
-        if (body == null || !(body.get("code") instanceof String code)) {
-            String text = new String(answer.body, StandardCharsets.UTF_8);
-            return new UnexpectedResponseException("HTTP " + answer.status + ": " + text.substring(0, Math.min(300,
-                    text.length())), "UNEXPECTED_RESPONSE", answer.status, answer.requestId, retryAfter, null);
-        }
-        Object answered = body.get("request_id");
-        String id = answered instanceof String text && !text.isEmpty() ? text
-                : Objects.requireNonNullElse(answer.requestId, requestId);
-        return Errors.of(code, String.valueOf(body.getOrDefault("error", "")), answer.status, id, retryAfter);
-    }
-
-    /** {@code Retry-After}: a number of seconds or an HTTP date; null when absent or unreadable. */
-    static Duration parseRetryAfter(String value) {
-        if (value == null || value.isBlank()) {
-            return null;
-        }
-        try {
-            return Duration.ofMillis(Math.max(0, Math.round(Double.parseDouble(value.trim()) * 1000)));
-        } catch (NumberFormatException notSeconds) {
-            try {
-                ZonedDateTime when = ZonedDateTime.parse(value.trim(), DateTimeFormatter.RFC_1123_DATE_TIME);
-                Duration left = Duration.between(ZonedDateTime.now(when.getZone()), when);
-                return left.isNegative() ? Duration.ZERO : left;
-            } catch (DateTimeParseException notADate) {
-                return null;
-            }
-        }
-    }
-
-    private Map<String, Object> jsonObject(Answer answer) {
-        try {
-            return json.readValue(answer.body, JSON_OBJECT);
+            return json.readValue(answer.body(), Transport.JSON_OBJECT);
         } catch (IOException error) {
-            throw Errors.unexpected("not JSON: " + error.getMessage(), answer.status, answer.requestId, error);
+            throw Errors.unexpected("not JSON: " + error.getMessage(), answer.status(), answer.requestId(), error);
         }
     }
 
     @SuppressWarnings("unchecked")
-    private Job job(Answer answer) {
+    private Job job(Transport.Answer answer) {
         Map<String, Object> document = jsonObject(answer);
         if (!(document.get("id") instanceof String id) || !(document.get("status") instanceof String status)) {
-            throw Errors.unexpected("not a job document: " + document, answer.status, answer.requestId, null);
+            throw Errors.unexpected("not a job document: " + document, answer.status(), answer.requestId(), null);
         }
         Object attempts = document.get("attempts");
         return new Job(id, String.valueOf(document.getOrDefault("model", "")), status,
@@ -524,53 +375,6 @@ public final class PredictorsClient {
 
     // ---- long polls --------------------------------------------------------------------------------
 
-    /** The requests of one {@code waitFor}: each a long poll of the time left (at most 20 s). */
-    private static final class LongPolls {
-        final String jobId;
-        final Duration timeout;
-        final long deadline;
-        private final Polling polling;
-        private double pauseNanos;
-        private long holdNanos;
-        private long sentAt;
-
-        LongPolls(String jobId, Duration timeout, Polling polling) {
-            this.jobId = Objects.requireNonNull(jobId, "jobId");
-            this.timeout = timeout;
-            this.deadline = System.nanoTime() + timeout.toNanos();
-            this.polling = polling;
-            this.pauseNanos = polling.first().toNanos();
-        }
-
-        long hold(Job current) {
-            long now = System.nanoTime();
-            long remaining = deadline - now;
-            if (remaining <= 0) {
-                throw new RequestTimeoutException("job " + jobId + " did not finish within " + timeout.toMillis()
-                        + " ms (it is " + (current == null ? "unknown" : current.status()) + ")", "TIMEOUT", null,
-                        jobId, null, null);
-            }
-            holdNanos = Math.min(remaining, LONG_POLL_NANOS);
-            sentAt = now;
-            return holdNanos;
-        }
-
-        /** None after a poll held for its whole hold, else the next {@link Polling} pause (within the deadline). */
-        long pause() {
-            long now = System.nanoTime();
-            if (now - sentAt >= holdNanos) {
-                return 0;
-            }
-            long pause = (long) ((0.8 + 0.2 * ThreadLocalRandom.current().nextDouble()) * pauseNanos);
-            pauseNanos = Math.min(polling.longest().toNanos(), pauseNanos * polling.factor());
-            return Math.max(0, Math.min(pause, deadline - now));
-        }
-
-        String path(long holdNanos) {
-            return jobPath(jobId) + String.format(Locale.ROOT, "?wait=%.3f", holdNanos / 1e9);
-        }
-    }
-
     private void poll(LongPolls polls, Job current, CompletableFuture<Job> result, AtomicReference<Future<?>> inFlight) {
         if (result.isDone()) {
             return;
@@ -583,13 +387,13 @@ public final class PredictorsClient {
             return;
         }
         // the whole time left (not just the hold) for the poll's own retries, plus a grace for its answer
-        long budget = Math.max(hold, polls.deadline - System.nanoTime()) + LONG_POLL_GRACE_NANOS;
-        CompletableFuture<Job> request = run(call("GET", polls.path(hold), null, Map.of(), this::job, CallOptions.NONE,
+        long budget = Math.max(hold, polls.deadline - System.nanoTime()) + LongPolls.GRACE_NANOS;
+        CompletableFuture<Job> request = transport.run(call("GET", polls.path(hold), null, Map.of(), this::job, CallOptions.NONE,
                 budget));
         inFlight.set(request);
         request.whenComplete((job, error) -> {
             if (error != null) {
-                result.completeExceptionally(unwrap(error));
+                result.completeExceptionally(Transport.unwrap(error));
             } else if (job.done()) {
                 result.complete(job);
             } else {
@@ -629,13 +433,6 @@ public final class PredictorsClient {
             }
             throw new CompletionException(cause);
         }
-    }
-
-    private static Throwable unwrap(Throwable error) {
-        while ((error instanceof CompletionException || error instanceof ExecutionException) && error.getCause() != null) {
-            error = error.getCause();
-        }
-        return error;
     }
 
     private static <T> T single(List<T> items) {
@@ -685,12 +482,8 @@ public final class PredictorsClient {
         return "/v2/models/" + URLEncoder.encode(model, StandardCharsets.UTF_8);
     }
 
-    private static String jobPath(String jobId) {
+    static String jobPath(String jobId) {
         return "/v2/jobs/" + URLEncoder.encode(jobId, StandardCharsets.UTF_8);
-    }
-
-    private static long millis(long nanos) {
-        return TimeUnit.NANOSECONDS.toMillis(nanos);
     }
 
     /** Builds a {@link PredictorsClient}. */
