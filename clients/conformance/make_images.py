@@ -33,6 +33,16 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+def padded_jpeg(jpeg: bytes, padding: int) -> bytes:
+    """`jpeg` with `padding` bytes of comment segments (COM, ignored by decoders) after its start marker."""
+    segments = b""
+    while padding > 0:
+        size = min(padding, 65533)
+        segments += b"\xff\xfe" + struct.pack(">H", size + 2) + b"\0" * size
+        padding -= size
+    return jpeg[:2] + segments + jpeg[2:]
+
+
 IMAGES = {
     "cat.jpg": lambda: encoded(sample_image(1, (320, 240)), "JPEG"),
     "photo-a.jpg": lambda: encoded(sample_image(2, (200, 160)), "JPEG"),
@@ -46,6 +56,8 @@ IMAGES = {
     "white.png": lambda: encoded(Image.new("RGB", (64, 64), (255, 255, 255)), "PNG"),
     # 65 px wide: the suite's faulty classifier's forward pass sleeps for it (tests/support/faults.py)
     "slow.png": lambda: encoded(sample_image(9, (FORWARD_SLOW, 48)), "PNG"),
+    # 850 000 bytes: under the suite's 1 MiB body limit as raw bytes, over it base64-encoded (4/3 as large)
+    "padded.jpg": lambda: padded_jpeg(encoded(sample_image(1, (320, 240)), "JPEG"), 850_000 - 4706),
     "broken.png": lambda: b"\x89PNG\r\n\x1a\n not an image",
     "bomb.png": bomb_png,
 }
