@@ -2,6 +2,8 @@
 #   make serve   set up, write the demo model repository, serve it on :8080 (REST) and :8081 (gRPC)
 #   make test    set up everything the tests need and run the whole suite
 SHELL := /bin/bash
+# Node.js 20 from the npm registry where the machine's is older (ci/setup-sdks.sh); absent, it changes nothing.
+export PATH := $(CURDIR)/.tools/node/bin:$(PATH)
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_MODELS ?= demo-models
@@ -18,6 +20,7 @@ setup-test:
 	ci/install-system-packages.sh >/dev/null
 	ci/build-harness.sh kserve >/dev/null
 	ci/build-harness.sh keda >/dev/null
+	ci/setup-sdks.sh
 
 demo-models: setup
 	$(VENV)/bin/predictors make-demo-models $(DEMO_MODELS)

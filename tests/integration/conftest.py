@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import sdk_packages
 from tests.support.server import ServerProcess, run_server
 
 
@@ -39,3 +40,16 @@ def server(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         wait_for=["general-recognition", "image-classification"],
     ) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def typescript_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty npm project with the TypeScript SDK's `npm pack` tarball installed."""
+    root = tmp_path_factory.mktemp("typescript-user")
+    return sdk_packages.install_typescript(sdk_packages.pack_typescript(root / "packed"), root / "project")
+
+
+@pytest.fixture(scope="session")
+def java_classpath(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with the Java SDK's `mvn package` jar and its runtime dependencies."""
+    return sdk_packages.package_java(tmp_path_factory.mktemp("java-user"))

@@ -1,4 +1,5 @@
-"""Every request example of the README's "Calling it" and "Asynchronous jobs" sections, run exactly as written.
+"""Every request example of the README's "Calling it" and "Asynchronous jobs" sections, and every example of the
+TypeScript and Java SDKs' READMEs, run exactly as written.
 
 The examples call `localhost:8080` (REST) and `localhost:8081` (gRPC) and read `cat.jpg` (and `face.jpg`) from
 the working directory, as a user who just ran `make serve` would: so the server here serves all four demo models
@@ -7,7 +8,10 @@ pictures and a `.venv` link to this checkout's virtualenv. Shell blocks run in o
 command; a curl command passes when it printed a JSON answer without an error (an inference answer in "Calling
 it", a job in "Asynchronous jobs"), or, when it saves its answer (``-o FILE``), when FILE is an image and the
 response head it printed (if any, ``-D -``) says 200. Python blocks run with the virtualenv's interpreter and must
-exit 0.
+exit 0. TypeScript blocks are type-checked against the declarations of the SDK's `npm pack` tarball installed in a
+clean npm project, then run there with node (ES modules: top-level await); Java blocks run with Java's source
+launcher on the `mvn package` jar and its dependencies, their imports on top and their statements as `main`. Each
+must exit 0 and print its result.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from PIL import Image
 
 from bench.redis_server import RedisServer, run_redis
 from tests.conftest import encode, sample_image
+from tests.support import sdk_packages
 from tests.support.server import ServerProcess, run_server
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 PORTS = (8080, 8081)
 SEPARATOR = "=====README-EXAMPLE-BOUNDARY====="
+SDK_READMES = {"typescript": REPO / "clients" / "typescript" / "README.md",
+               "java": REPO / "clients" / "java" / "README.md"}
 JOBS = "Asynchronous jobs"
 
 
@@ -41,6 +48,16 @@ def readme_examples(section: str = "Calling it") -> list[tuple[str, str]]:
     end = text.find("\n## ", start + 1)
     body = text[start:end if end != -1 else None]
     return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w+)\n(.*?)```", body, re.S)]
+
+
+def sdk_examples(language: str) -> list[tuple[str, str]]:
+    """(where, code) of every `language` block of the README's two sections and of that SDK's own README."""
+    examples = [(f"README.md {section} #{index}", code) for section in ("Calling it", JOBS)
+                for index, (lang, code) in enumerate(readme_examples(section)) if lang == language]
+    text = SDK_READMES[language].read_text(encoding="utf-8")
+    examples += [(f"clients/{language}/README.md #{index}", match[1])
+                 for index, match in enumerate(re.finditer(rf"```{language}\n(.*?)```", text, re.S))]
+    return examples
 
 
 def shell_commands(block: str) -> list[str]:
@@ -154,4 +171,36 @@ def test_python_example(readme_server: ServerProcess, user_directory: Path, sect
     result = subprocess.run([str(user_directory / ".venv" / "bin" / "python"), "-c", code], cwd=user_directory,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{code}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.strip(), "the example prints its result"
+
+
+@pytest.fixture(scope="module")
+def typescript_user(user_directory: Path, typescript_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user's pictures in an npm project where the SDK's packed tarball is installed."""
+    directory = tmp_path_factory.mktemp("readme-typescript-user")
+    for name in ("package.json", "node_modules"):
+        (directory / name).symlink_to(typescript_project / name)
+    for picture in ("cat.jpg", "face.jpg"):
+        (directory / picture).write_bytes((user_directory / picture).read_bytes())
+    return directory
+
+
+@pytest.mark.parametrize(("where", "code"), sdk_examples("typescript"), ids=[w for w, _ in sdk_examples("typescript")])
+def test_typescript_example(readme_server: ServerProcess, typescript_user: Path, where: str, code: str) -> None:
+    result = sdk_packages.run_typescript(code, typescript_user)
+    assert result.returncode == 0, f"{where}\n{code}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.strip(), "the example prints its result"
+
+
+def test_every_sdk_readme_has_examples() -> None:
+    for language in SDK_READMES:
+        assert len([where for where, _ in sdk_examples(language) if where.startswith("clients/")]) >= 4, language
+        assert any(where.startswith("README.md") for where, _ in sdk_examples(language)), language
+
+
+@pytest.mark.parametrize(("where", "code"), sdk_examples("java"), ids=[w for w, _ in sdk_examples("java")])
+def test_java_example(readme_server: ServerProcess, user_directory: Path, java_classpath: Path, where: str,
+                      code: str) -> None:
+    result = sdk_packages.run_java(code, user_directory, java_classpath)
+    assert result.returncode == 0, f"{where}\n{code}\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), "the example prints its result"

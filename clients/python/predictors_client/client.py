@@ -320,10 +320,12 @@ class Client(_Calls):
     def _run(self, call: _Call[T]) -> T:
         deadline = time.monotonic() + call.budget
         attempt = 0
+        last: PredictorError | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Timeout(f"the call's deadline of {call.budget:.3g} s passed", request_id=call.request_id)
+                # a retry's wait that overran the deadline (by a timer's slack): the last attempt's error stands
+                raise last or Timeout(f"the call's deadline of {call.budget:.3g} s passed", request_id=call.request_id)
             try:
                 response = self._http.request(call.method, call.path, content=call.content,
                                               headers=self._attempt_headers(call, remaining),
@@ -333,6 +335,7 @@ class Client(_Calls):
                 outcome = self._no_answer(call, error)
             if not isinstance(outcome, PredictorError):
                 return outcome
+            last = outcome
             time.sleep(self._next_delay(call, attempt, outcome, deadline))
             attempt += 1
 
@@ -462,10 +465,12 @@ class AsyncClient(_Calls):
     async def _run(self, call: _Call[T]) -> T:
         deadline = time.monotonic() + call.budget
         attempt = 0
+        last: PredictorError | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Timeout(f"the call's deadline of {call.budget:.3g} s passed", request_id=call.request_id)
+                # a retry's wait that overran the deadline (by a timer's slack): the last attempt's error stands
+                raise last or Timeout(f"the call's deadline of {call.budget:.3g} s passed", request_id=call.request_id)
             try:
                 response = await self._http.request(call.method, call.path, content=call.content,
                                                     headers=self._attempt_headers(call, remaining),
@@ -475,6 +480,7 @@ class AsyncClient(_Calls):
                 outcome = self._no_answer(call, error)
             if not isinstance(outcome, PredictorError):
                 return outcome
+            last = outcome
             await asyncio.sleep(self._next_delay(call, attempt, outcome, deadline))
             attempt += 1
 
