@@ -97,7 +97,7 @@ class RequestTimeout(PredictorError, code="TIMEOUT", http=504, grpc=StatusCode.D
     """The request's deadline (``timeout_ms`` or its header) passed before its answer was ready."""
 
 
-# Images by URL (README "Images by URL").
+# Images by URL (docs/protocol.md, "Images by URL").
 class ImageURLRefused(PredictorError, code="IMAGE_URL_REFUSED", http=400, grpc=StatusCode.INVALID_ARGUMENT):
     """An image URL the server will not fetch: images by URL are off, or the URL (or a redirect) is not https, has
     user info, is not on the allowlist, resolves to a non-public address, or redirects too often."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-#: exit codes of `predictors infer` (README "Calling it")
+#: exit codes of `predictors infer` (docs/api.md)
 EXIT_OK = 0
 EXIT_REJECTED = 1  # the server refused the request: 4xx (the input, the image, the model name, no face)
 EXIT_USAGE = 2  # bad command line or unreadable file (argparse uses 2 as well)

@@ -3,7 +3,7 @@
 Every input is a 1-D ``BYTES`` tensor of shape ``[N]``. Over JSON an image element is a base64
 string and a text element a plain string; over the binary extension and gRPC an element is raw bytes
 (encoded image, or UTF-8 text). An image input ``image`` may instead be given as ``image_url``: URL strings of
-images the server fetches (`ImageURL`; README "Images by URL").
+images the server fetches (`ImageURL`; docs/protocol.md, "Images by URL").
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ differences: a v1 body is an upload (multipart/form-data or a raw image) or else
 says; a v2 body is parsed by our codec (JSON, or the binary tensor data extension keeping raw bytes); a request
 never triggers a model load; server readiness means every model is ready; metadata names this server and only the
 extensions it implements. CloudEvents, which KServe's decoder also accepts, are not part of this server's
-protocols (README "Protocols").
+protocols (docs/protocol.md).
 """
 
 from __future__ import annotations

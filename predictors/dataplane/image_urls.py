@@ -1,4 +1,4 @@
-"""Images by URL: the server fetches an image a request names instead of carrying (README "Images by URL").
+"""Images by URL: the server fetches an image a request names instead of carrying (docs/protocol.md, "Images by URL").
 
 Off unless `image_url_allow` lists hosts or URL prefixes. Every URL, and every redirect target, must then pass
 the same checks, each one before anything is sent:

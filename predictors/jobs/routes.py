@@ -1,4 +1,4 @@
-"""The REST routes of asynchronous jobs, a thin adapter onto `JobService` (README "Asynchronous jobs").
+"""The REST routes of asynchronous jobs, a thin adapter onto `JobService` (docs/jobs.md).
 
 - ``POST /v2/models/{name}/jobs`` (a v2 body: JSON or binary extension) and ``POST /v1/models/{name}:submit``
   (a v1 body: JSON, or an upload with its query string, as ``:predict`` takes) -> 202,

@@ -64,7 +64,7 @@ T = TypeVar("T")
 
 #: Largest gRPC response (enhanced images can be large); requests are bounded by `max_body_bytes`.
 MAX_GRPC_SEND_BYTES = 64 * 1024 * 1024
-#: process exit codes (README "Health and lifecycle"); 2 (unusable configuration) is the CLI's
+#: process exit codes (docs/deploying.md, "Health and lifecycle"); 2 (unusable configuration) is the CLI's
 EXIT_LOAD_FAILED = 1
 EXIT_CANNOT_LISTEN = 2  # a port cannot be bound: configuration, like the CLI's other exit-2 cases
 EXIT_DEVICE_LOST = 3

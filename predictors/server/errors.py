@@ -42,7 +42,7 @@ async def _handle(_: Request, error: Exception) -> JSONResponse:
 def error_for_status(status: int, message: str) -> errors.PredictorError:
     """The documented error for an HTTP error the framework produced itself (no such route, wrong method)."""
     if status == 404:
-        return errors.RouteNotFound(f"{message}: no such route (see the README for the API)")
+        return errors.RouteNotFound(f"{message}: no such route (see docs/protocol.md for the API)")
     if status == 405:
         return errors.MethodNotAllowed(message)
     if status == 413:

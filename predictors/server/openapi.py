@@ -138,7 +138,7 @@ def _v1_image_schema(image_urls: bool) -> dict[str, Any]:
     if image_urls:
         choices.append({"type": "object", "properties": {"url": {"type": "string", "format": "uri"}},
                         "required": ["url"], "additionalProperties": False,
-                        "description": "An image the server fetches (README \"Images by URL\")."})
+                        "description": "An image the server fetches (docs/protocol.md, \"Images by URL\")."})
     return {"oneOf": choices}
 
 
@@ -458,7 +458,7 @@ def openapi_document(settings: Settings, models: Sequence[ServedModel]) -> dict[
         "openapi": OPENAPI_VERSION,
         "info": {"title": SERVER_NAME, "version": server_version(),
                  "description": "KServe v1 and Open Inference Protocol (v2) REST API of vision-predictors, with "
-                                "uploads, image answers and asynchronous jobs (README \"Protocols\")."},
+                                "uploads, image answers and asynchronous jobs (docs/protocol.md)."},
         "paths": paths,
         "components": _components(),
     }

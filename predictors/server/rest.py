@@ -1,7 +1,7 @@
 """The REST transport: every route the server answers, each a thin adapter onto the data plane.
 
-The application is ours (not KServe's module-level one): it answers exactly `ROUTES`, the routes the README's
-"Protocols" section lists and `/openapi.json` describes; anything else is 404 ``NOT_FOUND`` (405
+The application is ours (not KServe's module-level one): it answers exactly `ROUTES`, the routes docs/protocol.md
+lists and `/openapi.json` describes; anything else is 404 ``NOT_FOUND`` (405
 ``METHOD_NOT_ALLOWED`` for a known path with another method). No trailing-slash redirects, no KServe model
 repository, ``:explain``, Swagger or OpenAPI routes of its own.
 """

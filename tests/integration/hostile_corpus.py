@@ -128,8 +128,8 @@ def unusual() -> dict[str, bytes]:
 
 
 def as_server_sees_it(data: bytes) -> bytes:
-    """The README's promise (EXIF orientation applied, converted to RGB) as a lossless PNG: the server must
-    answer it exactly as it answers `data`."""
+    """The documented promise (docs/api.md: EXIF orientation applied, converted to RGB) as a lossless PNG: the
+    server must answer it exactly as it answers `data`."""
     with Image.open(io.BytesIO(data)) as image:
         return encode(ImageOps.exif_transpose(image).convert("RGB"), "PNG")
 

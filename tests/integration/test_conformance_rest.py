@@ -1,4 +1,4 @@
-"""The REST API against the published protocol documents themselves (README "Protocols").
+"""The REST API against the published protocol documents themselves (docs/protocol.md).
 
 - schemathesis generates requests from the Open Inference Protocol's own OpenAPI document
   (`open_inference_rest.yaml`, pinned: `tests/support/pinned.py`), valid and invalid, and checks each answer against

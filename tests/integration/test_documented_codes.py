@@ -1,4 +1,4 @@
-"""Every error code the suite provoked is in the README's table (runs after every other test of the tier).
+"""Every error code the suite provoked is in docs/errors.md's table (runs after every other test of the tier).
 
 The codes are read from the access logs of every server this pytest session started (each writes its log under
 the session's temporary directory): whatever clients received or caused, over REST and gRPC.
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ERRORS_DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 
 
 def documented_codes() -> set[str]:
-    """The codes of the README's error table (rows `| <status> | `CODE` | ...`)."""
-    return set(re.findall(r"^\| \d{3} \| `([A-Z_]+)` \|", README.read_text(encoding="utf-8"), re.M))
+    """The codes of the error table in docs/errors.md (rows `| <status> | `CODE` | ...`)."""
+    return set(re.findall(r"^\| \d{3} \| `([A-Z_]+)` \|", ERRORS_DOC.read_text(encoding="utf-8"), re.M))
 
 
 def codes_in_access_logs(root: Path) -> dict[str, Path]:
@@ -36,7 +36,7 @@ def codes_in_access_logs(root: Path) -> dict[str, Path]:
     return seen
 
 
-def test_the_readme_table_is_parsed() -> None:
+def test_the_error_table_is_parsed() -> None:
     assert {"INVALID_INPUT", "INTERNAL_ERROR", "CLIENT_CLOSED", "NOT_FOUND"} <= documented_codes()
 
 
@@ -45,4 +45,4 @@ def test_every_code_the_suite_saw_is_documented(tmp_path_factory: pytest.TempPat
     seen = codes_in_access_logs(tmp_path_factory.getbasetemp())
     assert seen, "no server access log found under the session's temporary directory"
     undocumented = {code: str(log) for code, log in seen.items() if code != "OK" and code not in documented_codes()}
-    assert not undocumented, f"codes answered but not in the README's error table: {undocumented}"
+    assert not undocumented, f"codes answered but not in docs/errors.md's table: {undocumented}"

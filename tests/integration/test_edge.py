@@ -91,7 +91,7 @@ def test_grpc_has_the_same_body_limit_as_rest(server) -> None:
         ("GET", "/v2/models/general-recognition/infer/extra", 404, "NOT_FOUND"),
         ("DELETE", "/v2/health/live", 405, "METHOD_NOT_ALLOWED"),
         ("PUT", "/v2/models/general-recognition/infer", 405, "METHOD_NOT_ALLOWED"),
-        # a v1 model name ends at ':' (README "Routes and RPCs"): no route has the verb ':nope' ...
+        # a v1 model name ends at ':' (docs/protocol.md, "Routes and RPCs"): no route has the verb ':nope' ...
         ("POST", "/v1/models/general-recognition:nope", 404, "NOT_FOUND"),
         # ... and ':predict' is the predict route, which takes POST only
         ("GET", "/v1/models/general-recognition:predict", 405, "METHOD_NOT_ALLOWED"),

@@ -2,7 +2,7 @@
 
 The server serves all four demo models, so ModelScope's OFA module has flipped Pillow's process-wide
 ``LOAD_TRUNCATED_IMAGES`` before any of these requests arrive. Every case states its documented answer
-(status and code from the README's error table, or 200 for an unusual but valid image, whose answer must
+(status and code from the error table (docs/errors.md), or 200 for an unusual but valid image, whose answer must
 equal that of the same pixels sent as a plain RGB PNG). The last test checks the aftermath: the process is
 alive and ready, answers the reference image as it did before, its in-flight and queue gauges are 0, no
 request counted as INTERNAL_ERROR and the log holds no traceback.

@@ -1,5 +1,5 @@
-"""Every request example of the README's "Calling it" and "Asynchronous jobs" sections, and every example of the
-TypeScript and Java SDKs' READMEs, run exactly as written.
+"""Every request example of the README's "Calling it" section, of docs/api.md and docs/jobs.md, and every example
+of the TypeScript and Java SDKs' READMEs, run exactly as written.
 
 The examples call `localhost:8080` (REST) and `localhost:8081` (gRPC) and read `cat.jpg` (and `face.jpg`) from
 the working directory, as a user who just ran `make serve` would: so the server here serves all four demo models
@@ -34,26 +34,31 @@ from tests.support.server import ServerProcess, run_server
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+#: where the documented examples are: (file, the section holding them, or None for the whole page)
+SOURCES = {"README.md": (README, "Calling it"), "docs/api.md": (REPO / "docs" / "api.md", None),
+           "docs/jobs.md": (REPO / "docs" / "jobs.md", None)}
 PORTS = (8080, 8081)
 SEPARATOR = "=====README-EXAMPLE-BOUNDARY====="
 SDK_READMES = {"typescript": REPO / "clients" / "typescript" / "README.md",
                "java": REPO / "clients" / "java" / "README.md"}
-JOBS = "Asynchronous jobs"
+JOBS = "docs/jobs.md"
 
 
-def readme_examples(section: str = "Calling it") -> list[tuple[str, str]]:
-    """(language, code) of every fenced block of the README section `section`."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"## {section}\n")
-    end = text.find("\n## ", start + 1)
-    body = text[start:end if end != -1 else None]
+def readme_examples(source: str = "README.md") -> list[tuple[str, str]]:
+    """(language, code) of every fenced block of a documented example source (`SOURCES`)."""
+    path, section = SOURCES[source]
+    body = path.read_text(encoding="utf-8")
+    if section is not None:
+        start = body.index(f"## {section}\n")
+        end = body.find("\n## ", start + 1)
+        body = body[start:end if end != -1 else None]
     return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w+)\n(.*?)```", body, re.S)]
 
 
 def sdk_examples(language: str) -> list[tuple[str, str]]:
-    """(where, code) of every `language` block of the README's two sections and of that SDK's own README."""
-    examples = [(f"README.md {section} #{index}", code) for section in ("Calling it", JOBS)
-                for index, (lang, code) in enumerate(readme_examples(section)) if lang == language]
+    """(where, code) of every `language` block of the documented example sources and of that SDK's own README."""
+    examples = [(f"{source} #{index}", code) for source in SOURCES
+                for index, (lang, code) in enumerate(readme_examples(source)) if lang == language]
     text = SDK_READMES[language].read_text(encoding="utf-8")
     examples += [(f"clients/{language}/README.md #{index}", match[1])
                  for index, match in enumerate(re.finditer(rf"```{language}\n(.*?)```", text, re.S))]
@@ -128,20 +133,20 @@ def user_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-@pytest.mark.parametrize("section", ["Calling it", JOBS])
-def test_the_section_has_examples(section: str) -> None:
-    languages = [language for language, _ in readme_examples(section)]
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_the_source_has_examples(source: str) -> None:
+    languages = [language for language, _ in readme_examples(source)]
     assert "bash" in languages and "python" in languages
 
 
 def examples_of(language: str) -> list[tuple[str, int]]:
-    return [(section, index) for section in ("Calling it", JOBS)
-            for index, (lang, _) in enumerate(readme_examples(section)) if lang == language]
+    return [(source, index) for source in SOURCES
+            for index, (lang, _) in enumerate(readme_examples(source)) if lang == language]
 
 
-@pytest.mark.parametrize(("section", "index"), examples_of("bash"))
-def test_shell_example(readme_server: ServerProcess, user_directory: Path, section: str, index: int) -> None:
-    commands = shell_commands(readme_examples(section)[index][1])
+@pytest.mark.parametrize(("source", "index"), examples_of("bash"))
+def test_shell_example(readme_server: ServerProcess, user_directory: Path, source: str, index: int) -> None:
+    commands = shell_commands(readme_examples(source)[index][1])
     for command in commands:  # a file left by another example must not pass for this one's answer
         if command.lstrip().startswith("curl") and (name := saved_file(command)):
             (user_directory / name).unlink(missing_ok=True)
@@ -156,7 +161,7 @@ def test_shell_example(readme_server: ServerProcess, user_directory: Path, secti
         elif command.lstrip().startswith("curl"):
             answer = json.loads(output)
             assert "error" not in answer, f"{command}\n-> {output}"
-            if section == JOBS:
+            if source == JOBS:
                 assert answer["status"] in ("queued", "running", "succeeded"), output
                 assert "result" in answer or answer["status"] != "succeeded"
             else:
@@ -165,9 +170,9 @@ def test_shell_example(readme_server: ServerProcess, user_directory: Path, secti
             assert output.strip(), f"{command} printed nothing"
 
 
-@pytest.mark.parametrize(("section", "index"), examples_of("python"))
-def test_python_example(readme_server: ServerProcess, user_directory: Path, section: str, index: int) -> None:
-    code = readme_examples(section)[index][1]
+@pytest.mark.parametrize(("source", "index"), examples_of("python"))
+def test_python_example(readme_server: ServerProcess, user_directory: Path, source: str, index: int) -> None:
+    code = readme_examples(source)[index][1]
     result = subprocess.run([str(user_directory / ".venv" / "bin" / "python"), "-c", code], cwd=user_directory,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{code}\n{result.stdout}\n{result.stderr}"

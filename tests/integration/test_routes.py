@@ -1,6 +1,7 @@
-"""Every route the server answers is designed and documented: the README's list is what `/openapi.json` describes,
-each listed route answers, and what KServe would add (the model repository extension, `:explain`, its docs and
-OpenAPI, the OpenAI and time-series routes, `/`) does not. Nothing anonymous can take a model out of service."""
+"""Every route the server answers is designed and documented: the list in docs/protocol.md is what `/openapi.json`
+describes, each listed route answers, and what KServe would add (the model repository extension, `:explain`, its
+docs and OpenAPI, the OpenAI and time-series routes, `/`) does not. Nothing anonymous can take a model out of
+service."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 import httpx
 import pytest
 
-from tests.support.routes import readme_routes
+from tests.support.routes import documented_routes
 from tests.support.server import ServerProcess
 
 MODELS = ("general-recognition", "image-classification")
@@ -27,11 +28,11 @@ def documented_in_openapi(server: ServerProcess) -> set[tuple[str, str]]:
 
 
 def test_the_readme_lists_exactly_what_the_openapi_document_describes(server: ServerProcess) -> None:
-    assert readme_routes() == documented_in_openapi(server)
+    assert documented_routes() == documented_in_openapi(server)
 
 
 def test_every_listed_route_answers(server: ServerProcess) -> None:
-    for method, path in sorted(readme_routes()):
+    for method, path in sorted(documented_routes()):
         url = server.url + path.format(model_name=MODELS[0], model_version="1", job_id="0" * 32)
         response = httpx.request(method, url, timeout=60, content=b"{}" if method == "POST" else None)
         code = response.json().get("code") if response.headers.get("content-type") == "application/json" else None

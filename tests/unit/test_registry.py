@@ -151,11 +151,11 @@ def test_a_custom_predictor_that_cannot_serve_is_refused_at_discovery(tmp_path: 
     assert "model 'faulty'" in str(error.value)
 
 
-def test_the_readme_predictor_json_example_is_valid() -> None:
-    """The README's predictor.json example, exactly as written, is accepted by the loader's schema."""
+def test_the_documented_predictor_json_example_is_valid() -> None:
+    """docs/configuration.md's predictor.json example, exactly as written, is accepted by the loader's schema."""
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("overrides settings for that model"):]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = page[page.index("overrides settings for that model"):]
     example = re.search(r"```json\n(.*?)```", section, re.S)
     assert example is not None
     parsed = PredictorFile.model_validate(json.loads(example.group(1)))

@@ -1,7 +1,7 @@
 """What every fuzzed decoder must honour, and the hypothesis strategies the codec fuzz tests share.
 
 A decoder either returns its result or raises an error the edge maps to a documented 4xx code (the
-README's error table); anything else escaping it would reach the caller as 500 INTERNAL_ERROR.
+error table in docs/errors.md); anything else escaping it would reach the caller as 500 INTERNAL_ERROR.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _check(error: BaseException, original: BaseException) -> None:
     mapped = as_predictor_error(error)
     if isinstance(mapped, InternalError):
         raise AssertionError(f"{type(original).__name__} escaped the codec: {original!r}") from original
-    assert mapped.code in DOCUMENTED, f"{mapped.code} is not in the README's error table"
+    assert mapped.code in DOCUMENTED, f"{mapped.code} is not in the error table (docs/errors.md)"
     assert 400 <= int(mapped.status) < 500, mapped
     event(f"rejected: {mapped.code}")  # `pytest --hypothesis-show-statistics` shows the mix
 
