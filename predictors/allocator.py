@@ -3,11 +3,9 @@
 Torch's CPU tensors come from the C allocator, and a forward pass allocates and frees its activations every
 time: blocks of tens of megabytes at batch 8 for ResNeSt-101. glibc's malloc serves blocks that large with
 fresh ``mmap`` s and gives them back on ``free``, so each forward pass faults its activations in again and
-the kernel zeroes every page. Measured on the 2-core development machine (general recognition, closed
-loop at c = 16; docs/performance.md "Memory allocator"): under glibc the server took 78 000-140 000 page
-faults a second, 8-18 % of the machine went to the kernel, and throughput wandered between 9.4 and 11.8
-items/s within one run. ``python -m bench allocator``, alternating a server on each: jemalloc, configured
-as below, 11.9 items/s against glibc's 9.9, at 11 000 against 143 000 page faults a second.
+the kernel zeroes every page: page faults by the hundred thousand a second and a wandering throughput,
+where jemalloc, configured as below, keeps the pages (``python -m bench allocator``; the numbers are in
+docs/performance.md, "Memory allocator").
 
 jemalloc must be the process's allocator from its first ``malloc``, which only ``LD_PRELOAD`` achieves
 for an unmodified Python. So ``predictors serve`` starts itself again (``execve``: the same process id,

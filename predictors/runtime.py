@@ -58,9 +58,8 @@ logger = logging.getLogger(__name__)
 
 #: A request's images expected to decode within this time, all together (`estimated_decode_seconds`), are
 #: checked on the event loop at submission (`validate`): about what the loop spends on the request's own
-#: handling, and less than the trip to the worker pool and back costs on a busy server (in the jobs
-#: benchmark's steady scenario, 320x240 JPEGs: the submit's p50 5.1 -> 3.1 ms, p99 18.7 -> 14.2 ms at the
-#: server). Larger images, and whatever exceeds the budget, are decoded in the pool.
+#: handling, and less than the trip to the worker pool and back costs on a busy server (docs/performance.md,
+#: "What the server's defaults rest on"). Larger images, and whatever exceeds the budget, are decoded in the pool.
 INLINE_DECODE_BUDGET_SECONDS = 0.001
 
 

@@ -23,10 +23,9 @@ from predictors.settings import ImageLimits
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 OUTPUT_FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
-#: `decode_image`'s time per pixel on one core of the 2-core development machine (Pillow; photo-like 256 and
-#: 512 px images; orientation and RGB conversion included), the slowest variant measured of each format:
-#: JPEG baseline q90-95 6-7 ns, progressive 16 ns; PNG 13-15 ns; WebP lossy q50-q90 11-24 ns, lossless 18 ns;
-#: BMP 1-8 ns. Only for telling a cheap decode from an expensive one (`estimated_decode_seconds`).
+#: `decode_image`'s time per pixel on one core, the slowest variant measured of each format (docs/performance.md,
+#: "What the server's defaults rest on"). Only for telling a cheap decode from an expensive one
+#: (`estimated_decode_seconds`).
 DECODE_SECONDS_PER_PIXEL = {"JPEG": 7e-9, "PNG": 15e-9, "WEBP": 26e-9, "BMP": 9e-9}
 PROGRESSIVE_JPEG_SECONDS_PER_PIXEL = 17e-9
 #: Beyond this many encoded bytes no decode is estimated cheap, whatever the header says (ancillary chunks,

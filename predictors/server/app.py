@@ -359,8 +359,8 @@ async def _on_daemon_thread(work: Callable[[], T], name: str) -> T:
 def freeze_startup_heap() -> int:
     """Move every object alive after start-up (the imported libraries, the loaded models: ~0.5 million)
     out of the garbage collector's reach, once; returns how many. Without it each full collection walks
-    them all and stops every Python thread for ~250 ms on a 2-core CPU (measured under load: one such
-    pause every ~40 s, each delaying the requests and job submissions in flight); after it a collection
+    them all and stops every Python thread for a noticeable pause, delaying the requests and job submissions in
+    flight (docs/performance.md, "What the server's defaults rest on"); after it a collection
     walks only what serving allocated since. Costs nothing now: each model's load ended with a full
     collection before it became ready (`ModelRuntime.load`), so no garbage is frozen."""
     gc.freeze()

@@ -1,9 +1,8 @@
 """Which event loop serves the process (`Settings.event_loop`).
 
-uvloop runs the loop's own bookkeeping (callbacks, timers, socket reads and writes) in C: measured on the
-2-core development machine with `tiny`, the main thread spent 1.1 ms instead of 1.5 ms per asynchronous job
-(submit, run, result) and 0.60 ms instead of 0.73 ms per synchronous request. The request handling itself
-(Starlette, FastAPI, redis-py) is Python either way.
+uvloop runs the loop's own bookkeeping (callbacks, timers, socket reads and writes) in C, which takes a
+measurable share of the main thread's time per request and per job off it (docs/performance.md, "What the
+server's defaults rest on"). The request handling itself (Starlette, FastAPI, redis-py) is Python either way.
 """
 
 from __future__ import annotations

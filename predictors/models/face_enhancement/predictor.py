@@ -249,7 +249,7 @@ class FaceEnhancementPredictor(Predictor[PreparedImage, RawResult]):
         generator = layout.build_generator(self.size)
         with reading(directory / layout.GENERATOR_FILE) as path:
             generator.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-        gpen_ops.use_depthwise_blurs(generator)  # bit-identical to upstream's blurs, ~4x faster
+        gpen_ops.use_depthwise_blurs(generator)  # bit-identical to upstream's blurs, faster (docs/performance.md)
 
         # RetinaFaceDetection sets the process-wide cudnn.benchmark; keep the process's own setting.
         benchmark = torch.backends.cudnn.benchmark
