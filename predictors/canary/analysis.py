@@ -66,8 +66,9 @@ def _error_codes(keep: Callable[[int], bool]) -> tuple[str, ...]:
     return tuple(sorted(codes))
 
 
-#: the server's failures (not the client's, not "come back later")
-SERVER_ERROR_CODES = _error_codes(lambda status: status >= 500 and status != 503)
+#: the server's failures: not the client's (4xx), not "come back later" (503), not an image host's the request named
+#: (502 `IMAGE_URL_FAILED`: it fails alike on both tracks and says nothing of the canary)
+SERVER_ERROR_CODES = _error_codes(lambda status: status >= 500 and status not in (502, 503))
 #: 503: busy (back-pressure) or not ready
 UNAVAILABLE_CODES = _error_codes(lambda status: status == 503)
 

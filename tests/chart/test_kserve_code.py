@@ -22,8 +22,10 @@ from .conftest import CHART, MANIFESTS, NAMESPACE, RELEASE, SCENARIOS, Helm, ite
 
 Obj = dict[str, Any]
 HTTP_PORT, GRPC_PORT = 8080, 8081
-#: kinds nothing in the harness knows: the Prometheus Operator's (validated by structure in test_chart.py)
-UNCHECKED_KINDS = {"PodMonitor.monitoring.coreos.com", "ServiceMonitor.monitoring.coreos.com"}
+#: kinds nothing in the harness knows: the Prometheus Operator's (monitors validated by structure in test_chart.py,
+#: the PrometheusRule's rules by promtool in test_alerts.py)
+UNCHECKED_KINDS = {"PodMonitor.monitoring.coreos.com", "ServiceMonitor.monitoring.coreos.com",
+                   "PrometheusRule.monitoring.coreos.com"}
 POD_SECURITY_CLAIM = re.compile(r"^# Pod Security: (\w+)", re.MULTILINE)
 
 
