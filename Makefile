@@ -54,9 +54,9 @@ chart-check: setup-test
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
 
-lint: setup-test
-	$(VENV)/bin/ruff check predictors tests
-	$(VENV)/bin/mypy predictors
+# The pipeline's Python lint (ruff, mypy on the package, SDK, bench, ci and devtools, import-linter).
+lint:
+	ci/lint.sh python
 
 clean:
 	rm -rf $(DEMO_MODELS) .pytest_cache .ruff_cache .mypy_cache .hypothesis

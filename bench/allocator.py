@@ -29,10 +29,11 @@ from typing import Any
 
 from bench import loadgen
 from bench.common import Request
+from bench.harness import chosen_profile, open_run, parse_section_args, publish, say, section_parser
 from bench.latency import requests_for, serve, write_variants
 from bench.models import MODEL_KINDS
-from bench.procs import Child, chosen_profile, open_run, parse_section_args, publish, rss_mb, say, section_parser
 from bench.report import _f, _table, section_header
+from devtools.procs import Child, rss_mb
 
 CONCURRENCY = 16
 ALLOCATORS = ("system", "jemalloc")

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import REPO_DIR, code_version, say
+from bench.harness import code_version, say
+from devtools.procs import REPO_DIR
 from tests.support.canary import (
     CANARY_ANALYSIS_VALUES,
     SCENARIOS,

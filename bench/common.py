@@ -1,39 +1,15 @@
-"""Payloads, statistics and small helpers shared by the load generator and the reports (stdlib only)."""
+"""Request bodies, per-model payloads and statistics shared by the load generator and the reports."""
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
-import random
 import struct
 from collections.abc import Sequence
 from typing import Any
 
-
-def sample_image(seed: int, size: tuple[int, int] = (320, 240)) -> Any:
-    """A deterministic PIL picture with coloured shapes (different seeds give different pictures)."""
-    from PIL import Image, ImageDraw
-
-    rng = random.Random(seed)
-    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(image)
-    for _ in range(6):
-        x, y = rng.randrange(size[0]), rng.randrange(size[1])
-        w, h = rng.randrange(1, max(2, size[0] // 2)), rng.randrange(1, max(2, size[1] // 2))
-        colour = tuple(rng.randrange(256) for _ in range(3))
-        box = [x, y, x + w, y + h]
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    return image
-
-
-def sample_jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
-    """`sample_image` JPEG-encoded (~10 kB at 320x240)."""
-    buffer = io.BytesIO()
-    sample_image(seed, size).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
+from devtools.images import sample_jpeg
 
 # ---- request bodies: (path, body bytes, headers) ---------------------------------------------------
 

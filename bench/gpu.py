@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.hardware import efficiency
+from bench.harness import run_child_json, say
 from bench.permodel import PLANS, batch_sizes
-from bench.procs import run_child_json, say
 
 SECONDS_PER_BATCH_SIZE = 1.0
 MIN_ITERATIONS = 2

@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 
-from bench.common import PAYLOADS, latency_summary, model_instance, sample_jpeg, v2_binary_body
+from bench.common import PAYLOADS, latency_summary, model_instance, v2_binary_body
 from bench.hardware import count_flops
-from bench.procs import rss_mb
+from devtools.images import sample_jpeg
+from devtools.procs import rss_mb
 
 
 def _load(directory: Path, workers: ThreadPoolExecutor, device: str = "cpu", precision: str = "fp32") -> Any:

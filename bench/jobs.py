@@ -5,7 +5,7 @@
     .venv/bin/python -m bench jobs --smoke --model tiny   # seconds, plumbing only (the tests)
 
 One server process serves one model with the server's batching defaults and consumes its jobs from a
-Debian `redis-server` started here on a free loopback port in a temporary directory (bench/redis_server.py,
+Debian `redis-server` started here on a free loopback port in a temporary directory (devtools/redis_server.py,
 as the jobs' tests do). The same v1 JSON bodies go to ``:predict`` and to ``:submit``.
 
 1. sync: closed loop at c = 16 (two full batches in flight; the job worker keeps at most 3 x
@@ -58,11 +58,12 @@ from predictors_client.jobs import LONG_POLL_GRACE_SECONDS, LONG_POLL_SECONDS, L
 
 from bench import loadgen
 from bench.common import Request, latency_summary, ratio
+from bench.harness import chosen_profile, open_run, parse_section_args, publish, say, section_parser
 from bench.latency import requests_for, serve, write_variants
 from bench.models import MODEL_KINDS
-from bench.procs import Child, chosen_profile, open_run, parse_section_args, publish, say, section_parser
-from bench.redis_server import RedisServer
 from bench.report import _f, _table, section_header
+from devtools.procs import Child
+from devtools.redis_server import RedisServer
 from predictors.settings import default
 
 SYNC_CONCURRENCY = 16

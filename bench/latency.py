@@ -55,20 +55,10 @@ import httpx
 
 from bench import loadgen
 from bench.common import Request, model_instance, ratio, v1_instance_request
+from bench.harness import chosen_profile, open_run, parse_section_args, publish, run_child_json, say, section_parser
 from bench.models import MODEL_KINDS
-from bench.procs import (
-    Child,
-    chosen_profile,
-    free_port,
-    open_run,
-    parse_section_args,
-    publish,
-    run_child_json,
-    say,
-    section_parser,
-    start,
-)
 from bench.report import _f, _table, section_header
+from devtools.procs import Child, free_port, start
 from predictors.settings import default
 
 LEVELS = (4, 16)

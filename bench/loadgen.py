@@ -175,6 +175,11 @@ async def open_loop(
     count = min(max_requests, max(1, int(rate * duration)))
     interval = 1.0 / rate
     outstanding: set[asyncio.Task[Outcome]] = set()
+
+    def finished(task: asyncio.Task[Outcome]) -> None:
+        outstanding.discard(task)
+        result.outcomes.append(task.result())
+
     async with make_client(base_url, max_outstanding, timeout) as client:
         origin = time.perf_counter()
         for i in range(count):
@@ -186,7 +191,7 @@ async def open_loop(
                 continue
             task = asyncio.create_task(_send(client, requests[i % len(requests)], origin))
             outstanding.add(task)
-            task.add_done_callback(lambda t: (outstanding.discard(t), result.outcomes.append(t.result())))
+            task.add_done_callback(finished)
         while outstanding:
             await asyncio.gather(*list(outstanding))
         result.elapsed = time.perf_counter() - origin

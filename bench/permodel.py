@@ -36,7 +36,8 @@ import httpx
 from bench import loadgen
 from bench.common import Request, model_instance, ratio, v1_instance_request
 from bench.hardware import efficiency
-from bench.procs import Child, free_port, rss_mb, run_child_json, say, start
+from bench.harness import run_child_json, say
+from devtools.procs import Child, free_port, rss_mb, start
 
 REAL_MODELS = ("general-recognition", "image-classification", "face-enhancement", "visual-entailment")
 

@@ -15,7 +15,7 @@ def _f(value: Any, digits: int = 1) -> str:
 
 def section_header(title: str, r: dict[str, Any], details: str = "") -> list[str]:
     """The first lines of a `python -m bench SECTION` report: what ran, when and where, and whether the machine
-    was busy (`procs.close_run`)."""
+    was busy (`harness.close_run`)."""
     parts = [f"{title}  {r['started_at']}  profile={r['profile']}  model={r['model']}  threads={r['threads']}  "
              f"{details + '  ' if details else ''}load avg at start={_f(r['load_average_at_start'][0], 2)}"]
     if r["machine_busy"]:
@@ -74,7 +74,8 @@ def render_study(r: dict[str, Any]) -> str:
         "ms/image, paid by the server on top"
     )
 
-    rows = []
+    rows: list[list[Any]] = []
+
     def load_row(contender: str, row: dict[str, Any]) -> list[Any]:
         keys = ("concurrency", "throughput_rps", "p50_ms", "p99_ms", "errors", "ok")
         return [contender, *(row[key] for key in keys)]

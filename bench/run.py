@@ -33,14 +33,15 @@ from bench.common import (
     latency_summary,
     parse_v2_binary_response,
     ratio,
-    sample_jpeg,
     v1_request,
     v2_binary_request,
     v2_json_request,
 )
-from bench.procs import Child, child_env, close_run, free_port, start
-from bench.procs import run_child_json as _run_child_json
-from bench.procs import say as _say
+from bench.harness import child_env, close_run
+from bench.harness import run_child_json as _run_child_json
+from bench.harness import say as _say
+from devtools.images import sample_jpeg
+from devtools.procs import Child, free_port, start
 
 BENCH_DIR = Path(__file__).resolve().parent
 #: the models the server study (sections 1-5) can run on
@@ -108,7 +109,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench [run]", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="a ~2 minute run (shorter, concurrency 1/4/16)")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run for the test suite")

@@ -41,8 +41,8 @@ from typing import Any, Literal
 from scipy.stats import t as student_t
 
 from bench.jobs import SUBMIT_P99_TARGET_MS, THROUGHPUT_TARGET
-from bench.procs import REPO_DIR
 from bench.report import _f, _table
+from devtools.procs import REPO_DIR
 
 MIN_RUNS = 5
 CONFIDENCE = 0.95

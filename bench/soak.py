@@ -28,16 +28,17 @@ import subprocess
 import sys
 import time
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.common import sample_jpeg, v2_binary_body
+from bench.common import v2_binary_body
 from bench.loadgen import make_client
-from bench.procs import free_port, start
+from devtools.images import sample_jpeg
+from devtools.procs import free_port, start
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEMO_MODELS = ("general-recognition", "image-classification", "face-enhancement", "visual-entailment")
@@ -333,7 +334,7 @@ def main(argv: list[str]) -> int:
 
 
 def _by_code(values: dict[str, float]) -> dict[str, float]:
-    codes: Counter[str] = Counter()
+    codes: defaultdict[str, float] = defaultdict(float)
     for labels, value in values.items():
         code = labels.split('code="', 1)[1].split('"', 1)[0] if 'code="' in labels else "?"
         codes[code] += value

@@ -6,9 +6,8 @@ from outside the model code: its methods (face enhancement: detection, EQFace, G
 compose, SSIM, encode) and its modules' forward hooks (OFA: encoder, decoder) are wrapped on the loaded
 instance; nothing in `predictors/` changes.
 
-    .venv/bin/python -m bench.stages --model face-enhancement --work-dir bench/results/work
-    .venv/bin/python -m bench.stages --model visual-entailment
-    .venv/bin/python -m bench.stages --compare --rounds 5   # each optimisation's before/after (bench/compare.py)
+    .venv/bin/python -m bench stages --model face-enhancement --work-dir bench/results/work
+    .venv/bin/python -m bench stages --model visual-entailment
 
 Prints a table per model (stage, calls, wall ms, share of the item's wall time) and the top aten ops by
 self CPU time; ``--json`` prints the same as one JSON line. Stages nest (e.g. ``detect`` inside
@@ -136,24 +135,14 @@ def render(profile_: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench stages", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["face-enhancement", "visual-entailment", "all"], default="all")
     parser.add_argument("--work-dir", type=Path, default=Path(__file__).resolve().parent / "results" / "work")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--compare", action="store_true",
-                        help="face enhancement: each optimisation's before/after, interleaved (bench/compare.py)")
-    parser.add_argument("--rounds", type=int, default=5, help="--compare: before/after pairs per change")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from predictors.models.demo import make_demo_repository
-
-    if args.compare:
-        from bench import compare
-
-        (directory,) = make_demo_repository(args.work_dir.resolve() / "demo", ["face-enhancement"])
-        rows = compare.compare_face_enhancement(directory, args.rounds)
-        print("BENCH_JSON " + json.dumps(rows) if args.json else compare.render(rows))
-        return
 
     kinds = ["face-enhancement", "visual-entailment"] if args.model == "all" else [args.model]
     out = []
@@ -161,7 +150,8 @@ def main() -> None:
         (directory,) = make_demo_repository(args.work_dir.resolve() / "demo", [kind])
         out.append(profile_model(kind, directory, {}))
     print("BENCH_JSON " + json.dumps(out) if args.json else "\n".join(render(p) for p in out))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -3,7 +3,7 @@
 #   1. install podman/runc/debootstrap (idempotent), make the local Debian base image;
 #   2. build the image's `demo` target (runtime stage + baked demo weights) from that base;
 #   3. render the chart (deployment mode, tests/pipeline/smoke-values.yaml) and run the predictor
-#      container exactly as the rendered pod spec says (ci/smoke_client.py pod): args, env, ports,
+#      container exactly as the rendered pod spec says (python -m ci.smoke_client pod): args, env, ports,
 #      user, read-only root, emptyDir /tmp, the PVC at /mnt/models (demo weights copied out of the
 #      image), limits; poll the startup/readiness/liveness probes like the kubelet; v1/v2/tritonclient
 #      checks; preStop + SIGTERM during a burst of requests, every accepted request answered in the grace;
@@ -73,7 +73,7 @@ podman "${podman_global[@]}" rm --force "$name-weights" >/dev/null
 chmod -R a+rX "$work/pvc"
 mkdir -p "$work/scratch"
 
-"$python" ci/smoke_client.py pod --manifest "$work/rendered.yaml" --deployment smoke-general-recognition \
+"$python" -m ci.smoke_client pod --manifest "$work/rendered.yaml" --deployment smoke-general-recognition \
     --volume "smoke-models=$work/pvc" --scratch "$work/scratch" --name "$name" \
     --podman-global-args "${podman_global[*]}"
 log "the chart's deployment-mode pod passed"
@@ -84,7 +84,7 @@ log "the chart's deployment-mode pod passed"
     -f tests/pipeline/smoke-kserve-values.yaml --set image.repository="$repository" --set image.tag="$tag" \
     >"$work/kserve-pods.yaml"
 rm -rf "$work/scratch" && mkdir -p "$work/scratch"
-"$python" ci/smoke_client.py pod --manifest "$work/kserve-pods.yaml" \
+"$python" -m ci.smoke_client pod --manifest "$work/kserve-pods.yaml" \
     --deployment smoke-general-recognition-predictor --container kserve-container \
     --volume "smoke-models=$work/pvc" --scratch "$work/scratch" --name "$name" \
     --podman-global-args "${podman_global[*]}"

@@ -30,7 +30,7 @@ models=general-recognition,image-classification,face-enhancement,visual-entailme
 start=$SECONDS
 
 [ -x "$python" ] || { log "no Python at $python: run ci/setup-python.sh --test first, or set PYTHON"; exit 2; }
-if ! "$python" ci/gpu_smoke.py probe --device "$device"; then
+if ! "$python" -m ci.gpu_smoke probe --device "$device"; then
     log "no usable CUDA GPU here ($device): this smoke test runs on a GPU machine only (docs/gpu.md)"
     exit 2
 fi
@@ -51,7 +51,7 @@ free_port() {
 }
 
 log "runner checks on $device"
-timeout 180 "$python" ci/gpu_smoke.py runner --device "$device" || fail "device runner on $device"
+timeout 180 "$python" -m ci.gpu_smoke runner --device "$device" || fail "device runner on $device"
 
 log "writing the demo repository"
 timeout 180 "$python" -m predictors make-demo-models "$work/models" >"$work/demo.log" 2>&1 \
@@ -86,11 +86,11 @@ done
 log "every model warmed up on the GPU at batch sizes 1, 2, 4, 8"
 
 log "one request per protocol to every model"
-"$python" ci/gpu_smoke.py requests --url "$url" --grpc "127.0.0.1:$grpc_port" --models "$models" \
+"$python" -m ci.gpu_smoke requests --url "$url" --grpc "127.0.0.1:$grpc_port" --models "$models" \
     || { tail -n 40 "$server_log" >&2; fail "requests"; }
 
 log "injected out-of-memory on face-enhancement (${oom_side} px)"
-"$python" ci/gpu_smoke.py oom --url "$url" --device "$device" --side "$oom_side" \
+"$python" -m ci.gpu_smoke oom --url "$url" --device "$device" --side "$oom_side" \
     || { tail -n 40 "$server_log" >&2; fail "out-of-memory fallback and recovery"; }
 
 log "SIGTERM"

@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""The checks of ci/gpu-smoke.sh (docs/gpu.md); each subcommand exits non-zero with a message on failure.
+"""The checks of ci/gpu-smoke.sh (docs/gpu.md), run as ``python -m ci.gpu_smoke SUBCOMMAND`` from the repository
+root; each subcommand exits non-zero with a message on failure.
 
   probe     a usable CUDA device that this torch build has kernels for (exit 2 when there is none)
   runner    the device runner on the real GPU: its thread is bound to the device (set_device), a batch
@@ -25,13 +25,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smoke_client import SmokeFailure, check, expect, log  # noqa: E402
+from ci.smoke_client import SmokeFailure, check, expect, log
 
 CLASSIFIERS = ["general-recognition", "image-classification"]
 MiB = 1024 * 1024
@@ -185,7 +183,7 @@ def oom(url: str, device_spec: str, side: int, timeout: float) -> None:
     during = fallback_count(url) - before
     expect(during > 0, f"a {side}x{side} request with {free // MiB} MiB taken did not run out of memory; "
                        "raise --side")
-    expect(ready_codes and set(ready_codes) == {200}, f"readiness during the fallback: {ready_codes}")
+    expect(bool(ready_codes) and set(ready_codes) == {200}, f"readiness during the fallback: {ready_codes}")
     started = time.monotonic()
     again = face_v1(url, image, timeout)
     expect(again.status_code == 200, f"after releasing the memory: {again.status_code} {again.text[:300]}")
@@ -196,7 +194,8 @@ def oom(url: str, device_spec: str, side: int, timeout: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m ci.gpu_smoke", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["probe", "runner", "requests", "oom"])
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--url", default="http://127.0.0.1:8080")

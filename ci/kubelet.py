@@ -5,7 +5,7 @@ downward-API fieldRefs/resourceFieldRefs, ports, user/group/fsGroup, read-only r
 no-new-privileges, emptyDir/PVC volumes and resource limits become `podman run` arguments; its httpGet
 startup/readiness/liveness probes (`Probe`) run with their periods, thresholds and timeouts (`http_probe`,
 `ProbeLoop`); `Podman` runs the commands. What it cannot emulate it refuses (`SmokeFailure`) rather than
-approximate. Used by `ci/smoke_client.py pod`; unit tests in `tests/pipeline/test_kubelet.py`.
+approximate. Used by `python -m ci.smoke_client pod`; unit tests in `tests/pipeline/test_kubelet.py`.
 
 Needs: httpx and pyyaml.
 """

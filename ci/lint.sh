@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lint jobs of the pipeline's `lint` stage (thin jobs call this). Usage: ci/lint.sh [python|yaml|dockerfile|shell|all]...
-#   python      ruff (predictors, clients, tests, ci), mypy (predictors, the client SDK), import-linter - project venv
+#   python      ruff (predictors, clients, tests, ci, devtools, bench), mypy (predictors, the client SDK,
+#               bench, ci, devtools), import-linter                    - project venv
 #   yaml        yamllint (.yamllint.yaml)                               - .tools/lint-venv
 #   dockerfile  hadolint (.hadolint.yaml) and checkov on the Dockerfile - .tools/lint-venv, .tools/checkov-venv
 #   shell       shellcheck on ci/*.sh and .ci/run                       - Debian package
@@ -28,7 +29,7 @@ lint_python() {
     log "ruff"
     .venv/bin/ruff check predictors clients tests ci devtools bench
     log "mypy"
-    .venv/bin/mypy predictors clients/python/predictors_client
+    .venv/bin/mypy predictors clients/python/predictors_client bench ci devtools
     log "import-linter (the package's layers)"
     .venv/bin/lint-imports
 }

@@ -15,4 +15,4 @@ if [ ! -x .smoke-venv/bin/python ]; then
 fi
 models=()
 for model in ${SMOKE_MODELS:-general-recognition image-classification}; do models+=(--model "$model"); done
-exec .smoke-venv/bin/python ci/smoke_client.py check --http "$http" --grpc "$grpc" --wait "${SMOKE_WAIT:-600}" "${models[@]}"
+exec .smoke-venv/bin/python -m ci.smoke_client check --http "$http" --grpc "$grpc" --wait "${SMOKE_WAIT:-600}" "${models[@]}"

@@ -1,6 +1,5 @@
-#!/usr/bin/env python3
 """Smoke client for a running vision-predictors container; `pod` runs it under the kubelet stand-in
-(`ci/kubelet.py`).
+(`ci/kubelet.py`). Run from the repository root: ``python -m ci.smoke_client check|pod ...``.
 
 Subcommands
   check   URL checks against a running server: live, per-model ready, v1 predict, v2 JSON infer,
@@ -15,7 +14,7 @@ Subcommands
           was answered within the grace period and the server exited 0. Used by ci/container-smoke.sh.
 
 Needs: httpx, numpy, pillow, tritonclient[http,grpc] (and pyyaml for `pod`), and the repository's
-tests/support/protocols.py. Exits non-zero on failure.
+devtools/protocols.py (the integration tests' own protocol client). Exits non-zero on failure.
 """
 
 from __future__ import annotations
@@ -34,7 +33,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-from kubelet import (
+
+from ci.kubelet import (
     PodContainer,
     Podman,
     Probe,
@@ -44,10 +44,7 @@ from kubelet import (
     http_probe,
     log,
 )
-
-# The protocol check is the integration tests' own client code (tests/support/protocols.py).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.protocols import classify_over_every_protocol, disagreements, v1_body  # noqa: E402
+from devtools.protocols import classify_over_every_protocol, disagreements, v1_body
 
 
 def sample_images(count: int) -> list[bytes]:
@@ -68,7 +65,7 @@ def sample_images(count: int) -> list[bytes]:
 
 # --------------------------------------------------------------------------------------------- check
 def check(http_url: str, grpc_target: str | None, models: list[str], timeout: float = 120.0) -> None:
-    """Live, listed, ready, then the same top-k over every protocol (`tests/support/protocols.py`, the
+    """Live, listed, ready, then the same top-k over every protocol (`devtools/protocols.py`, the
     integration tests' own client code), which must all agree with v1."""
     import tritonclient.http as httpclient
 
@@ -378,7 +375,7 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m ci.smoke_client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="protocol checks against a running server")

@@ -1,2 +1,6 @@
 """Development tooling shared by the tests, the benchmarks and the CI scripts (not part of the shipped
-package): generated documentation (`docs`)."""
+package): child processes on free loopback ports (`procs`), a real Redis (`redis_server`), sample pictures
+(`images`), one request over every protocol (`protocols`) and generated documentation (`docs`).
+
+Nothing here is imported by `predictors`; each module imports only what it needs, so that the smoke check's
+minimal venv can import `devtools.protocols` alone."""

@@ -24,7 +24,7 @@ def _serve_flags() -> dict[str, list[str]]:
     """Settings field -> the `serve` flags that set it."""
     from predictors.cli import build_parser
 
-    serve = next(action for action in build_parser()._subparsers._group_actions  # noqa: SLF001
+    serve = next(action for action in build_parser()._actions  # noqa: SLF001
                  if isinstance(action, argparse._SubParsersAction)).choices["serve"]  # noqa: SLF001
     flags: dict[str, list[str]] = {}
     for action in serve._actions:  # noqa: SLF001

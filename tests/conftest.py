@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.common import sample_image  # noqa: F401 - shared with the benchmark's payloads
+from devtools.images import sample_image  # noqa: F401 - shared with the benchmark's payloads
 
 #: the user property (`record_property`) where a test says which bf16 path it ran
 BF16_PATH = "bf16 path"

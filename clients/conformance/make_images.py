@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT.parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from bench.common import sample_image  # noqa: E402
+from devtools.images import sample_image  # noqa: E402
 from tests.support.faults import FORWARD_SLOW  # noqa: E402
 
 

@@ -31,7 +31,7 @@ import httpx
 import pytest
 import yaml
 
-from bench.common import sample_image
+from devtools.images import sample_image
 from tests.support import faults
 from tests.support.canary import (
     CHART,

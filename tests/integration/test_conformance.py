@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from bench.redis_server import run_redis
+from devtools.redis_server import run_redis
 from predictors.models.demo import make_demo_repository
 from predictors.models.face_enhancement import demo as face_enhancement
 from predictors.models.visual_entailment import demo as visual_entailment

@@ -40,7 +40,7 @@ from predictors_client import (
 )
 from predictors_client.results import labels_from
 
-from bench.redis_server import RedisServer, run_redis
+from devtools.redis_server import RedisServer, run_redis
 from predictors.models.face_enhancement import demo as face_enhancement
 from predictors.models.visual_entailment import demo as visual_entailment
 from tests.conftest import encode, sample_image

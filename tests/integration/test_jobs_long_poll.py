@@ -23,7 +23,7 @@ import httpx
 import pytest
 from predictors_client import AsyncClient, Client
 
-from bench.redis_server import RedisServer, run_redis
+from devtools.redis_server import RedisServer, run_redis
 from tests.conftest import encode, sample_image
 from tests.integration.test_faults import write_faulty_model
 from tests.support import faults

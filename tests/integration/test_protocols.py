@@ -10,8 +10,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from devtools.protocols import classify_over_every_protocol, disagreements, v1_body
 from tests.conftest import encode, sample_image
-from tests.support.protocols import classify_over_every_protocol, disagreements, v1_body
 
 IMAGES = [encode(sample_image(seed), "JPEG") for seed in range(3)] + [encode(sample_image(9), "PNG")]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.redis_server import RedisServer, run_redis
+from devtools.redis_server import RedisServer, run_redis
 from tests.conftest import encode, sample_image
 from tests.support import sdk_packages
 from tests.support.server import ServerProcess, run_server

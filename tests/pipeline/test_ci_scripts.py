@@ -12,8 +12,6 @@ import pytest
 
 from tests.pipeline.conftest import REPO
 
-sys.path.insert(0, str(REPO / "ci"))
-
 CPU_VALUES = "charts/vision-predictors/ci/cpu-values.yaml"
 
 
@@ -136,10 +134,11 @@ def test_gpu_smoke_stops_at_once_without_a_gpu() -> None:
     assert "runner checks" not in result.stderr  # nothing else was attempted
 
 
-def test_smoke_client_runs_from_its_own_directory() -> None:
-    """As the pipeline runs it: `python ci/smoke_client.py` finds the kubelet module and the test-support
-    protocol client."""
-    result = subprocess.run([sys.executable, "ci/smoke_client.py", "--help"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+def test_smoke_client_runs_as_a_module_of_the_repository() -> None:
+    """As the pipeline runs it (`python -m ci.smoke_client` from the repository root, in a venv without the
+    project): it finds the kubelet module and the shared protocol client with nothing on PYTHONPATH."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "ci.smoke_client", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert "kubelet" in result.stdout

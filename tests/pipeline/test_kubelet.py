@@ -6,15 +6,12 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ci import kubelet
 from tests.pipeline.conftest import REPO
-
-sys.path.insert(0, str(REPO / "ci"))
-import kubelet  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,8 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.common import sample_image
-from bench.redis_server import RedisServer, run_redis
+from devtools.images import sample_image
+from devtools.redis_server import RedisServer, run_redis
 from tests.support import faults
 from tests.support.prometheus import PrometheusServer, monitor_labels, run_prometheus
 from tests.support.server import ServerProcess, start_server

@@ -11,7 +11,7 @@ import contextlib
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.procs import free_port, terminate
+from devtools.procs import free_port, terminate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,7 @@ class PrometheusServer:
 
 @contextlib.contextmanager
 def run_prometheus(directory: Path, scrape_configs: list[dict[str, Any]], scrape_interval: str = "1s",
-                   rule_files: list[Path] = ()) -> Iterator[PrometheusServer]:
+                   rule_files: Sequence[Path] = ()) -> Iterator[PrometheusServer]:
     """Prometheus on a free loopback port with this configuration, its data in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     config = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bench.procs import free_port, terminate
+from devtools.procs import free_port, terminate
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import struct
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench import common, loadgen
-from bench.procs import free_port, start
+from devtools.images import sample_jpeg
+from devtools.procs import free_port, start
 
 
 def test_percentile_interpolates() -> None:
@@ -24,7 +26,7 @@ def test_percentile_interpolates() -> None:
 
 
 def test_v2_binary_request_layout() -> None:
-    image = common.sample_jpeg(1, (16, 16))
+    image = sample_jpeg(1, (16, 16))
     path, body, headers = common.v2_binary_request("tiny", image)
     head_length = int(headers["inference-header-content-length"])
     header = json.loads(body[:head_length])
@@ -115,3 +117,15 @@ def test_open_loop_and_health_probe(echo) -> None:
 def test_results_directory_is_ignored() -> None:
     ignore = (Path(__file__).resolve().parents[2] / ".gitignore").read_text().split()
     assert "bench/results/" in ignore
+
+
+def test_bench_help_lists_every_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.__main__ import SUITES, main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(f"    {name}" in shown for name in SUITES)
+    for module, _ in SUITES.values():  # every suite is a module with its own main(argv)
+        assert callable(importlib.import_module(module).main)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from bench import series
-from bench.procs import REPO_DIR, code_version
+from bench.harness import code_version
+from devtools.procs import REPO_DIR
 
 
 def judged(values: list[float | None], rule: series.Rule = "at_least", goal: float = 0.95) -> series.Judged:

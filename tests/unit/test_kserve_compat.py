@@ -25,7 +25,7 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from bench.procs import free_port
+from devtools.procs import free_port
 from predictors import kserve_compat
 from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.errors import InvalidInput

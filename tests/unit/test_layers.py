@@ -23,13 +23,25 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 def test_the_layers_hold() -> None:
     result = lint_imports(REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
+
+
+def lint_imports_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """`lint_imports` on a copy of the package where `module` (a path under predictors/) ends with `line`."""
+    shutil.copytree(REPO / "predictors", tmp_path / "predictors", ignore=shutil.ignore_patterns("__pycache__"))
+    source = tmp_path / "predictors" / module
+    source.write_text(source.read_text() + f"\n{line}  # noqa: E402 - the import under test\n")
+    return lint_imports(tmp_path)
 
 
 def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copytree(REPO / "predictors", tmp_path / "predictors", ignore=shutil.ignore_patterns("__pycache__"))
-    runtime = tmp_path / "predictors" / "runtime.py"
-    runtime.write_text(runtime.read_text() + "\nimport predictors.server.app  # noqa: E402 - the upward import\n")
-    result = lint_imports(tmp_path)
+    result = lint_imports_with(tmp_path, "runtime.py", "import predictors.server.app")
     assert result.returncode != 0
     assert "predictors.runtime -> predictors.server.app" in result.stdout, result.stdout
+
+
+def test_importing_the_development_tooling_breaks_the_contract(tmp_path: Path) -> None:
+    result = lint_imports_with(tmp_path, "errors.py", "import devtools.procs")
+    assert result.returncode != 0
+    assert "predictors is not allowed to import devtools" in result.stdout, result.stdout
+    assert "predictors.errors -> devtools" in result.stdout, result.stdout

@@ -19,8 +19,8 @@ import torch
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from bench.common import sample_image
 from bench.models import write_tiny
+from devtools.images import sample_image
 from predictors.cli import build_parser, settings_from_args
 from predictors.device import CPU, enable_cudnn_autotuner, stack_to_device, to_device
 from predictors.models.base import ModelConfig

@@ -45,7 +45,7 @@ def test_bad_values_are_refused_with_the_key(tmp_path: Path, content: object, me
 
 
 def test_the_command_exits_undecided_when_prometheus_cannot_be_reached(tmp_path: Path) -> None:
-    from bench.procs import free_port
+    from devtools.procs import free_port
 
     result = subprocess.run(
         [sys.executable, "-m", "predictors", "canary-analysis", "--prometheus", f"http://127.0.0.1:{free_port()}",

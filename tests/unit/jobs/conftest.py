@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bench.redis_server import RedisServer, run_redis
+from devtools.redis_server import RedisServer, run_redis
 from predictors.jobs.store import JobStore, connect
 
 

@@ -13,8 +13,8 @@ import pytest
 from kserve.model_repository import ModelRepository
 from prometheus_client import CollectorRegistry
 
-from bench.procs import free_port
-from bench.redis_server import RedisServer
+from devtools.procs import free_port
+from devtools.redis_server import RedisServer
 from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.errors import InvalidInput, JobNotFound, JobsUnavailable
 from predictors.jobs import service as service_module

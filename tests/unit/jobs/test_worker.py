@@ -17,7 +17,7 @@ import pytest
 from kserve.model_repository import ModelRepository
 from prometheus_client import CollectorRegistry
 
-from bench.redis_server import RedisServer
+from devtools.redis_server import RedisServer
 from predictors.dataplane.dataplane import PredictorDataPlane
 from predictors.dataplane.image_urls import ImageFetcher
 from predictors.dataplane.kserve_model import KServeModel

@@ -1,5 +1,5 @@
 """One classifier request over every protocol the server speaks, for the integration tests and the
-pipeline's smoke check (`ci/smoke_client.py check`), which runs outside the test environment: this module
+pipeline's smoke check (`python -m ci.smoke_client check`), which runs outside the test environment: this module
 needs only httpx, numpy and tritonclient."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from bench.procs import free_port, terminate
+from devtools.procs import free_port, terminate
 
 
 @dataclass
