@@ -2,16 +2,16 @@
 # Idempotently build the generators of the chart's reference files into <repo>/.tools/chart-tools/ and print
 # their paths (stdout, one per line, KEY=PATH; safe to `eval`):
 #   HELM_SCHEMA  github.com/losisin/helm-values-schema-json: values.schema.json from the `# @schema`
-#                annotations of values.yaml (and the fragments in charts/vision-predictors/schema/)
-#   HELM_DOCS    github.com/norwoodj/helm-docs: the values table of the chart README from the `# --` comments
-# `python -m devtools.chart` runs them; each is `go install`ed at its pinned version from the Go module proxy
-# (checksums from the Go checksum database), once per version: .tools/chart-tools/<name>-<version>/<name>.
-# Set the versions with HELM_SCHEMA_VERSION / HELM_DOCS_VERSION; Go comes from ci/install-go.sh.
+#                annotations of values.yaml (and the definitions in charts/vision-predictors/schema/)
+#   HELM_DOCS    github.com/norwoodj/helm-docs: the values table of the chart README from the helm-docs comments
+# `python -m devtools.chart` runs them. Each is pinned, with its dependencies, by the go.mod and go.sum of
+# ci/chart-tools/<name>/ (a `tool` directive) and built from the Go module proxy once per pin:
+# .tools/chart-tools/<name>/<version>-<digest of go.mod and go.sum>/<name>. Go comes from ci/install-go.sh.
+# (Not `go install <module>@<version>`: that reads the module's version list, which the proxy may refuse.)
 set -euo pipefail
+shopt -s inherit_errexit
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools=${TOOLS_DIR:-$repo/.tools}/chart-tools
-schema_version=${HELM_SCHEMA_VERSION:-v2.3.1}
-docs_version=${HELM_DOCS_VERSION:-v1.14.2}
 
 log() { printf '[chart-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -20,26 +20,30 @@ mkdir -p "$tools"
 exec 9>"$tools/.build.lock"
 flock 9
 
-# install NAME PACKAGE VERSION LDFLAGS: print the binary's path, building it first if this version is missing.
-install() {
-    local name=$1 package=$2 version=$3 ldflags=$4 dir go start
-    dir=$tools/$name-$version
-    if [ ! -x "$dir/$name" ]; then
+# build NAME PACKAGE VERSION_VARIABLE: print the path of the binary of ci/chart-tools/NAME, building it if its
+# pin changed. VERSION_VARIABLE is the program's own version string, set to the pinned version.
+build() {
+    local name=$1 package=$2 version_variable=$3 module version digest binary go start
+    module=$repo/ci/chart-tools/$name
+    version=$(sed -n "s|^[[:space:]]*${package%%/cmd/*} \(v[^ ]*\).*|\1|p" "$module/go.mod")
+    [ -n "$version" ] || { log "no version of ${package%%/cmd/*} in $module/go.mod"; return 1; }
+    digest=$(cat "$module/go.mod" "$module/go.sum" | sha256sum | cut -c1-12)
+    binary=$tools/$name/$version-$digest/$name
+    if [ ! -x "$binary" ]; then
         go=$("$repo/ci/install-go.sh")
-        log "building $package@$version ($("$go" version | cut -d' ' -f3))"
+        log "building $package $version ($("$go" version | cut -d' ' -f3))"
         start=$SECONDS
-        rm -rf "$dir.tmp"
-        # GOTOOLCHAIN=local: the toolchain above, never one fetched behind our back.
-        GOTOOLCHAIN=local GOBIN="$dir.tmp" "$go" install -trimpath -ldflags "$ldflags" "$package@$version" >&2
-        rm -rf "$dir"
-        mv "$dir.tmp" "$dir"
+        mkdir -p "$(dirname "$binary")"
+        # GOTOOLCHAIN=local: the toolchain above, never one fetched behind our back; -mod=readonly: the pins as
+        # committed.
+        (cd "$module" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly "$go" build -trimpath \
+            -ldflags "-s -w -X main.$version_variable=$version" -o "$binary.tmp" "$package")
+        mv "$binary.tmp" "$binary"
         log "built $name in $((SECONDS - start)) s"
     fi
-    echo "$dir/$name"
+    echo "$binary"
 }
 
-helm_schema=$(install helm-values-schema-json github.com/losisin/helm-values-schema-json/v2 "$schema_version" \
-    "-s -w -X main.Version=$schema_version")
-helm_docs=$(install helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$docs_version" \
-    "-s -w -X main.version=${docs_version#v}")
+helm_schema=$(build helm-values-schema-json github.com/losisin/helm-values-schema-json/v2 Version)
+helm_docs=$(build helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs version)
 printf 'HELM_SCHEMA=%s\nHELM_DOCS=%s\n' "$helm_schema" "$helm_docs"
