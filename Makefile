@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 DEMO_MODELS ?= demo-models
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test serve demo-models test test-unit test-integration lint chart-check bench smoke clean
+.PHONY: setup setup-test serve demo-models test test-unit test-integration lint chart-check chart-docs bench smoke clean
 
 setup:
 	ci/setup-python.sh
@@ -20,6 +20,7 @@ setup-test:
 	ci/install-system-packages.sh >/dev/null
 	ci/build-harness.sh kserve >/dev/null
 	ci/build-harness.sh keda >/dev/null
+	ci/install-chart-tools.sh >/dev/null
 	ci/setup-sdks.sh
 
 demo-models: setup
@@ -49,6 +50,12 @@ test-integration: setup-test
 # Helm 3 + 4 lint, render, kubernetes-validate, KServe CRD validation and checkov on every scenario.
 chart-check: setup-test
 	ci/chart-check.sh
+
+# After editing charts/vision-predictors/values.yaml (or README.md.gotmpl, schema/): regenerate its
+# values.schema.json and README.md (helm-values-schema-json, helm-docs; tests/chart checks they are current).
+chart-docs: setup
+	ci/install-chart-tools.sh >/dev/null
+	$(PY) -m devtools.chart
 
 # The benchmark suite (docs/performance.md); BENCH_ARGS=--quick for a short run.
 bench: setup

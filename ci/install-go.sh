@@ -9,7 +9,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools=${TOOLS_DIR:-$repo/.tools}
 version=${GO_VERSION:-1.26.8}
-needed=$(cat "$repo"/tests/*/go.mod "$repo"/ci/*/go.mod | sed -n 's/^go //p' | sort -V | tail -n1)
+needed=$(cat "$repo"/tests/*/go.mod "$repo"/ci/*/go.mod "$repo"/ci/chart-tools/*/go.mod | sed -n 's/^go //p' | sort -V | tail -n1)
 
 log() { printf '[install-go] %s\n' "$*" >&2; }
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Lint jobs of the pipeline's `lint` stage (thin jobs call this). Usage: ci/lint.sh [python|yaml|dockerfile|shell|all]...
+# Lint jobs of the pipeline's `lint` stage (thin jobs call this). Usage: ci/lint.sh [python|yaml|dockerfile|shell|go|chart|all]...
 #   python      ruff (predictors, clients, tests, ci, devtools, bench), mypy (predictors, the client SDK,
 #               bench, ci, devtools), import-linter                    - project venv
 #   yaml        yamllint (.yamllint.yaml)                               - .tools/lint-venv
 #   dockerfile  hadolint (.hadolint.yaml) and checkov on the Dockerfile - .tools/lint-venv, .tools/checkov-venv
 #   shell       shellcheck on ci/*.sh and .ci/run                       - Debian package
 #   go          gofmt and go vet on the Go harnesses (tests/kserve, tests/keda) - ci/install-go.sh
+#   chart       the chart's values.schema.json and README.md are what values.yaml generates - ci/install-chart-tools.sh
 # Tools are installed idempotently; exits non-zero when any linter reports a finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,12 @@ lint_go() {
     done
 }
 
+lint_chart() {
+    ci/install-chart-tools.sh >/dev/null
+    log "generated chart files (python -m devtools.chart --check)"
+    python3 -m devtools.chart --check  # the standard library only
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(all)
 for target in "${targets[@]}"; do
@@ -80,7 +87,8 @@ for target in "${targets[@]}"; do
         dockerfile) lint_dockerfile ;;
         shell) lint_shell ;;
         go) lint_go ;;
-        all) lint_yaml; lint_dockerfile; lint_shell; lint_python; lint_go ;;
+        chart) lint_chart ;;
+        all) lint_yaml; lint_dockerfile; lint_shell; lint_python; lint_go; lint_chart ;;
         *) log "unknown lint target $target"; exit 2 ;;
     esac
 done
