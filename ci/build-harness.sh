@@ -18,7 +18,7 @@ log() { printf '[%s-harness %s] %s\n' "$name" "$(date +%H:%M:%S)" "$*" >&2; }
 [ -f "$module/go.mod" ] || { log "no Go module at $module"; exit 2; }
 go=$("$repo/ci/install-go.sh")
 export GOTOOLCHAIN=local  # the toolchain above, never one fetched behind our back
-digest=$(cd "$module" && LC_ALL=C cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)
+digest=$(cd "$module" && cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)
 binary=$tools/$name-harness/$digest/$name-harness
 mkdir -p "$tools/$name-harness"
 # One build at a time (pytest processes and scripts may ask together).
